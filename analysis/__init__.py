@@ -1,0 +1,1 @@
+"""Analysis of run directories: tables and figures of the study."""

@@ -1,0 +1,13 @@
+"""Errors that mean bad input or configuration: CLIs print them as one line and exit non-zero."""
+
+
+class EcgHpcError(Exception):
+    """Base of the errors a user can fix; the message names the file or option and the problem."""
+
+
+class DataError(EcgHpcError, ValueError):
+    """A data file or directory is missing, malformed or refused (the message names the file)."""
+
+
+class ConfigError(EcgHpcError, ValueError):
+    """An option or combination of options is invalid (the message names the option)."""

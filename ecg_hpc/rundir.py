@@ -1,0 +1,156 @@
+"""Run directories: the one interface between launching, training and analysis.
+
+Every job writes one directory holding ``run.json`` (config, seed, code and package versions, host, world
+size, wall times, status) next to its CSVs and checkpoints. Files appear atomically (written to a temporary
+name in the same folder, then renamed), so a reader never sees half a file.
+
+``run.json`` keys shared by all kinds of run (kind-specific keys are documented where they are written):
+
+- ``kind``: ``"pretrain"`` or ``"finetune"``
+- ``status``: one of ``STATUSES``; ``error`` holds the message when ``"failed"``
+- ``seed``, ``config`` (the full resolved options), ``environment`` (see ``environment_info``)
+- ``started_at``, ``finished_at`` (ISO 8601 UTC), ``wall_time_s``
+
+Pretraining runs (``runs/pretrain/<name>/``) add ``task``, ``arch``, ``frame_size``, ``frac``, ``epochs``,
+``epochs_done``, ``world_size``, ``hosts``, ``horovod`` (lr scaling and warm-up) and ``epoch_times_s``; their
+checkpoints are ``epoch_NN/`` folders (NN from 01) and ``history.csv`` has one row per epoch.
+
+Fine-tuning runs (``runs/finetune/<scenario>/seed_S/``) add:
+
+- ``arch``; ``init``: ``{"source": "random"}`` or ``{"source": "checkpoint", "checkpoint": PATH,
+  "pretrain_run": PATH, "pretrain_epoch": N, "task": ..., "arch": ..., "frame_size": ..., "frac": ...}``
+- ``scenario`` (the sweep's name for the init), ``split`` (``test_seed``, ``n_train``, ``n_val``, ``n_test``)
+- ``epochs_run``, ``best_epoch``, ``test``: ``{"macro_f1": x, "f1": {"A": .., "N": .., "O": .., "~": ..}}``
+- files ``history.csv`` (``epoch, loss, val_loss, f1, f1_A, f1_N, f1_O, f1_~`` where ``f1*`` are on the
+  validation set), ``train|val|test_predictions.csv`` (``record_name, true_A, true_N, true_O, true_~,
+  prob_A, prob_N, prob_O, prob_~``) and the best weights.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as _dt
+import importlib.metadata
+import io
+import json
+import os
+import platform
+import socket
+import subprocess
+import tempfile
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+RUN_JSON = "run.json"
+STATUSES = ("running", "done", "failed")
+_PACKAGES = ("ecg-hpc", "tensorflow-cpu", "tensorflow", "horovod", "submitit", "numpy", "scipy", "pandas",
+             "scikit-learn", "wfdb")
+
+
+def utc_now() -> str:
+    """Current time as an ISO 8601 UTC string (second resolution), the format used in run.json."""
+    return _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()
+
+
+def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
+    """Write ``data`` to ``path`` via a temporary file in the same folder and a rename; return the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
+    """Write UTF-8 ``text`` atomically (see ``atomic_write_bytes``)."""
+    return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_json(path: str | os.PathLike[str], data: Mapping[str, Any]) -> Path:
+    """Write ``data`` as indented JSON atomically."""
+    return atomic_write_text(path, json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")
+
+
+def atomic_write_csv(path: str | os.PathLike[str], header: Sequence[str],
+                     rows: Iterable[Sequence[Any]]) -> Path:
+    """Write a CSV with ``header`` and ``rows`` atomically."""
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(header)
+    writer.writerows(rows)
+    return atomic_write_text(path, buf.getvalue())
+
+
+def read_run(job_dir: str | os.PathLike[str]) -> dict[str, Any] | None:
+    """Return the parsed ``run.json`` of ``job_dir``, or None when there is none yet."""
+    path = Path(job_dir) / RUN_JSON
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path}: not valid JSON ({exc})") from exc
+
+
+def write_run(job_dir: str | os.PathLike[str], info: Mapping[str, Any]) -> Path:
+    """Write ``info`` as ``run.json`` of ``job_dir`` atomically, checking that its status is known."""
+    status = info.get("status")
+    if status not in STATUSES:
+        raise ValueError(f"run.json status must be one of {STATUSES}, got {status!r}")
+    return atomic_write_json(Path(job_dir) / RUN_JSON, info)
+
+
+def is_done(job_dir: str | os.PathLike[str]) -> bool:
+    """True when ``job_dir`` holds a run.json whose status is ``done`` (such a run is never redone)."""
+    try:
+        info = read_run(job_dir)
+    except ValueError:
+        return False
+    return bool(info) and info.get("status") == "done"
+
+
+def code_version() -> str:
+    """Git commit of the installed source tree (with ``-dirty`` when modified), else the package version."""
+    root = Path(__file__).resolve().parent.parent
+    try:
+        sha = subprocess.run(["git", "-C", str(root), "rev-parse", "--short=12", "HEAD"], capture_output=True,
+                             text=True, timeout=10, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=10, check=True).stdout.strip()
+        return sha + ("-dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        from ecg_hpc import __version__
+        return __version__
+
+
+def package_versions() -> dict[str, str]:
+    """Versions of the packages that decide a run's numbers (absent ones are left out)."""
+    versions = {}
+    for name in _PACKAGES:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return versions
+
+
+def environment_info() -> dict[str, Any]:
+    """What ran the job: host, Python, code and package versions, and the SLURM job ids if any."""
+    slurm = {k: v for k, v in os.environ.items()
+             if k in ("SLURM_JOB_ID", "SLURM_ARRAY_JOB_ID", "SLURM_ARRAY_TASK_ID", "SLURM_JOB_NODELIST",
+                      "SLURM_NTASKS", "SLURM_RESTART_COUNT")}
+    return {
+        "host": socket.gethostname(),
+        "python": platform.python_version(),
+        "code_version": code_version(),
+        "packages": package_versions(),
+        "slurm": slurm,
+    }
