@@ -1,0 +1,275 @@
+"""Submitit executors for our jobs: one code path for a SLURM cluster and for the local machine.
+
+``add_cluster_arguments`` gives every launcher the same cluster options; ``make_executor`` turns them into a
+submitit executor (SLURM when ``sbatch`` is on PATH and ``--local`` is not given, else submitit's local
+executor, which starts the same number of worker processes on this machine); ``ModuleJob`` is what gets
+submitted: it runs ``python -m MODULE ARGS`` in-process, so a submitted job and a hand-written batch script
+run the very same entry point. ``describe_dry_run`` and ``follow`` serve ``--dry-run`` and ``--follow``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence, TextIO
+
+import submitit
+
+from ecg_hpc.errors import ConfigError
+from ecg_hpc.hpc.jobenv import REQUEUE_EXIT_CODE
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_TIME = "24:00:00"
+MAX_SIGNAL_DELAY_S = 300
+
+
+def add_cluster_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the options that say where and how a job runs (SLURM resources, container, local, dry run)."""
+    group = parser.add_argument_group("cluster", "where the job runs (SLURM when sbatch is on PATH, "
+                                                 "else worker processes on this machine)")
+    group.add_argument("--nodes", type=int, default=1, help="SLURM nodes (default: 1; local runs need 1)")
+    group.add_argument("--gpus-per-node", type=int, default=None,
+                       help="GPUs per node (default: what sinfo reports for the partition on SLURM, "
+                            "what nvidia-smi lists locally, else 0)")
+    group.add_argument("--tasks", type=int, default=None,
+                       help="worker processes per node (default: one per GPU; without GPUs 2 on the local "
+                            "machine and 1 per SLURM node)")
+    group.add_argument("--cpus-per-task", type=int, default=None,
+                       help="CPUs per worker process (default: the cluster's default)")
+    group.add_argument("--mem", default=None, help="memory per node, e.g. 64G or 500M (default: the cluster's)")
+    group.add_argument("--partition", default=None, help="SLURM partition (default: the cluster's default)")
+    group.add_argument("--account", default=None, help="SLURM account to charge")
+    group.add_argument("--time", default=DEFAULT_TIME,
+                       help=f"wall-time limit, [D-]HH:MM[:SS] or minutes (default: {DEFAULT_TIME}); the job gets "
+                            f"a warning signal before it and requeues itself from its last checkpoint")
+    group.add_argument("--image", default=None, metavar="FILE.sif",
+                       help="run the workers inside this Apptainer image (apptainer exec --nv)")
+    group.add_argument("--local", action="store_true", help="run on this machine even where SLURM exists")
+    group.add_argument("--dry-run", action="store_true",
+                       help="print the batch script and the command, submit nothing")
+    group.add_argument("--follow", action="store_true", help="stream rank 0's log until the job ends")
+
+
+def parse_time_minutes(text: str) -> int:
+    """Minutes in a SLURM time string (``MM``, ``MM:SS``, ``HH:MM:SS``, ``D-HH``, ``D-HH:MM[:SS]``), rounded up."""
+    match = re.fullmatch(r"(?:(\d+)-)?(\d+)(?::(\d+))?(?::(\d+))?", text.strip())
+    if not match:
+        raise ConfigError(f"--time {text!r}: expected minutes, HH:MM:SS or D-HH:MM:SS")
+    days, a, b, c = match.groups()
+    if days is not None:  # D-HH[:MM[:SS]]
+        seconds = int(days) * 86400 + int(a) * 3600 + int(b or 0) * 60 + int(c or 0)
+    elif c is not None:  # HH:MM:SS
+        seconds = int(a) * 3600 + int(b) * 60 + int(c)
+    elif b is not None:  # MM:SS
+        seconds = int(a) * 60 + int(b)
+    else:  # MM
+        seconds = int(a) * 60
+    if seconds <= 0:
+        raise ConfigError(f"--time {text!r}: must be positive")
+    return -(-seconds // 60)
+
+
+def parse_mem_gb(text: str) -> float:
+    """Gigabytes in a memory size such as ``64G``, ``64GB``, ``500M``, ``1T`` or ``64`` (GB)."""
+    match = re.fullmatch(r"(\d+(?:\.\d+)?)\s*([KMGT]?)B?", text.strip().upper())
+    if not match or float(match.group(1)) <= 0:
+        raise ConfigError(f"--mem {text!r}: expected a size such as 64G or 500M")
+    scale = {"K": 1 / 1024 ** 2, "M": 1 / 1024, "G": 1.0, "": 1.0, "T": 1024.0}[match.group(2)]
+    return float(match.group(1)) * scale
+
+
+def slurm_available() -> bool:
+    """True when this machine can submit SLURM jobs (``sbatch`` and ``srun`` on PATH)."""
+    return shutil.which("sbatch") is not None and shutil.which("srun") is not None
+
+
+def local_gpu_count() -> int:
+    """GPUs this machine shows (``CUDA_VISIBLE_DEVICES`` if set, else ``nvidia-smi -L``), 0 without any."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        return len([d for d in visible.split(",") if d.strip() and d.strip() != "-1"])
+    if shutil.which("nvidia-smi") is None:
+        return 0
+    try:
+        out = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=30).stdout
+    except (OSError, subprocess.SubprocessError):
+        return 0
+    return sum(1 for line in out.splitlines() if line.startswith("GPU "))
+
+
+def slurm_gpus_per_node(partition: str | None) -> int:
+    """GPUs per node of a SLURM partition from its generic resources (``sinfo %G``); the smallest node wins."""
+    cmd = ["sinfo", "-h", "-o", "%G"] + (["-p", partition] if partition else [])
+    try:
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=60).stdout
+    except (OSError, subprocess.SubprocessError):
+        return 0
+    counts = [int(m.group(1)) for m in re.finditer(r"gpu(?::[^:,(\s]+)?:(\d+)", out)]
+    return min(counts) if counts else 0
+
+
+@dataclass(frozen=True)
+class ClusterPlan:
+    """The resolved resources of one job: where it runs and how many workers it starts."""
+
+    cluster: str  # "slurm" or "local"
+    nodes: int
+    gpus_per_node: int
+    tasks_per_node: int
+    cpus_per_task: int | None
+    mem_gb: float | None
+    timeout_min: int
+    python: str
+
+    @property
+    def world_size(self) -> int:
+        """Total number of worker processes."""
+        return self.nodes * self.tasks_per_node
+
+
+def resolve_plan(args: argparse.Namespace, tasks_per_node: int | None = None) -> ClusterPlan:
+    """Resolve the cluster options (defaults filled in, combinations checked); ``tasks_per_node`` overrides."""
+    cluster = "slurm" if slurm_available() and not args.local else "local"
+    if args.nodes < 1:
+        raise ConfigError(f"--nodes {args.nodes}: must be at least 1")
+    if cluster == "local" and args.nodes != 1:
+        raise ConfigError(f"--nodes {args.nodes}: without SLURM (or with --local) only one node can be used")
+    gpus = args.gpus_per_node
+    if gpus is None:
+        gpus = slurm_gpus_per_node(args.partition) if cluster == "slurm" else local_gpu_count()
+    if gpus < 0:
+        raise ConfigError(f"--gpus-per-node {gpus}: must not be negative")
+    tasks = tasks_per_node if tasks_per_node is not None else args.tasks
+    if tasks is None:
+        tasks = gpus if gpus > 0 else (2 if cluster == "local" else 1)
+    if tasks < 1:
+        raise ConfigError(f"--tasks {tasks}: must be at least 1")
+    if args.cpus_per_task is not None and args.cpus_per_task < 1:
+        raise ConfigError(f"--cpus-per-task {args.cpus_per_task}: must be at least 1")
+    python = shlex.quote(sys.executable)
+    if args.image:
+        if not Path(args.image).is_file():
+            raise ConfigError(f"--image {args.image}: no such file")
+        python = f"apptainer exec --nv {shlex.quote(str(Path(args.image).resolve()))} python3"
+    return ClusterPlan(cluster=cluster, nodes=args.nodes, gpus_per_node=gpus, tasks_per_node=tasks,
+                       cpus_per_task=args.cpus_per_task,
+                       mem_gb=parse_mem_gb(args.mem) if args.mem else None,
+                       timeout_min=parse_time_minutes(args.time), python=python)
+
+
+def _setup_lines() -> list[str]:
+    """Shell lines run before the workers start: make this source tree importable inside the job."""
+    return [f"export PYTHONPATH={shlex.quote(str(REPO_ROOT))}${{PYTHONPATH:+:$PYTHONPATH}}"]
+
+
+def make_executor(args: argparse.Namespace, folder: str | os.PathLike[str], *, job_name: str,
+                  tasks_per_node: int | None = None,
+                  array_parallelism: int | None = None) -> submitit.AutoExecutor:
+    """A submitit executor for the cluster options in ``args`` writing its logs to ``folder``.
+
+    SLURM: one job of ``nodes x tasks`` srun tasks, ``--requeue``, a warning signal before the time limit.
+    Local: the same number of worker processes on this machine, restarted when one exits with
+    ``REQUEUE_EXIT_CODE``. ``tasks_per_node`` overrides ``--tasks`` (e.g. 1 for single-process jobs).
+    """
+    plan = resolve_plan(args, tasks_per_node)
+    executor = submitit.AutoExecutor(folder=folder, cluster=plan.cluster,
+                                     slurm_python=plan.python, local_python=plan.python)
+    params: dict[str, Any] = dict(name=job_name, timeout_min=plan.timeout_min, nodes=plan.nodes,
+                                  tasks_per_node=plan.tasks_per_node, stderr_to_stdout=True)
+    if plan.gpus_per_node:
+        params["gpus_per_node"] = plan.gpus_per_node
+    if plan.cpus_per_task:
+        params["cpus_per_task"] = plan.cpus_per_task
+    if plan.mem_gb:
+        params["mem_gb"] = plan.mem_gb
+    if plan.cluster == "slurm":
+        params.update(slurm_setup=_setup_lines(),
+                      slurm_signal_delay_s=min(MAX_SIGNAL_DELAY_S, plan.timeout_min * 60 // 5),
+                      slurm_additional_parameters={"requeue": True})
+        if args.partition:
+            params["slurm_partition"] = args.partition
+        if args.account:
+            params["slurm_account"] = args.account
+        if array_parallelism:
+            params["slurm_array_parallelism"] = array_parallelism
+    else:
+        params["local_setup"] = _setup_lines()
+    executor.update_parameters(**params)
+    return executor
+
+
+def describe_dry_run(executor: submitit.AutoExecutor, job: "ModuleJob") -> str:
+    """What submitting ``job`` with ``executor`` would do: the batch script (or local plan) and the command."""
+    inner = executor._executor  # the concrete SlurmExecutor or LocalExecutor behind the AutoExecutor
+    lines = [f"# command each worker runs (in-process, through submitit): {job.command_line()}"]
+    if executor.cluster == "slurm":
+        lines.append("# batch script submitit would submit with sbatch:")
+        lines.append(inner._make_submission_file_text(inner._submitit_command_str, "dry-run"))
+    else:
+        params = inner.parameters
+        lines.append(f"# local run: {params.get('tasks_per_node', 1)} worker process(es) on this machine, "
+                     f"time limit {params.get('timeout_min')} min, logs in {inner.folder}")
+        lines.extend(params.get("setup", []))
+        lines.append(inner._submitit_command_str)
+    return "\n".join(lines)
+
+
+class ModuleJob:
+    """A submittable call of ``MODULE.main(argv)``, the same entry point as ``python -m MODULE ARGV``.
+
+    Exit status 0 is success; ``REQUEUE_EXIT_CODE`` means the job checkpointed and asked to be requeued,
+    so the worker exits with it (no result is written, which would end the job for submitit); any other
+    status is a failure.
+    """
+
+    def __init__(self, module: str, argv: Sequence[str]) -> None:
+        self.module = module
+        self.argv = [str(a) for a in argv]
+
+    def command_line(self) -> str:
+        """The equivalent shell command."""
+        return shlex.join(["python", "-m", self.module, *self.argv])
+
+    def __call__(self) -> int:
+        """Run the entry point in this worker process and return its exit status 0."""
+        main = importlib.import_module(self.module).main
+        status = main(self.argv)
+        if status == REQUEUE_EXIT_CODE:
+            raise SystemExit(status)
+        if status:
+            raise RuntimeError(f"{self.command_line()} exited with status {status} (see the worker logs)")
+        return 0
+
+
+def job_log(job: submitit.Job, rank: int = 0) -> Path:
+    """The log file (stdout and stderr together) of worker ``rank`` of ``job``."""
+    return job.task(rank).paths.stdout if job.num_tasks > 1 else job.paths.stdout
+
+
+def follow(job: submitit.Job, stream: TextIO | None = None, poll_s: float = 2.0) -> None:
+    """Copy rank 0's log to ``stream`` as it grows until the job ends, then raise if the job failed."""
+    stream = stream if stream is not None else sys.stdout
+    path, offset = job_log(job), 0
+    while True:
+        finished = job.done()
+        if path.is_file():
+            with path.open("r", encoding="utf-8", errors="replace") as fh:
+                fh.seek(offset)
+                chunk = fh.read()
+                offset = fh.tell()
+            if chunk:
+                stream.write(chunk)
+                stream.flush()
+        if finished:
+            break
+        time.sleep(poll_s)
+    job.results()
