@@ -1,0 +1,16 @@
+"""Beat classification (5 classes): what kind of beats a frame holds.
+
+Label (``ecg_hpc.data.icentia11k.beat_label``, DESIGN.md): count the complete beats of the frame per class; if
+any pac/aberrated/pvc, the most frequent of those (ties -> lowest id); else the more frequent of
+undefined/normal (tie -> undefined); no beats -> undefined.
+"""
+
+from ecg_hpc.tasks.base import Task
+
+TASK = Task(
+    name="beat",
+    num_classes=5,
+    class_names=("undefined", "normal", "pac", "aberrated", "pvc"),
+    label_function="ecg_hpc.data.icentia11k.beat_label",
+    description="beat type of the frame's complete beats (abnormal types first)",
+)

@@ -1,0 +1,15 @@
+"""Heart-rate classification (4 classes): tachycardia, bradycardia, normal rate or noise.
+
+Label (``ecg_hpc.data.icentia11k.hr_label``, DESIGN.md): from the complete beats in a frame-sized window, with two
+or more beats bpm = 60 / mean RR (s): < 60 brady, 60..100 normal, > 100 tachy; fewer than two beats -> noise.
+"""
+
+from ecg_hpc.tasks.base import Task
+
+TASK = Task(
+    name="hr",
+    num_classes=4,
+    class_names=("tachy", "brady", "normal", "noise"),
+    label_function="ecg_hpc.data.icentia11k.hr_label",
+    description="heart-rate class of the frame",
+)

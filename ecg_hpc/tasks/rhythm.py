@@ -1,0 +1,16 @@
+"""Rhythm classification (6 classes): which rhythm occupies most of a frame.
+
+Label (``ecg_hpc.data.icentia11k.rhythm_label``, DESIGN.md): sum the time each rhythm class covers in the frame;
+the longest of {undefined, afib, aflut} if that group covers any time (ties -> lowest id), else the longest of
+{end, noise, normal} (ties -> lowest id), else undefined.
+"""
+
+from ecg_hpc.tasks.base import Task
+
+TASK = Task(
+    name="rhythm",
+    num_classes=6,
+    class_names=("undefined", "end", "noise", "normal", "afib", "aflut"),
+    label_function="ecg_hpc.data.icentia11k.rhythm_label",
+    description="dominant rhythm of the frame (undefined/afib/aflut first)",
+)
