@@ -1,0 +1,358 @@
+"""Read run directories (run.json + CSVs, never job logs) into tidy pandas tables.
+
+A fine-tuning run's scenario is what its ``run.json`` says, not its folder name: the init source, and for a
+pretrained init the pretraining task, arch, frame size, fraction of patients and epoch, plus the fine-tune arch
+and width. Fields a run.json's ``init`` lacks are taken from the pretraining run's own run.json when it can be
+found (``init.pretrain_run``), the epoch from an ``epoch_NN`` checkpoint path; a fraction still absent means all
+patients. Macro F1 and per-class F1 of a run are its run.json ``test`` values (the trainer computes them from
+``test_predictions.csv`` with the DESIGN.md rule); epochs to early stop are ``epochs_run``.
+
+Nothing is dropped silently: failed and running runs, malformed run.json or CSVs, planned tasks of a sweep
+manifest (``*manifest*.jsonl`` with a ``job_dir`` per line) without a run.json, and ``seed_*`` folders without
+one are rows of ``Collection.problems``.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import math
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from ecg_hpc.errors import DataError
+from ecg_hpc.progress import Progress
+from ecg_hpc.rundir import RUN_JSON, STATUSES, read_run
+
+CLASSES = ("A", "N", "O", "~")
+KEY_COLUMNS = ("init", "task", "pretrain_arch", "frame_size", "frac", "pretrain_epoch", "arch", "width")
+RUN_COLUMNS = ("scenario", *KEY_COLUMNS, "seed", "status", "macro_f1", *(f"f1_{c}" for c in CLASSES),
+               "epochs_run", "best_epoch", "sweep_scenario", "run_dir", "error")
+HISTORY_COLUMNS = ("scenario", "run_dir", "epoch", "f1")
+PROBLEM_COLUMNS = ("problem", "kind", "run_dir", "scenario", "seed", "detail")
+HISTORY_CSV = "history.csv"
+MANIFEST_PATTERN = "*manifest*.jsonl"
+_SEED_DIR = re.compile(r"seed_\d+")
+_EPOCH_DIR = re.compile(r"epoch_(\d+)")
+
+
+class _Malformed(Exception):
+    """A run directory whose files break the run-directory contract (the message says how)."""
+
+
+@dataclass(frozen=True)
+class Collection:
+    """Everything read from a runs tree: one row per fine-tuning run, validation curves, and problems."""
+
+    root: Path
+    runs: pd.DataFrame
+    history: pd.DataFrame
+    problems: pd.DataFrame
+    n_pretrain: int
+
+    @property
+    def done(self) -> pd.DataFrame:
+        """The finished fine-tuning runs, the only ones the tables use."""
+        return self.runs[self.runs["status"] == "done"].reset_index(drop=True)
+
+
+def _present(value: Any) -> bool:
+    """False for None, NaN and pandas' NA (JSON objects and lists count as present)."""
+    return value is not None and not (pd.api.types.is_scalar(value) and bool(pd.isna(value)))
+
+
+def _first(*values: Any) -> Any:
+    """The first present value, else None."""
+    return next((v for v in values if _present(v)), None)
+
+
+def percent(frac: float) -> str:
+    """A fraction of patients as a short percentage: 0.1 -> '10%'."""
+    return f"{100.0 * float(frac):.4g}%"
+
+
+def scenario_label(row: dict[str, Any] | pd.Series, omit: tuple[str, ...] = ()) -> str:
+    """Readable unique name of a scenario key, e.g. 'random -> resnet18', 'beat resnet18 f4096 10% ep5 ->
+    resnet18' (a width other than 1 is appended to the fine-tune arch as 'x0.25'); key fields named in ``omit``
+    are left out, which names the family of scenarios that differ only in them."""
+    target = str(row["arch"])
+    if _present(row["width"]) and float(row["width"]) != 1.0:
+        target += f" x{float(row['width']):g}"
+    if row["init"] == "random":
+        return f"random -> {target}"
+    fields = {"task": str(row["task"]),
+              "pretrain_arch": str(row["pretrain_arch"]) if _present(row["pretrain_arch"]) else "?",
+              "frame_size": f"f{int(row['frame_size'])}" if _present(row["frame_size"]) else "f?",
+              "frac": percent(row["frac"]) if _present(row["frac"]) else "?%",
+              "pretrain_epoch": f"ep{int(row['pretrain_epoch'])}" if _present(row["pretrain_epoch"]) else "ep?"}
+    return f"{' '.join(text for name, text in fields.items() if name not in omit)} -> {target}"
+
+
+def sort_scenarios(frame: pd.DataFrame) -> pd.DataFrame:
+    """Rows ordered as in the paper: per fine-tune arch, random first, then by task, arch, frame, fraction, epoch."""
+    order = frame.assign(_pretrained=frame["init"] != "random")
+    order = order.sort_values(["arch", "width", "_pretrained", "task", "pretrain_arch", "frame_size", "frac",
+                               "pretrain_epoch", "scenario"], na_position="first", kind="stable")
+    return order.drop(columns="_pretrained").reset_index(drop=True)
+
+
+def _walk(root: Path) -> tuple[list[Path], list[Path], list[Path]]:
+    """Run directories (holding run.json), ``seed_*`` folders without one, and sweep manifests under ``root``."""
+    run_dirs, bare_seed_dirs, manifests = [], [], []
+    for dirpath, dirnames, filenames in os.walk(root):
+        here = Path(dirpath)
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        manifests += [here / f for f in sorted(filenames) if fnmatch.fnmatch(f, MANIFEST_PATTERN)]
+        if RUN_JSON in filenames:
+            run_dirs.append(here)
+            dirnames[:] = []  # checkpoints live below a run directory; no run nests in another
+        elif _SEED_DIR.fullmatch(here.name):
+            bare_seed_dirs.append(here)
+    return run_dirs, bare_seed_dirs, manifests
+
+
+def _shown(path: Path, root: Path) -> str:
+    """``path`` relative to the runs root when inside it (how the report names a run), else as is."""
+    try:
+        return str(path.resolve().relative_to(root.resolve()))
+    except ValueError:
+        return str(path)
+
+
+def _problem(problem: str, kind: str, run_dir: str, detail: str, scenario: Any = None,
+             seed: Any = None) -> dict[str, Any]:
+    """One row of the problems table (seed as text: it is shown, never computed with)."""
+    return {"problem": problem, "kind": kind, "run_dir": run_dir, "scenario": scenario,
+            "seed": str(seed) if _present(seed) else None, "detail": detail}
+
+
+def _read_manifest(path: Path, root: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Planned tasks of a sweep manifest (job_dir resolved, scenario, seed) and problems with its lines."""
+    planned, problems = [], []
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        return [], [_problem("malformed", "manifest", _shown(path, root), f"unreadable ({exc})")]
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            task = json.loads(line)
+            job_dir = Path(task["job_dir"])
+        except (json.JSONDecodeError, KeyError, TypeError) as exc:
+            problems.append(_problem("malformed", "manifest", f"{_shown(path, root)}:{number}",
+                                     f"line is not a JSON object with a job_dir ({exc})"))
+            continue
+        if not job_dir.is_absolute():
+            candidates = [Path.cwd() / job_dir, path.parent / job_dir, root / job_dir, root.parent / job_dir]
+            job_dir = next((c for c in candidates if c.exists()), candidates[0])
+        planned.append({"job_dir": job_dir, "scenario": task.get("scenario"), "seed": task.get("seed"),
+                        "source": f"{_shown(path, root)}:{number}"})
+    return planned, problems
+
+
+def _pretrain_info(init: dict[str, Any], root: Path) -> dict[str, Any]:
+    """The run.json of the pretraining run an init names, when it can be found and read, else {}."""
+    name = init.get("pretrain_run")
+    if not isinstance(name, str):
+        return {}
+    path = Path(name)
+    candidates = [path] if path.is_absolute() else [Path.cwd() / path, root / path, root.parent / path]
+    for candidate in candidates:
+        try:
+            info = read_run(candidate)
+        except (ValueError, OSError):
+            continue
+        if isinstance(info, dict):
+            return info
+    return {}
+
+
+def _number(value: Any, what: str) -> float:
+    """``value`` as a finite float, else ``_Malformed`` naming ``what``."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise _Malformed(f"{what} is {value!r}, not a number") from None
+    if not math.isfinite(number):
+        raise _Malformed(f"{what} is {value!r}, not a finite number")
+    return number
+
+
+def _key(info: dict[str, Any], root: Path) -> dict[str, Any]:
+    """The scenario key of a fine-tuning run.json (see the module docstring)."""
+    config = info.get("config") if isinstance(info.get("config"), dict) else {}
+    arch = _first(info.get("arch"), config.get("arch"))
+    if not isinstance(arch, str):
+        raise _Malformed("no fine-tune 'arch'")
+    width = _first(info.get("width"), config.get("width"))
+    init = info.get("init")
+    if not isinstance(init, dict) or init.get("source") not in ("random", "checkpoint"):
+        raise _Malformed(f"'init' must be an object with source random or checkpoint, got {init!r}")
+    key: dict[str, Any] = {"init": init["source"], "task": None, "pretrain_arch": None, "frame_size": None,
+                           "frac": None, "pretrain_epoch": None, "arch": arch,
+                           "width": _number(width, "width") if _present(width) else None}
+    if init["source"] == "random":
+        return key
+    pre = _pretrain_info(init, root)
+    key["task"] = _first(init.get("task"), pre.get("task"))
+    if not isinstance(key["task"], str):
+        raise _Malformed("checkpoint init names no pretraining 'task' (nor a readable pretrain_run)")
+    key["pretrain_arch"] = _first(init.get("arch"), pre.get("arch"))
+    frame = _first(init.get("frame_size"), pre.get("frame_size"))
+    key["frame_size"] = int(_number(frame, "init.frame_size")) if frame is not None else None
+    key["frac"] = _number(_first(init.get("frac"), pre.get("frac"), 1.0), "init.frac")
+    epoch = init.get("pretrain_epoch")
+    if epoch is None and isinstance(init.get("checkpoint"), str):
+        match = _EPOCH_DIR.search(init["checkpoint"])
+        epoch = match.group(1) if match else None
+    key["pretrain_epoch"] = int(_number(epoch, "init.pretrain_epoch")) if epoch is not None else None
+    return key
+
+
+def _finetune_row(info: dict[str, Any], run_dir: str, root: Path) -> dict[str, Any]:
+    """One tidy row from a fine-tuning run.json (test metrics only when done)."""
+    status = info.get("status")
+    if status not in STATUSES:
+        raise _Malformed(f"status {status!r} is not one of {', '.join(STATUSES)}")
+    row: dict[str, Any] = dict.fromkeys(RUN_COLUMNS)
+    row.update(_key(info, root))
+    row.update(status=status, seed=info.get("seed"), run_dir=run_dir, sweep_scenario=info.get("scenario"))
+    row["scenario"] = scenario_label(row)
+    if status == "failed":
+        row["error"] = str(info.get("error") or "(run.json gives no error message)")
+    if status != "done":
+        return row
+    test = info.get("test")
+    if not isinstance(test, dict) or not isinstance(test.get("f1"), dict):
+        raise _Malformed("done but no 'test' object with 'macro_f1' and 'f1'")
+    row["macro_f1"] = _number(test.get("macro_f1"), "test.macro_f1")
+    for c in CLASSES:
+        row[f"f1_{c}"] = _number(test["f1"].get(c), f"test.f1.{c}")
+    row["epochs_run"] = int(_number(info.get("epochs_run"), "epochs_run"))
+    if _present(info.get("best_epoch")):
+        row["best_epoch"] = int(_number(info["best_epoch"], "best_epoch"))
+    return row
+
+
+def _read_history(run_dir: Path) -> pd.DataFrame:
+    """Epoch and validation macro F1 of a run's history.csv (``_Malformed`` when absent or broken)."""
+    path = run_dir / HISTORY_CSV
+    if not path.is_file():
+        raise _Malformed(f"no {HISTORY_CSV}")
+    try:
+        frame = pd.read_csv(path)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise _Malformed(f"{HISTORY_CSV} unreadable ({exc})") from None
+    missing = [c for c in ("epoch", "f1") if c not in frame.columns]
+    if missing:
+        raise _Malformed(f"{HISTORY_CSV} lacks column(s) {', '.join(missing)}")
+    frame = frame[["epoch", "f1"]].apply(pd.to_numeric, errors="coerce")
+    if frame.isna().any().any():
+        raise _Malformed(f"{HISTORY_CSV} has empty or non-numeric epoch/f1 values")
+    return frame
+
+
+def _read_one(run_dir: Path, root: Path, rows: list, curves: list, problems: list) -> str | None:
+    """Read one run directory into the row/curve/problem lists; return its kind when it was understood."""
+    shown = _shown(run_dir, root)
+    try:
+        info = read_run(run_dir)
+    except (ValueError, OSError, UnicodeDecodeError) as exc:
+        problems.append(_problem("malformed", "?", shown, f"{RUN_JSON} unreadable ({exc})"))
+        return None
+    kind = info.get("kind") if isinstance(info, dict) else None
+    if kind == "pretrain":
+        status = info.get("status")
+        if status in ("failed", "running"):
+            detail = info.get("error") if status == "failed" else f"started {info.get('started_at', '?')}"
+            problems.append(_problem(status, kind, shown, str(detail or "(no error message)")))
+        elif status not in STATUSES:
+            problems.append(_problem("malformed", kind, shown, f"status {status!r} is not one of {STATUSES}"))
+        return kind
+    if kind != "finetune":
+        problems.append(_problem("malformed", "?", shown, f"{RUN_JSON} kind is {kind!r}, not pretrain/finetune"))
+        return None
+    try:
+        row = _finetune_row(info, shown, root)
+    except _Malformed as exc:
+        problems.append(_problem("malformed", kind, shown, f"{RUN_JSON}: {exc}", info.get("scenario"),
+                                 info.get("seed")))
+        return None
+    rows.append(row)
+    if row["status"] == "failed":
+        problems.append(_problem("failed", kind, shown, row["error"], row["scenario"], row["seed"]))
+    elif row["status"] == "running":
+        problems.append(_problem("running", kind, shown, f"started {info.get('started_at', '?')}",
+                                 row["scenario"], row["seed"]))
+    else:
+        try:
+            curves.append(_read_history(run_dir).assign(scenario=row["scenario"], run_dir=shown))
+        except _Malformed as exc:
+            problems.append(_problem("incomplete", kind, shown, f"{exc} (left out of the curves)",
+                                     row["scenario"], row["seed"]))
+    return kind
+
+
+def _duplicates(runs: pd.DataFrame) -> list[dict[str, Any]]:
+    """Problems for finished runs that repeat a (scenario, seed) pair: both are kept, the user must decide."""
+    done = runs[(runs["status"] == "done") & runs["seed"].notna()]
+    repeated = done[done.duplicated(["scenario", "seed"], keep=False)]
+    return [_problem("duplicate", "finetune", r.run_dir, "another finished run has this scenario and seed",
+                     r.scenario, r.seed) for r in repeated.itertuples()]
+
+
+def collect(root: str | os.PathLike[str], progress: bool = True) -> Collection:
+    """Read every run directory under ``root`` (and the job dirs its sweep manifests plan) into a Collection;
+    DataError when ``root`` is not a directory or holds no run directory at all."""
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(f"{root}: no such directory (expected a runs tree with run.json files)")
+    run_dirs, bare_seed_dirs, manifests = _walk(root)
+    problems: list[dict[str, Any]] = []
+    planned: list[dict[str, Any]] = []
+    for manifest in manifests:
+        lines, bad = _read_manifest(manifest, root)
+        planned += lines
+        problems += bad
+    known = {d.resolve() for d in run_dirs}
+    seen_planned = set()
+    for task in planned:
+        where = task["job_dir"].resolve()
+        if where in seen_planned:
+            continue
+        seen_planned.add(where)
+        if (task["job_dir"] / RUN_JSON).is_file():
+            if where not in known:
+                run_dirs.append(task["job_dir"])
+                known.add(where)
+        else:
+            problems.append(_problem("missing", "finetune", _shown(task["job_dir"], root),
+                                     f"planned in {task['source']}, no {RUN_JSON}", task["scenario"], task["seed"]))
+    problems += [_problem("missing", "finetune", _shown(d, root), f"no {RUN_JSON}") for d in bare_seed_dirs
+                 if d.resolve() not in seen_planned]
+    if not run_dirs and not planned:
+        raise DataError(f"{root}: no run directories (no {RUN_JSON} found below it)")
+    rows: list[dict[str, Any]] = []
+    curves: list[pd.DataFrame] = []
+    bar = Progress(len(run_dirs), "reading run directories", unit="runs") if progress and run_dirs else None
+    n_pretrain = 0
+    for run_dir in run_dirs:
+        n_pretrain += _read_one(run_dir, root, rows, curves, problems) == "pretrain"
+        if bar:
+            bar.update()
+    runs = pd.DataFrame(rows, columns=list(RUN_COLUMNS))
+    seeds = pd.to_numeric(runs["seed"], errors="coerce")
+    runs["seed"] = seeds.where(seeds == seeds.round()).astype("Int64")  # a seed that is no integer is NA
+    runs = sort_scenarios(runs) if len(runs) else runs
+    problems += _duplicates(runs)
+    history = pd.concat(curves, ignore_index=True)[list(HISTORY_COLUMNS)] if curves else \
+        pd.DataFrame(columns=list(HISTORY_COLUMNS))
+    problem_frame = pd.DataFrame(problems, columns=list(PROBLEM_COLUMNS))
+    problem_frame = problem_frame.sort_values(["problem", "run_dir"], kind="stable").reset_index(drop=True)
+    return Collection(root=root, runs=runs, history=history, problems=problem_frame, n_pretrain=n_pretrain)

@@ -1,0 +1,73 @@
+"""``python -m analysis.report``: the paper's tables and figures from run directories, with statistics.
+
+Reads only run directories (run.json + CSVs) below ``--runs``, prints the tables to the terminal and writes them
+to ``--out`` (Markdown report, one CSV per table plus runs.csv, LaTeX tables; PNG figures). Problems (missing,
+failed, running, malformed runs) are listed, never dropped. Bad input gives one line on stderr and exit code 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from analysis.build import FORMATS, make_report, write_report
+from analysis.collect import collect
+from analysis.render import text
+from ecg_hpc.errors import ConfigError, DataError, EcgHpcError
+
+
+def _formats(value: str) -> list[str]:
+    """Parse a comma-separated list of formats ('all' for every one)."""
+    chosen = list(FORMATS) if value == "all" else [v.strip() for v in value.split(",") if v.strip()]
+    bad = [v for v in chosen if v not in FORMATS]
+    if bad or not chosen:
+        raise argparse.ArgumentTypeError(f"unknown format {', '.join(bad) or value!r}; choose from "
+                                         f"{', '.join(FORMATS)} or all")
+    return chosen
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line of the report."""
+    parser = argparse.ArgumentParser(
+        prog="python -m analysis.report",
+        description="Collect fine-tuning and pretraining run directories into the paper's tables (Table 1 with "
+                    "the published numbers, pretrained-vs-random differences with bootstrap CI and Welch's "
+                    "t-test, epochs to early stop, pretraining data size and epoch, 1-D vs 2-D) and figures.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--runs", default="runs", help="runs tree to read (run.json files below it; "
+                        "sweep manifests *manifest*.jsonl list planned tasks)")
+    parser.add_argument("--out", default="reports", help="folder for the report files")
+    parser.add_argument("--format", dest="formats", type=_formats, action="append",
+                        help=f"file formats, comma-separated or repeated: {', '.join(FORMATS)}, all "
+                             "(default md,csv)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the bootstrap resampling")
+    parser.add_argument("--resamples", type=int, default=10_000, help="bootstrap resamples per comparison")
+    parser.add_argument("--no-figures", action="store_true", help="skip the PNG figures")
+    parser.add_argument("--quiet", action="store_true", help="no progress line while reading runs")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the report; return the exit status (1 with a one-line message for bad input)."""
+    args = build_parser().parse_args(argv)
+    formats = tuple(dict.fromkeys(f for group in (args.formats or [["md", "csv"]]) for f in group))
+    try:
+        if args.resamples < 1:
+            raise ConfigError(f"--resamples must be at least 1, got {args.resamples}")
+        collection = collect(args.runs, progress=not args.quiet)
+        report = make_report(collection, seed=args.seed, resamples=args.resamples,
+                             with_figures=not args.no_figures)
+        print(report.summary_line() + "\n")
+        print("\n".join(text(t) for t in report.shown))
+        if collection.done.empty:
+            raise DataError(f"{args.runs}: no finished fine-tuning runs to report (problems listed above)")
+        written = write_report(report, args.out, formats)
+    except (EcgHpcError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(f"wrote {len(written)} files to {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

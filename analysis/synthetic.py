@@ -1,0 +1,83 @@
+"""Write run directories with chosen values in the run-directory contract (``ecg_hpc/rundir.py``), for the
+report's tests and benchmark.
+
+A fine-tuning run gets ``run.json`` and ``history.csv``; no ``*_predictions.csv`` (the report takes test F1 from
+run.json, and predictions that realise arbitrary chosen F1 values do not exist). A pretraining run gets
+``run.json``, ``history.csv`` and empty ``epoch_NN/`` checkpoint folders.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from ecg_hpc.rundir import atomic_write_csv, environment_info, utc_now, write_run
+
+CLASSES = ("A", "N", "O", "~")
+
+
+def checkpoint_init(pretrain_dir: str | os.PathLike[str], epoch: int, task: str = "beat", arch: str = "resnet18",
+                    frame_size: int = 4096, frac: float = 1.0) -> dict[str, Any]:
+    """The ``init`` object of a fine-tuning run.json that starts from epoch ``epoch`` of a pretraining run."""
+    checkpoint = Path(pretrain_dir) / f"epoch_{epoch:02d}" / "feature_extractor"
+    return {"source": "checkpoint", "checkpoint": str(checkpoint), "pretrain_run": str(pretrain_dir),
+            "pretrain_epoch": epoch, "task": task, "arch": arch, "frame_size": frame_size, "frac": frac}
+
+
+def write_finetune_run(job_dir: str | os.PathLike[str], *, seed: int, init: dict[str, Any],
+                       f1: dict[str, float] | None = None, macro_f1: float | None = None,
+                       epochs_run: int = 3, best_epoch: int | None = None, val_f1: Sequence[float] | None = None,
+                       arch: str = "resnet18", status: str = "done", error: str | None = None,
+                       scenario: str | None = None, width: float | None = None) -> Path:
+    """Write a fine-tuning run directory; ``macro_f1`` defaults to the mean of ``f1`` and the validation
+    curve ``val_f1`` (one value per epoch) to a rising line; a run not done gets only run.json."""
+    job_dir = Path(job_dir)
+    config: dict[str, Any] = {"arch": arch, "seed": seed, "batch_size": 128, "epochs": 200, "patience": 50}
+    if width is not None:
+        config["width"] = width
+    info: dict[str, Any] = {
+        "kind": "finetune", "status": status, "seed": seed, "config": config, "environment": environment_info(),
+        "started_at": utc_now(), "arch": arch, "init": init, "scenario": scenario or job_dir.parent.name,
+        "split": {"test_seed": 0, "n_train": 6477, "n_val": 341, "n_test": 1706},
+    }
+    if width is not None:
+        info["width"] = width
+    if status == "failed":
+        info["error"] = error or "RuntimeError: synthetic failure"
+    if status != "done":
+        write_run(job_dir, info)
+        return job_dir
+    f1 = dict(f1 or {"A": 0.7, "N": 0.9, "O": 0.7, "~": 0.6})
+    curve = list(val_f1) if val_f1 is not None else list(np.linspace(0.3, 0.3 + 0.01 * epochs_run, epochs_run))
+    info.update(finished_at=utc_now(), wall_time_s=1.0, epochs_run=epochs_run,
+                best_epoch=best_epoch if best_epoch is not None else int(np.argmax(curve)) + 1,
+                test={"macro_f1": float(np.mean(list(f1.values()))) if macro_f1 is None else macro_f1, "f1": f1})
+    rows = [[epoch, 1.0 / epoch, 1.1 / epoch, value, *(value for _ in CLASSES)]
+            for epoch, value in enumerate(curve, start=1)]
+    atomic_write_csv(job_dir / "history.csv", ["epoch", "loss", "val_loss", "f1", *(f"f1_{c}" for c in CLASSES)],
+                     rows)
+    write_run(job_dir, info)
+    return job_dir
+
+
+def write_pretrain_run(job_dir: str | os.PathLike[str], *, task: str = "beat", arch: str = "resnet18",
+                       frame_size: int = 4096, frac: float = 1.0, epochs: int = 2, status: str = "done",
+                       error: str | None = None) -> Path:
+    """Write a pretraining run directory with ``epochs`` empty checkpoint folders."""
+    job_dir = Path(job_dir)
+    for epoch in range(1, epochs + 1):
+        (job_dir / f"epoch_{epoch:02d}").mkdir(parents=True, exist_ok=True)
+    atomic_write_csv(job_dir / "history.csv", ["epoch", "loss"], [[e, 1.0 / e] for e in range(1, epochs + 1)])
+    info: dict[str, Any] = {
+        "kind": "pretrain", "status": status, "seed": 0, "config": {"task": task, "arch": arch},
+        "environment": environment_info(), "started_at": utc_now(), "task": task, "arch": arch,
+        "frame_size": frame_size, "frac": frac, "epochs": epochs, "epochs_done": epochs, "world_size": 1,
+        "hosts": ["localhost"], "horovod": {"lr_scaled": False, "warmup_epochs": 0},
+        "epoch_times_s": [1.0] * epochs}
+    if status == "failed":
+        info["error"] = error or "RuntimeError: synthetic failure"
+    write_run(job_dir, info)
+    return job_dir

@@ -1,0 +1,121 @@
+"""The report's tables as numeric pandas frames, computed from the finished fine-tuning runs.
+
+Means and standard deviations are over the runs (seeds) of a scenario, sd with ddof=1 (NaN for one run).
+Where several checkpoints of one pretraining configuration were fine-tuned, the fraction-of-patients and the
+1-D vs 2-D tables use the latest epoch (the published runs fine-tuned the final checkpoint); the
+pretraining-epoch table shows them all.
+"""
+
+from __future__ import annotations
+
+import zlib
+
+import numpy as np
+import pandas as pd
+
+from analysis.collect import CLASSES, KEY_COLUMNS, percent, scenario_label, sort_scenarios
+from analysis.published import published_for
+from analysis.stats import compare
+
+METRICS = ("macro_f1", *(f"f1_{c}" for c in CLASSES), "epochs_run", "best_epoch")
+_CONFIG = ["task", "pretrain_arch", "frame_size", "frac", "arch", "width"]
+
+
+def summarise(done: pd.DataFrame) -> pd.DataFrame:
+    """One row per scenario: key columns, n, mean and sd of every metric, and the published numbers."""
+    numeric = done.assign(**{m: pd.to_numeric(done[m], errors="coerce") for m in METRICS})
+    groups = numeric.groupby("scenario", sort=False)
+    summary = groups[list(KEY_COLUMNS)].first()
+    summary["n"] = groups.size()
+    moments = groups[list(METRICS)].agg(["mean", "std"])  # pandas std: ddof=1, NaN for a single run
+    for metric in METRICS:
+        summary[f"{metric}_mean"] = moments[(metric, "mean")]
+        summary[f"{metric}_sd"] = moments[(metric, "std")]
+    published = [published_for(r.init, r.task, r.frame_size, r.frac, r.arch, r.width)
+                 for r in summary.itertuples()]
+    summary["paper_macro_f1"] = np.array([p.paper_macro_f1 for p in published], dtype=float)
+    summary["paper_macro_f1_sd"] = np.array([p.paper_macro_f1_sd for p in published], dtype=float)
+    for c in CLASSES:
+        summary[f"paper_f1_{c}"] = np.array([p.paper_f1.get(c) for p in published], dtype=float)
+    summary["repro_macro_f1"] = np.array([p.repro_macro_f1 for p in published], dtype=float)
+    return sort_scenarios(summary.reset_index())
+
+
+def table1(summary: pd.DataFrame) -> pd.DataFrame:
+    """The paper's Table 1: macro and per-class F1 (mean, sd) per scenario beside the published values."""
+    columns = ["scenario", *KEY_COLUMNS, "n", "macro_f1_mean", "macro_f1_sd"]
+    columns += [f"f1_{c}_{s}" for c in CLASSES for s in ("mean", "sd")]
+    columns += ["paper_macro_f1", "paper_macro_f1_sd", *(f"paper_f1_{c}" for c in CLASSES), "repro_macro_f1"]
+    return summary[columns].copy()
+
+
+def epochs_table(summary: pd.DataFrame) -> pd.DataFrame:
+    """Epochs to early stop (``epochs_run``) and best epoch per scenario, mean and sd."""
+    return summary[["scenario", "n", "epochs_run_mean", "epochs_run_sd", "best_epoch_mean",
+                    "best_epoch_sd"]].copy()
+
+
+def latest_checkpoints(summary: pd.DataFrame) -> pd.DataFrame:
+    """Random scenarios and, per pretraining configuration, the scenario of its latest fine-tuned epoch."""
+    pretrained = summary[summary["init"] != "random"]
+    latest = pretrained.sort_values("pretrain_epoch", na_position="first", kind="stable") \
+        .groupby(_CONFIG, dropna=False, sort=False).tail(1)
+    return sort_scenarios(pd.concat([summary[summary["init"] == "random"], latest]))
+
+
+def fraction_table(summary: pd.DataFrame) -> pd.DataFrame:
+    """Macro F1 against the fraction of pretraining patients, one family per pretraining configuration."""
+    rows = latest_checkpoints(summary)
+    rows = rows[rows["init"] != "random"].copy()
+    rows["family"] = [scenario_label(r, omit=("frac",)) for _, r in rows.iterrows()]
+    columns = ["family", "frac", "pretrain_epoch", "n", "macro_f1_mean", "macro_f1_sd", "repro_macro_f1",
+               "scenario", "arch", "width"]
+    return rows[columns].sort_values(["family", "frac"], kind="stable").reset_index(drop=True)
+
+
+def pretrain_epoch_table(summary: pd.DataFrame) -> pd.DataFrame:
+    """Macro F1 against the pretraining epoch, for configurations with several fine-tuned checkpoints."""
+    rows = summary[summary["init"] != "random"].copy()
+    counts = rows.groupby(_CONFIG, dropna=False)["pretrain_epoch"].transform("nunique")
+    rows = rows[counts > 1].copy()
+    rows["family"] = [scenario_label(r, omit=("pretrain_epoch",)) for _, r in rows.iterrows()]
+    columns = ["family", "pretrain_epoch", "n", "macro_f1_mean", "macro_f1_sd", "scenario"]
+    return rows[columns].sort_values(["family", "pretrain_epoch"], kind="stable").reset_index(drop=True)
+
+
+def arch_table(summary: pd.DataFrame) -> pd.DataFrame:
+    """1-D against 2-D (spectrogram) fine-tune archs for each init present with both (empty otherwise)."""
+    rows = latest_checkpoints(summary).copy()
+    rows["dims"] = np.where(rows["arch"].astype(str).str.endswith("_2d"), "2-D", "1-D")
+    rows["init_config"] = [
+        "random" if r.init == "random" else
+        f"{r.task} f{int(r.frame_size) if pd.notna(r.frame_size) else '?'} {percent(r.frac)}"
+        for r in rows.itertuples()]
+    both = rows.groupby("init_config")["dims"].transform("nunique") > 1
+    rows = rows[both].assign(_pretrained=rows["init"] != "random")
+    rows = rows.sort_values(["_pretrained", "task", "frame_size", "frac", "dims", "arch"], na_position="first",
+                            kind="stable")
+    columns = ["init_config", "dims", "arch", "n", "macro_f1_mean", "macro_f1_sd", "repro_macro_f1", "scenario"]
+    return rows[columns].reset_index(drop=True)
+
+
+def comparisons(done: pd.DataFrame, summary: pd.DataFrame, seed: int = 0,
+                resamples: int = 10_000) -> pd.DataFrame:
+    """Each pretrained scenario against random init with the same fine-tune arch and width: difference of mean
+    macro F1, 95 % percentile bootstrap CI (generator seeded by ``seed`` and the scenario name, so a row does
+    not change when others are added) and Welch's t-test p-value."""
+    rows = []
+    scenarios = set(summary["scenario"])
+    for r in summary[summary["init"] != "random"].itertuples():
+        baseline = scenario_label({"init": "random", "arch": r.arch, "width": r.width})
+        if baseline not in scenarios:
+            continue
+        a = done.loc[done["scenario"] == r.scenario, "macro_f1"].to_numpy(dtype=float)
+        b = done.loc[done["scenario"] == baseline, "macro_f1"].to_numpy(dtype=float)
+        rng = np.random.default_rng([seed, zlib.crc32(r.scenario.encode("utf-8"))])
+        d = compare(a, b, rng, resamples)
+        rows.append({"scenario": r.scenario, "baseline": baseline, "n": a.size, "n_baseline": b.size,
+                     "mean": a.mean(), "mean_baseline": b.mean(), "diff": d.diff, "ci_low": d.ci_low,
+                     "ci_high": d.ci_high, "p_value": d.p_value})
+    return pd.DataFrame(rows, columns=["scenario", "baseline", "n", "n_baseline", "mean", "mean_baseline", "diff",
+                                       "ci_low", "ci_high", "p_value"])
