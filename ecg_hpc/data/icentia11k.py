@@ -103,9 +103,10 @@ def patient_files(db_dir: str | os.PathLike[str], patient_id: int, unzipped: boo
     return base.with_name(base.name + ".pkl.gz"), base.with_name(base.name + "_lbls.pkl.gz")
 
 
-def find_patient_files(db_dir: str | os.PathLike[str], patient_id: int) -> tuple[Path, Path, bool]:
-    """The signal and label paths of ``patient_id`` and whether they are the unzipped variant (pkl.gz first)."""
-    for unzipped in (False, True):
+def find_patient_files(db_dir: str | os.PathLike[str], patient_id: int,
+                       unzipped: bool | None = None) -> tuple[Path, Path, bool]:
+    """The signal and label paths of ``patient_id`` and whether they are unzipped (``None``: pkl.gz, else npy)."""
+    for unzipped in ((False, True) if unzipped is None else (unzipped,)):
         sig, lbl = patient_files(db_dir, patient_id, unzipped)
         if sig.is_file() and lbl.is_file():
             return sig, lbl, unzipped
@@ -124,9 +125,9 @@ def list_patients(db_dir: str | os.PathLike[str]) -> list[int]:
     return sorted(ids)
 
 
-def load_patient(db_dir: str | os.PathLike[str], patient_id: int) -> Patient:
-    """Read one patient (pkl.gz, else npy/npz) and check that signal and labels agree; errors name the file."""
-    sig_path, lbl_path, unzipped = find_patient_files(db_dir, patient_id)
+def load_patient(db_dir: str | os.PathLike[str], patient_id: int, unzipped: bool | None = None) -> Patient:
+    """Read one patient (pkl.gz, else npy/npz, or the variant named) and check signal and labels agree."""
+    sig_path, lbl_path, unzipped = find_patient_files(db_dir, patient_id, unzipped)
     signal = _load_signal_npy(sig_path) if unzipped else _load_signal_pkl(sig_path)
     n_segments, segment_len = signal.shape
     if unzipped:

@@ -1,0 +1,289 @@
+"""The Icentia11k shard store: per-patient memory-mappable signals and label indices, written atomically.
+
+Layout of a store directory (one sub-directory per patient, which appears by an atomic rename when complete)::
+
+    STORE/manifest.json                  summary of all converted patients (rewritten by each converter run)
+    STORE/patients/00042/meta.json       shapes, dtypes, scale, sha256 and sizes of the files, source file sizes
+    STORE/patients/00042/signal.npy      int16 (n_segments, segment_len) with ``scale``, or float32 (scale 1.0)
+    STORE/patients/00042/beats.npy       int32 packed labels of all segments: position * 8 + class, sorted
+    STORE/patients/00042/rhythms.npy     int32 packed rhythm labels, same packing
+    STORE/patients/00042/offsets.npy     int64 (2, n_segments + 1): segment s of beats/rhythms is [off[s], off[s+1])
+
+The signal is lossless: int16 only when every float32 sample equals ``float32(k * scale)`` (checked exactly),
+else float32. Packing a class (< 8) into the low 3 bits keeps one sorted array per kind, so the pipeline finds
+the labels of a frame with one ``searchsorted`` (``position * 8`` bounds) and reads classes as ``packed & 7``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from ecg_hpc.data.icentia11k import Labels
+from ecg_hpc.errors import DataError
+from ecg_hpc.rundir import atomic_write_json, utc_now
+
+STORE_FORMAT = "ecg-hpc-icentia11k-store"
+STORE_VERSION = 1
+CLASS_BITS = 3
+CLASS_MASK = (1 << CLASS_BITS) - 1
+MAX_SEGMENT_LEN = (2 ** 31 - 1) >> CLASS_BITS
+PATIENTS_DIR = "patients"
+MANIFEST = "manifest.json"
+_FILES = ("signal.npy", "beats.npy", "rhythms.npy", "offsets.npy")
+
+
+def patient_dir(store: str | os.PathLike[str], patient_id: int) -> Path:
+    """Directory of one converted patient inside ``store``."""
+    return Path(store) / PATIENTS_DIR / f"{int(patient_id):05d}"
+
+
+def encode_signal(signal: np.ndarray) -> tuple[np.ndarray, float]:
+    """Losslessly encode float32 ``signal`` as ``(int16 k, scale)`` with ``float32(k * scale) == signal``.
+
+    The grid step is estimated from the values, the scale is then the midpoint of the interval of scales that
+    reproduce every sample exactly (a function of the values only, so equal inputs give equal stores), and the
+    reconstruction is verified. When no such scale exists, returns ``(signal as float32, 1.0)``.
+    """
+    signal = np.asarray(signal, dtype=np.float32)
+    fallback = (signal, 1.0)
+    if not np.all(np.isfinite(signal)):
+        return fallback
+    if not signal.any():
+        return np.zeros(signal.shape, np.int16), 1.0
+    step = _grid_step(signal)
+    if step is None:
+        return fallback
+    k = np.empty(signal.shape, np.int16)
+    lo, hi = 0.0, np.inf
+    for row, out in zip(signal.reshape(-1, signal.shape[-1]), k.reshape(-1, signal.shape[-1])):
+        q = row.astype(np.float64) / step
+        kr = np.rint(q)
+        if np.abs(q - kr).max() > 0.01 or np.abs(kr).max() > 32767:
+            return fallback
+        out[...] = kr
+        row_lo, row_hi = _scale_interval(row, kr)
+        lo, hi = max(lo, row_lo), min(hi, row_hi)
+    if not lo <= hi:
+        return fallback
+    scale = float((lo + hi) / 2) if np.isfinite(hi) else step
+    if not np.array_equal(decode_signal(k, scale), signal):
+        return fallback
+    return k, scale
+
+
+def decode_signal(values: np.ndarray, scale: float) -> np.ndarray:
+    """The float32 signal that an encoded ``(values, scale)`` stands for (exact inverse of ``encode_signal``)."""
+    if values.dtype == np.float32:
+        return np.asarray(values)
+    return (values.astype(np.float64) * scale).astype(np.float32)
+
+
+def _grid_step(signal: np.ndarray) -> float | None:
+    """Estimate the grid step from the smallest gap between distinct values of a sample, refined by least squares."""
+    flat = signal.reshape(-1)
+    sample = flat[:: max(1, flat.size // 2_000_000)].astype(np.float64)
+    values = np.unique(np.abs(sample[sample != 0]))
+    if values.size == 0:
+        return None
+    gaps = np.diff(np.concatenate(([0.0], values)))
+    step = float(gaps.min())
+    if step <= 0:
+        return None
+    k = np.rint(values / step)
+    if k.max() > 32767:
+        return None
+    return float(np.dot(k, values) / np.dot(k, k))
+
+
+def _scale_interval(row: np.ndarray, k: np.ndarray) -> tuple[float, float]:
+    """Scales c (an interval) with ``float32(k * c) == row`` for all nonzero k (half-ulp rounding bounds)."""
+    nz = k != 0
+    x = row[nz]
+    kk = k[nz]
+    if x.size == 0:
+        return 0.0, np.inf
+    below = np.nextafter(x, np.float32(-np.inf)).astype(np.float64)
+    above = np.nextafter(x, np.float32(np.inf)).astype(np.float64)
+    x64 = x.astype(np.float64)
+    lo_val, hi_val = (x64 + below) / 2, (x64 + above) / 2
+    c1, c2 = lo_val / kk, hi_val / kk
+    return float(np.minimum(c1, c2).max()), float(np.maximum(c1, c2).min())
+
+
+def pack_labels(per_segment: Sequence[Labels], segment_len: int) -> tuple[np.ndarray, np.ndarray]:
+    """Concatenate per-segment ``(positions, classes)`` into packed int32 ``position * 8 + class`` and offsets."""
+    if segment_len > MAX_SEGMENT_LEN:
+        raise ValueError(f"segment length {segment_len} exceeds the packable maximum {MAX_SEGMENT_LEN}")
+    packed = [np.sort(np.asarray(p, np.int64) << CLASS_BITS | np.asarray(c, np.int64)) for p, c in per_segment]
+    offsets = np.zeros(len(per_segment) + 1, np.int64)
+    offsets[1:] = np.cumsum([a.size for a in packed])
+    flat = np.concatenate(packed) if packed else np.zeros(0, np.int64)
+    return flat.astype(np.int32), offsets
+
+
+def unpack_labels(packed: np.ndarray) -> Labels:
+    """Positions and classes (int64) of a packed label array."""
+    packed = np.asarray(packed, np.int64)
+    return packed >> CLASS_BITS, packed & CLASS_MASK
+
+
+def write_patient(store: str | os.PathLike[str], patient_id: int, signal: np.ndarray, beats: Sequence[Labels],
+                  rhythms: Sequence[Labels], source: dict[str, Any]) -> dict[str, Any]:
+    """Encode and write one patient into ``store`` atomically (temp dir + rename); return its meta record."""
+    signal = np.asarray(signal)
+    n_segments, segment_len = signal.shape
+    values, scale = encode_signal(signal)
+    beat_packed, beat_off = pack_labels(beats, segment_len)
+    rhythm_packed, rhythm_off = pack_labels(rhythms, segment_len)
+    arrays = {"signal.npy": values, "beats.npy": beat_packed, "rhythms.npy": rhythm_packed,
+              "offsets.npy": np.stack([beat_off, rhythm_off])}
+    final = patient_dir(store, patient_id)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{int(patient_id):05d}-", dir=final.parent))
+    try:
+        files = {}
+        for name, array in arrays.items():
+            path = tmp / name
+            np.save(path, np.ascontiguousarray(array), allow_pickle=False)
+            files[name] = {"dtype": str(array.dtype), "shape": list(array.shape), "bytes": path.stat().st_size,
+                           "sha256": _sha256(path)}
+        meta = {"patient_id": int(patient_id), "n_segments": int(n_segments), "segment_len": int(segment_len),
+                "signal_dtype": str(values.dtype), "scale": scale, "n_beats": int(beat_packed.size),
+                "n_rhythms": int(rhythm_packed.size), "files": files, "source": source, "converted_at": utc_now()}
+        atomic_write_json(tmp / "meta.json", meta)
+        os.rename(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return meta
+
+
+def remove_stale_temps(store: str | os.PathLike[str], patient_id: int) -> None:
+    """Delete leftovers of an interrupted conversion of ``patient_id`` (only that patient's temp dirs)."""
+    parent = Path(store) / PATIENTS_DIR
+    if parent.is_dir():
+        for entry in parent.glob(f".tmp-{int(patient_id):05d}-*"):
+            shutil.rmtree(entry, ignore_errors=True)
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 22), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def done_patients(store: str | os.PathLike[str]) -> list[int]:
+    """Sorted ids of the patients completely converted into ``store``."""
+    parent = Path(store) / PATIENTS_DIR
+    if not parent.is_dir():
+        return []
+    return sorted(int(e.name) for e in os.scandir(parent) if e.name.isdigit() and e.is_dir())
+
+
+def write_manifest(store: str | os.PathLike[str]) -> Path:
+    """Rewrite ``manifest.json`` from the meta records of all converted patients."""
+    metas = [read_meta(store, pid) for pid in done_patients(store)]
+    return atomic_write_json(Path(store) / MANIFEST, {
+        "format": STORE_FORMAT, "version": STORE_VERSION, "written_at": utc_now(), "n_patients": len(metas),
+        "n_segments": sum(m["n_segments"] for m in metas), "patients": metas})
+
+
+def read_meta(store: str | os.PathLike[str], patient_id: int) -> dict[str, Any]:
+    """The meta record of one converted patient."""
+    path = patient_dir(store, patient_id) / "meta.json"
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise DataError(f"{path}: cannot read patient meta ({exc})") from None
+
+
+def verify_patient(store: str | os.PathLike[str], patient_id: int) -> None:
+    """Check the sha256 and size of every file of one patient against its meta record."""
+    meta = read_meta(store, patient_id)
+    for name, info in meta["files"].items():
+        path = patient_dir(store, patient_id) / name
+        if not path.is_file() or path.stat().st_size != info["bytes"] or _sha256(path) != info["sha256"]:
+            raise DataError(f"{path}: checksum or size differs from meta.json (corrupt store)")
+
+
+@dataclass(frozen=True)
+class StorePatient:
+    """Memory-mapped arrays of one patient: ``signal`` (int16/float32), ``scale``, packed labels and offsets."""
+
+    patient_id: int
+    signal: np.ndarray
+    scale: float
+    beats: np.ndarray
+    rhythms: np.ndarray
+    offsets: np.ndarray
+
+    def float_signal(self, segment: int) -> np.ndarray:
+        """Exact float32 samples of one segment."""
+        return decode_signal(np.asarray(self.signal[segment]), self.scale)
+
+    def segment_beats(self, segment: int) -> Labels:
+        """``(positions, classes)`` of the beats of one segment."""
+        return unpack_labels(self.beats[self.offsets[0, segment]:self.offsets[0, segment + 1]])
+
+    def segment_rhythms(self, segment: int) -> Labels:
+        """``(positions, classes)`` of the rhythm episode ends of one segment."""
+        return unpack_labels(self.rhythms[self.offsets[1, segment]:self.offsets[1, segment + 1]])
+
+
+class Store:
+    """Read-only view of a converted store: ``patient_ids`` and memory-mapped ``patient(pid)`` arrays."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        if not (self.path / PATIENTS_DIR).is_dir():
+            raise DataError(f"{self.path}: not an Icentia11k store (no '{PATIENTS_DIR}/' folder); "
+                            f"create one with `python -m ecg_hpc.data convert-icentia`")
+        self._cache: dict[int, StorePatient] = {}
+
+    @cached_property
+    def patient_ids(self) -> list[int]:
+        """Sorted ids of the converted patients."""
+        return done_patients(self.path)
+
+    def meta(self, patient_id: int) -> dict[str, Any]:
+        """The meta record (shapes, dtypes, scale, checksums, source) of one patient."""
+        return read_meta(self.path, patient_id)
+
+    def patient(self, patient_id: int) -> StorePatient:
+        """Memory-mapped arrays of one patient (opened once, then cached)."""
+        cached = self._cache.get(patient_id)
+        if cached is None:
+            cached = self._cache[patient_id] = self._open(patient_id)
+        return cached
+
+    def _open(self, patient_id: int) -> StorePatient:
+        folder = patient_dir(self.path, patient_id)
+        if not folder.is_dir():
+            raise DataError(f"{folder}: patient {patient_id} is not in the store")
+        meta = self.meta(patient_id)
+        arrays = {}
+        for name in _FILES:
+            path = folder / name
+            try:
+                arr = np.load(path, mmap_mode="r", allow_pickle=False)
+            except (OSError, ValueError) as exc:
+                raise DataError(f"{path}: cannot open ({exc})") from None
+            info = meta["files"][name]
+            if str(arr.dtype) != info["dtype"] or list(arr.shape) != info["shape"]:
+                raise DataError(f"{path}: dtype/shape {arr.dtype}{arr.shape} differ from meta.json")
+            arrays[name] = arr.view(np.ndarray)
+        return StorePatient(patient_id=patient_id, signal=arrays["signal.npy"], scale=float(meta["scale"]),
+                            beats=arrays["beats.npy"], rhythms=arrays["rhythms.npy"],
+                            offsets=np.asarray(arrays["offsets.npy"]))
