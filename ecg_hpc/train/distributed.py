@@ -1,0 +1,151 @@
+"""Horovod data-parallel training for Keras: start the workers, share state, scale the learning rate, average.
+
+One code path for any world size: a single process is a world of one (``hvd.init()`` alone). ``start`` finds
+this worker's place (``ecg_hpc.hpc.jobenv``), serves or waits for the rendezvous when needed, initialises
+Horovod and gives each local rank its own GPU (or its share of the CPU threads). The learning rate is scaled
+by the number of workers (Goyal et al., 2017) and warmed up linearly from the single-worker rate over the
+first steps; the schedule is a function of the optimizer's step counter, so a resumed run follows exactly
+the schedule of an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+import tensorflow as tf
+
+from ecg_hpc.hpc import jobenv
+
+keras = tf.keras
+
+
+@dataclass
+class World:
+    """The running Horovod world as seen by this worker."""
+
+    job: jobenv.JobEnv
+    rank: int
+    size: int
+    local_rank: int
+    device: str
+    _server: jobenv.RendezvousServer | None = None
+
+    @property
+    def is_chief(self) -> bool:
+        """True on rank 0, the one worker that writes the job directory."""
+        return self.rank == 0
+
+
+def _threads_per_worker(job: jobenv.JobEnv) -> int:
+    """CPU threads for one worker: SLURM's per-task CPUs when set, else this machine's share per local worker."""
+    if os.environ.get("SLURM_CPUS_PER_TASK"):
+        return int(os.environ["SLURM_CPUS_PER_TASK"])
+    return max(1, len(os.sched_getaffinity(0)) // job.local_size)
+
+
+def _assign_device(job: jobenv.JobEnv) -> str:
+    """Give this worker one GPU by local rank, else its share of the CPU threads; describe the choice."""
+    gpus = tf.config.list_physical_devices("GPU")
+    if gpus:
+        gpu = gpus[job.local_rank % len(gpus)]
+        tf.config.set_visible_devices(gpu, "GPU")
+        tf.config.experimental.set_memory_growth(gpu, True)
+        return gpu.name
+    threads = _threads_per_worker(job)
+    tf.config.threading.set_intra_op_parallelism_threads(threads)
+    tf.config.threading.set_inter_op_parallelism_threads(max(1, min(2, threads)))
+    return f"CPU ({threads} threads)"
+
+
+def start(job: jobenv.JobEnv | None = None) -> World:
+    """Initialise Horovod for this worker (rendezvous first where no horovodrun did it) and pick its device."""
+    job = job if job is not None else jobenv.detect()
+    device = _assign_device(job)
+    server = jobenv.start_horovod_rendezvous(job)
+    import horovod.tensorflow.keras as hvd
+
+    hvd.init()
+    if hvd.size() != job.size or hvd.rank() != job.rank:
+        raise RuntimeError(f"Horovod started rank {hvd.rank()} of {hvd.size()}, expected {job.rank} of {job.size}")
+    return World(job=job, rank=hvd.rank(), size=hvd.size(), local_rank=hvd.local_rank(), device=device,
+                 _server=server)
+
+
+def stop(world: World) -> None:
+    """Shut Horovod down and stop rank 0's rendezvous server."""
+    import horovod.tensorflow.keras as hvd
+
+    hvd.shutdown()
+    if world._server is not None:
+        world._server.stop()
+        world._server = None
+
+
+@keras.saving.register_keras_serializable(package="ecg_hpc")  # hvd.DistributedOptimizer rebuilds from config
+class WarmupSchedule(keras.optimizers.schedules.LearningRateSchedule):
+    """``base * (1 + (scale - 1) * min(1, step / warmup_steps))``: linear warm-up to ``base * scale``."""
+
+    def __init__(self, base_lr: float, scale: float, warmup_steps: int) -> None:
+        super().__init__()
+        self.base_lr, self.scale, self.warmup_steps = float(base_lr), float(scale), int(warmup_steps)
+
+    def __call__(self, step: Any) -> tf.Tensor:
+        step = tf.cast(step, tf.float32)
+        progress = tf.minimum(1.0, step / float(max(1, self.warmup_steps))) if self.warmup_steps > 0 else 1.0
+        return self.base_lr * (1.0 + (self.scale - 1.0) * progress)
+
+    def get_config(self) -> dict[str, Any]:
+        """Keras serialisation."""
+        return {"base_lr": self.base_lr, "scale": self.scale, "warmup_steps": self.warmup_steps}
+
+
+def learning_rate(base_lr: float, world_size: int, scaling: str, warmup_steps: int) -> WarmupSchedule:
+    """The schedule for ``world_size`` workers: ``scaling`` ``"linear"`` (x workers, warmed up) or ``"none"``."""
+    scale = float(world_size) if scaling == "linear" else 1.0
+    return WarmupSchedule(base_lr, scale, warmup_steps if scale != 1.0 else 0)
+
+
+def lr_record(schedule: WarmupSchedule, world_size: int, scaling: str) -> dict[str, Any]:
+    """What run.json says about the learning rate under Horovod."""
+    return {"world_size": world_size, "lr_scaling": scaling, "base_lr": schedule.base_lr,
+            "scaled_lr": schedule.base_lr * schedule.scale, "warmup_steps": schedule.warmup_steps,
+            "warmup": "linear in optimizer steps from base_lr to scaled_lr"}
+
+
+def distributed_optimizer(optimizer: keras.optimizers.Optimizer) -> keras.optimizers.Optimizer:
+    """Wrap ``optimizer`` so that gradients are averaged over all workers before each update."""
+    import horovod.tensorflow.keras as hvd
+
+    return hvd.DistributedOptimizer(optimizer)
+
+
+def broadcast_state(model: keras.Model, optimizer: keras.optimizers.Optimizer) -> None:
+    """Give every worker rank 0's weights, BN statistics and optimizer state (slots and step counter)."""
+    import horovod.tensorflow as hvd_tf
+
+    optimizer.build(model.trainable_variables)
+    hvd_tf.broadcast_variables(model.variables, root_rank=0)
+    hvd_tf.broadcast_variables(optimizer.variables, root_rank=0)
+
+
+def average(values: Mapping[str, float]) -> dict[str, float]:
+    """The mean over all workers of each value (same keys on every worker), e.g. an epoch's metrics."""
+    import horovod.tensorflow as hvd_tf
+
+    return {key: float(hvd_tf.allreduce(tf.constant(float(values[key]), tf.float64), op=hvd_tf.Average,
+                                        name=f"average.{key}"))
+            for key in sorted(values)}
+
+
+def any_worker(flag: bool) -> bool:
+    """True on every worker when ``flag`` is true on at least one (e.g. "a stop signal arrived")."""
+    import horovod.tensorflow as hvd_tf
+
+    return bool(hvd_tf.allreduce(tf.constant(1 if flag else 0, tf.int32), op=hvd_tf.Sum, name="any_worker") > 0)
+
+
+def barrier() -> None:
+    """Wait until every worker gets here (an allreduce that all must join)."""
+    any_worker(False)

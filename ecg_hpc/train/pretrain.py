@@ -1,0 +1,337 @@
+"""``python -m ecg_hpc.train.pretrain``: Horovod data-parallel pretraining of one task on the shard store.
+
+Runs as one process, under ``horovodrun``, or as the tasks of an ``srun`` step / submitit job (ranks from the
+job environment, rendezvous served by rank 0; see ``ecg_hpc.train.distributed``). ``--batch-size`` is per
+worker; the learning rate is scaled by the number of workers with a linear warm-up, as run.json records.
+
+Rank 0 alone writes the job directory: ``epoch_NN/`` checkpoints (``ecg_hpc.train.checkpoints``),
+``history.csv`` (one row per epoch: ``epoch``, the metrics averaged over workers, ``time_s``, ``frames_per_s``,
+``lr``) and ``run.json`` (keys documented in ``ecg_hpc.rundir`` plus ``attempts``, one per start).
+
+Resume: starting again with the same ``--job-dir`` continues after the last checkpoint and ends with the same
+epochs; the data of (seed, epoch, rank) is fixed, so a resumed run trains on what an uninterrupted one would.
+On SIGUSR1/SIGUSR2 (SLURM's and submitit's warning before the time limit) or SIGTERM, every worker finishes
+its step, rank 0 writes ``preempted/``, the job asks to be requeued and the workers exit with status
+``REQUEUE_EXIT_CODE``. A run whose run.json says done is left alone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+import tensorflow as tf
+
+from ecg_hpc.data.icentia11k import select_patients
+from ecg_hpc.data.store import Store
+from ecg_hpc.errors import ConfigError, DataError, EcgHpcError
+from ecg_hpc.hpc.jobenv import REQUEUE_EXIT_CODE, request_requeue
+from ecg_hpc.models import ARCHS, PRECISIONS, configure_precision
+from ecg_hpc.progress import Progress
+from ecg_hpc.rundir import atomic_write_csv, environment_info, is_done, read_run, utc_now, write_run
+from ecg_hpc.tasks import TASKS, get_task
+from ecg_hpc.train import checkpoints, distributed
+
+HISTORY = "history.csv"
+STOP_SIGNALS = (signal.SIGUSR1, signal.SIGUSR2, signal.SIGTERM)
+# Options that decide what a run computes: a resumed run must agree on them with the run.json it continues.
+_FIXED = ("store", "task", "arch", "width", "frac", "frame_size", "samples_per_patient", "batch_size",
+          "steps_per_epoch", "seed", "precision", "lr", "lr_scaling", "warmup_epochs")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The trainer's options (defaults from the authors' code, DESIGN.md)."""
+    parser.add_argument("--store", required=True, help="Icentia11k shard store (python -m ecg_hpc.data convert-icentia)")
+    parser.add_argument("--task", required=True, choices=TASKS, help="pretraining task")
+    parser.add_argument("--arch", default="resnet18", choices=ARCHS, help="network (default: resnet18)")
+    parser.add_argument("--width", type=float, default=1.0, help="channel width multiplier (default: 1.0)")
+    parser.add_argument("--frac", type=float, default=1.0,
+                        help="fraction of the store's patients to train on, seeded and nested (default: 1.0)")
+    parser.add_argument("--frame-size", type=int, default=4096, help="samples per frame (default: 4096)")
+    parser.add_argument("--samples-per-patient", type=int, default=4096,
+                        help="frames drawn per patient and epoch by the pipeline (default: 4096)")
+    parser.add_argument("--batch-size", type=int, default=512, help="frames per step and worker (default: 512)")
+    parser.add_argument("--epochs", type=int, default=16, help="epochs in all, resumed ones included (default: 16)")
+    parser.add_argument("--steps-per-epoch", type=int, default=1024, help="steps per epoch (default: 1024)")
+    parser.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate of one worker (default: 1e-3)")
+    parser.add_argument("--lr-scaling", choices=("linear", "none"), default="linear",
+                        help="scale the learning rate by the number of workers (default: linear)")
+    parser.add_argument("--warmup-epochs", type=float, default=1.0,
+                        help="epochs of linear warm-up to the scaled learning rate (default: 1)")
+    parser.add_argument("--precision", default="float32", choices=PRECISIONS, help="dtype policy (default: float32)")
+    parser.add_argument("--deterministic", action="store_true",
+                        help="deterministic TF ops (slower on GPUs; exact resume checks)")
+    parser.add_argument("--job-dir", required=True, help="job directory, e.g. runs/pretrain/NAME")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the patient subset, weights and data (default: 0)")
+
+
+def check_arguments(args: argparse.Namespace) -> None:
+    """ConfigError naming the first option out of range."""
+    positive = ("width", "frame_size", "samples_per_patient", "batch_size", "epochs", "steps_per_epoch", "lr")
+    for name in positive:
+        if getattr(args, name) <= 0:
+            raise ConfigError(f"--{name.replace('_', '-')} {getattr(args, name)}: must be positive")
+    if not 0 < args.frac <= 1:
+        raise ConfigError(f"--frac {args.frac}: must lie in (0, 1]")
+    if args.warmup_epochs < 0:
+        raise ConfigError(f"--warmup-epochs {args.warmup_epochs}: must not be negative")
+    if not Path(args.store).is_dir():
+        raise DataError(f"--store {args.store}: no such directory")
+
+
+def config_of(args: argparse.Namespace) -> dict[str, Any]:
+    """The resolved options as recorded in run.json ``config``."""
+    return {k: v for k, v in sorted(vars(args).items()) if not k.startswith("_")}
+
+
+class StopFlag:
+    """Records that a stop signal arrived; installed for ``STOP_SIGNALS`` while training, restored after."""
+
+    def __init__(self) -> None:
+        self.signal_name: str | None = None
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> "StopFlag":
+        for sig in STOP_SIGNALS:
+            self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.signal_name is None:
+            self.signal_name = signal.Signals(signum).name
+            print(f"received {self.signal_name}: finishing the current step, then checkpointing", flush=True)
+
+    @property
+    def raised(self) -> bool:
+        """True once a stop signal arrived."""
+        return self.signal_name is not None
+
+
+def _combine(first: dict[str, float], n_first: int, second: dict[str, float], n_second: int) -> dict[str, float]:
+    """Step-weighted means of two runs of the same epoch (batches are equal-sized, so this is exact)."""
+    total = n_first + n_second
+    return {k: (first.get(k, 0.0) * n_first + second[k] * n_second) / total for k in second}
+
+
+class _Run:
+    """One pretraining run of this worker: model, data, checkpoints and the job directory."""
+
+    def __init__(self, args: argparse.Namespace, world: Any) -> None:
+        self.args, self.world = args, world
+        self.job_dir = Path(args.job_dir)
+        self.info: dict[str, Any] = {}
+
+    # -- setup -------------------------------------------------------------------------------------------------
+    def build(self) -> None:
+        """Select the patients, build and compile the model, restore the resume point, share rank 0's state."""
+        args = self.args
+        tf.keras.utils.set_random_seed(args.seed)
+        if args.deterministic:
+            tf.config.experimental.enable_op_determinism()
+        configure_precision(args.precision)
+        self.store = Store(args.store)
+        if not self.store.patient_ids:
+            raise DataError(f"--store {args.store}: holds no converted patients")
+        self.patients = select_patients(self.store.patient_ids, frac=args.frac, seed=args.seed)
+        self.task = get_task(args.task)
+        self.model = self.task.build_model(args.arch, args.frame_size, width=args.width)
+        warmup_steps = round(args.warmup_epochs * args.steps_per_epoch)
+        self.schedule = distributed.learning_rate(args.lr, self.world.size, args.lr_scaling, warmup_steps)
+        adam = tf.keras.optimizers.Adam(self.schedule, beta_1=0.9, beta_2=0.98, epsilon=1e-9)
+        self.optimizer = distributed.distributed_optimizer(adam)
+        self.task.compile_model(self.model, self.optimizer)
+        self.optimizer.build(self.model.trainable_variables)
+        self.resume = _broadcast_object(checkpoints.resume_point(self.job_dir) if self.world.is_chief else None)
+        if self.resume is not None and self.world.is_chief:
+            checkpoints.restore(self.resume, self.model, self.optimizer)
+        distributed.broadcast_state(self.model, self.optimizer)
+
+    def dataset(self, epoch: int, skip_steps: int) -> Any:
+        """This worker's batches of ``epoch`` (a function of seed, epoch and rank), the first ``skip_steps`` left out."""
+        from ecg_hpc.data.pipeline import make_dataset
+
+        args = self.args
+        ds = make_dataset(self.store, self.task, self.patients, frame_size=args.frame_size,
+                          batch_size=args.batch_size, seed=args.seed, epoch=epoch, rank=self.world.rank,
+                          world_size=self.world.size, samples_per_patient=args.samples_per_patient)
+        return ds.skip(skip_steps) if skip_steps else ds
+
+    # -- job directory (rank 0) ---------------------------------------------------------------------------------
+    def start_record(self) -> None:
+        """Check a previous run.json agrees with these options, then record this start (status running)."""
+        previous = read_run(self.job_dir) or {}
+        old_config = previous.get("config", {})
+        for key in _FIXED:
+            if key in old_config and old_config[key] != getattr(self.args, key):
+                raise ConfigError(f"--{key.replace('_', '-')} {getattr(self.args, key)!r}: the run in {self.job_dir} "
+                                  f"used {old_config[key]!r}; use another --job-dir")
+        job = self.world.job
+        attempt = {"started_at": utc_now(), "launcher": job.launcher, "job_id": job.job_id,
+                   "restart_count": job.restart_count, "world_size": self.world.size, "hosts": list(job.hosts),
+                   "resumed_from": str(self.resume.path) if self.resume else None}
+        self.info = {
+            "kind": "pretrain", "status": "running", "seed": self.args.seed, "config": config_of(self.args),
+            "environment": environment_info(), "started_at": previous.get("started_at", attempt["started_at"]),
+            "task": self.args.task, "arch": self.args.arch, "width": self.args.width,
+            "frame_size": self.args.frame_size, "frac": self.args.frac, "n_patients": len(self.patients),
+            "epochs": self.args.epochs, "epochs_done": 0, "world_size": self.world.size, "hosts": list(job.hosts),
+            "device": self.world.device,
+            "horovod": distributed.lr_record(self.schedule, self.world.size, self.args.lr_scaling),
+            "epoch_times_s": [], "frames_per_s": None,
+            "attempts": previous.get("attempts", []) + [attempt],
+        }
+        self.write_history()
+
+    def write_history(self) -> None:
+        """Rebuild history.csv and the per-epoch run.json fields from the complete checkpoints."""
+        epochs = [c for c in checkpoints.complete_epochs(self.job_dir) if c.epoch <= self.args.epochs]
+        metric_names = sorted({k for c in epochs for k in c.logs} - {"frames_per_s"})
+        rows = [[c.epoch, *(c.logs.get(k, "") for k in metric_names), round(c.epoch_time_s, 3),
+                 round(c.logs.get("frames_per_s", 0.0), 2)] for c in epochs]
+        atomic_write_csv(self.job_dir / HISTORY, ["epoch", *metric_names, "time_s", "frames_per_s"], rows)
+        self.info.update(epochs_done=len(epochs), epoch_times_s=[row[-2] for row in rows],
+                         frames_per_s=_median([row[-1] for row in rows]) if rows else None)
+        write_run(self.job_dir, self.info)
+
+    def finish_record(self, status: str, error: str | None = None) -> None:
+        """Mark the run done or failed (``finished_at``, ``wall_time_s`` = summed epoch times), or preempted."""
+        if status == "preempted":
+            self.info["attempts"][-1]["preempted_at"] = utc_now()
+        else:
+            self.info.update(status=status, finished_at=utc_now(),
+                             wall_time_s=round(sum(self.info.get("epoch_times_s") or []), 3))
+        if error:
+            self.info["error"] = error
+        write_run(self.job_dir, self.info)
+
+    # -- training ---------------------------------------------------------------------------------------------
+    def fit(self, stop: StopFlag) -> str:
+        """Train the remaining epochs; return ``"done"``, or ``"preempted"`` after a stop signal."""
+        args, world = self.args, self.world
+        start_epoch, skip, prior_logs = 1, 0, {}
+        if self.resume is not None:
+            start_epoch = self.resume.epoch + (1 if self.resume.complete else 0)
+            if not self.resume.complete:
+                skip, prior_logs = self.resume.steps_done, dict(self.resume.logs)
+        for epoch in range(start_epoch, args.epochs + 1):
+            steps = args.steps_per_epoch - skip
+            watcher = StepWatcher(stop, steps, f"epoch {epoch}/{args.epochs}" if world.is_chief else None)
+            began = time.monotonic()
+            history = self.model.fit(self.dataset(epoch, skip), epochs=1, steps_per_epoch=steps, verbose=0,
+                                     callbacks=[watcher])
+            elapsed = time.monotonic() - began
+            local = {k: float(v[-1]) for k, v in history.history.items()}
+            logs = distributed.average(_combine(prior_logs, skip, local, watcher.steps))
+            done_steps = skip + watcher.steps
+            epoch_time = float(prior_logs.get("_time_s", 0.0)) + elapsed
+            logs["lr"] = float(self.schedule(self.optimizer.iterations))
+            logs["frames_per_s"] = done_steps * args.batch_size * world.size / epoch_time
+            if world.is_chief:
+                record = dict(logs, _time_s=epoch_time) if done_steps < args.steps_per_epoch else logs
+                checkpoints.save(self.job_dir, self.model, self.optimizer, epoch=epoch, steps_done=done_steps,
+                                 steps_per_epoch=args.steps_per_epoch, logs=record, epoch_time_s=epoch_time)
+                self.write_history()
+                metrics = ", ".join(f"{k} {v:.4g}" for k, v in logs.items())
+                print(f"epoch {epoch}/{args.epochs}: {done_steps} steps, {epoch_time:.1f} s, {metrics}", flush=True)
+            distributed.barrier()
+            if watcher.stopped:
+                return "preempted"
+            skip, prior_logs = 0, {}
+        return "done"
+
+
+class StepWatcher(tf.keras.callbacks.Callback):
+    """Counts steps, shows progress on rank 0, and stops all workers at the same step after a signal."""
+
+    def __init__(self, stop: StopFlag, total: int, label: str | None) -> None:
+        super().__init__()
+        self.stop, self.steps, self.stopped = stop, 0, False
+        self.progress = Progress(total, label, unit="steps", interval=10.0) if label else None
+
+    def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
+        """After each step: count it, and agree with the other workers whether to stop now."""
+        self.steps += 1
+        if self.progress is not None:
+            self.progress.update()
+        if distributed.any_worker(self.stop.raised):
+            self.stopped = True
+            self.model.stop_training = True
+
+
+def _median(values: list[float]) -> float:
+    """Median of a non-empty list."""
+    ordered = sorted(values)
+    mid = len(ordered) // 2
+    return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
+
+
+def _broadcast_object(obj: Any) -> Any:
+    """Rank 0's ``obj`` on every worker."""
+    import horovod.tensorflow as hvd_tf
+
+    return hvd_tf.broadcast_object(obj, root_rank=0)
+
+
+def train(args: argparse.Namespace) -> str:
+    """Run (or resume) the pretraining job of ``args`` on this worker; return ``"done"`` or ``"preempted"``."""
+    check_arguments(args)
+    if is_done(args.job_dir):
+        print(f"{args.job_dir}: run.json says done; nothing to do", flush=True)
+        return "done"
+    world = distributed.start()
+    run = _Run(args, world)
+    try:
+        with StopFlag() as stop:
+            run.build()
+            if world.is_chief:
+                run.start_record()
+            status = run.fit(stop)
+        if status == "preempted":
+            if world.is_chief:
+                run.finish_record("preempted")
+                print(f"preempted by {stop.signal_name}: {request_requeue(world.job)}", flush=True)
+            return status
+        if world.is_chief:
+            run.finish_record("done")
+            print(f"done: {args.job_dir}", flush=True)
+        return status
+    except BaseException as exc:
+        if world.is_chief and run.info:
+            run.finish_record("failed", f"{type(exc).__name__}: {exc}")
+        raise
+    finally:
+        distributed.stop(world)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command-line parser."""
+    parser = argparse.ArgumentParser(prog="python -m ecg_hpc.train.pretrain", description=__doc__.splitlines()[0])
+    add_arguments(parser)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse ``argv`` and train: 0 when done, ``REQUEUE_EXIT_CODE`` when preempted, 2 on a user error."""
+    args = build_parser().parse_args(argv)
+    try:
+        status = train(args)
+    except EcgHpcError as exc:
+        print(f"error: {exc}", file=sys.stderr, flush=True)
+        return 2
+    except Exception:
+        traceback.print_exc()
+        return 1
+    return REQUEUE_EXIT_CODE if status == "preempted" else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
