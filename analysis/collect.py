@@ -14,6 +14,7 @@ one are rows of ``Collection.problems``.
 
 from __future__ import annotations
 
+import datetime as _dt
 import fnmatch
 import json
 import math
@@ -216,10 +217,8 @@ def _key(info: dict[str, Any], root: Path) -> dict[str, Any]:
 
 
 def _finetune_row(info: dict[str, Any], run_dir: str, root: Path) -> dict[str, Any]:
-    """One tidy row from a fine-tuning run.json (test metrics only when done)."""
-    status = info.get("status")
-    if status not in STATUSES:
-        raise _Malformed(f"status {status!r} is not one of {', '.join(STATUSES)}")
+    """One tidy row from a fine-tuning run.json whose status is known (test metrics only when done)."""
+    status = info["status"]
     row: dict[str, Any] = dict.fromkeys(RUN_COLUMNS)
     row.update(_key(info, root))
     row.update(status=status, seed=info.get("seed"), run_dir=run_dir, sweep_scenario=info.get("scenario"))
@@ -258,6 +257,27 @@ def _read_history(run_dir: Path) -> pd.DataFrame:
     return frame
 
 
+def _running_detail(info: dict[str, Any]) -> str:
+    """When a running run started and how long ago (a job killed by SLURM stays 'running' for ever)."""
+    started = info.get("started_at")
+    try:
+        since = _dt.datetime.now(_dt.timezone.utc) - _dt.datetime.fromisoformat(str(started))
+        return f"started {started}, {since.total_seconds() / 3600:.1f} h ago (stale if its job has ended)"
+    except (TypeError, ValueError):
+        return f"started {started or '?'}"
+
+
+def _status_problem(info: dict[str, Any], kind: str, shown: str, scenario: Any, seed: Any
+                    ) -> dict[str, Any] | None:
+    """The problem a failed or running run.json states (None for a finished run)."""
+    if info.get("status") == "failed":
+        return _problem("failed", kind, shown, str(info.get("error") or "(run.json gives no error message)"),
+                        scenario, seed)
+    if info.get("status") == "running":
+        return _problem("running", kind, shown, _running_detail(info), scenario, seed)
+    return None
+
+
 def _read_one(run_dir: Path, root: Path, rows: list, curves: list, problems: list) -> str | None:
     """Read one run directory into the row/curve/problem lists; return its kind when it was understood."""
     shown = _shown(run_dir, root)
@@ -267,35 +287,35 @@ def _read_one(run_dir: Path, root: Path, rows: list, curves: list, problems: lis
         problems.append(_problem("malformed", "?", shown, f"{RUN_JSON} unreadable ({exc})"))
         return None
     kind = info.get("kind") if isinstance(info, dict) else None
-    if kind == "pretrain":
-        status = info.get("status")
-        if status in ("failed", "running"):
-            detail = info.get("error") if status == "failed" else f"started {info.get('started_at', '?')}"
-            problems.append(_problem(status, kind, shown, str(detail or "(no error message)")))
-        elif status not in STATUSES:
-            problems.append(_problem("malformed", kind, shown, f"status {status!r} is not one of {STATUSES}"))
-        return kind
-    if kind != "finetune":
+    if kind not in ("pretrain", "finetune"):
         problems.append(_problem("malformed", "?", shown, f"{RUN_JSON} kind is {kind!r}, not pretrain/finetune"))
         return None
+    if info.get("status") not in STATUSES:
+        problems.append(_problem("malformed", kind, shown, f"{RUN_JSON} status {info.get('status')!r} is not "
+                                 f"one of {', '.join(STATUSES)}", info.get("scenario"), info.get("seed")))
+        return None
+    if kind == "pretrain":
+        problem = _status_problem(info, kind, shown, None, info.get("seed"))
+        problems += [problem] if problem else []
+        return kind
     try:
         row = _finetune_row(info, shown, root)
     except _Malformed as exc:
-        problems.append(_problem("malformed", kind, shown, f"{RUN_JSON}: {exc}", info.get("scenario"),
-                                 info.get("seed")))
-        return None
+        # a job that failed (or is still starting) before it recorded its init is listed as what it is
+        problem = _status_problem(info, kind, shown, info.get("scenario"), info.get("seed"))
+        problems.append(problem or _problem("malformed", kind, shown, f"{RUN_JSON}: {exc}", info.get("scenario"),
+                                            info.get("seed")))
+        return kind
     rows.append(row)
-    if row["status"] == "failed":
-        problems.append(_problem("failed", kind, shown, row["error"], row["scenario"], row["seed"]))
-    elif row["status"] == "running":
-        problems.append(_problem("running", kind, shown, f"started {info.get('started_at', '?')}",
-                                 row["scenario"], row["seed"]))
-    else:
-        try:
-            curves.append(_read_history(run_dir).assign(scenario=row["scenario"], run_dir=shown))
-        except _Malformed as exc:
-            problems.append(_problem("incomplete", kind, shown, f"{exc} (left out of the curves)",
-                                     row["scenario"], row["seed"]))
+    problem = _status_problem(info, kind, shown, row["scenario"], row["seed"])
+    if problem:
+        problems.append(problem)
+        return kind
+    try:
+        curves.append(_read_history(run_dir).assign(scenario=row["scenario"], run_dir=shown))
+    except _Malformed as exc:
+        problems.append(_problem("incomplete", kind, shown, f"{exc} (left out of the curves)", row["scenario"],
+                                 row["seed"]))
     return kind
 
 
@@ -347,8 +367,9 @@ def collect(root: str | os.PathLike[str], progress: bool = True) -> Collection:
         if bar:
             bar.update()
     runs = pd.DataFrame(rows, columns=list(RUN_COLUMNS))
-    seeds = pd.to_numeric(runs["seed"], errors="coerce")
-    runs["seed"] = seeds.where(seeds == seeds.round()).astype("Int64")  # a seed that is no integer is NA
+    for column in ("seed", "epochs_run", "best_epoch"):  # integers even where a run lacks them
+        values = pd.to_numeric(runs[column], errors="coerce")
+        runs[column] = values.where(values == values.round()).astype("Int64")  # a non-integer seed is NA
     runs = sort_scenarios(runs) if len(runs) else runs
     problems += _duplicates(runs)
     history = pd.concat(curves, ignore_index=True)[list(HISTORY_COLUMNS)] if curves else \

@@ -1,4 +1,4 @@
-"""Render display tables as terminal text, Markdown, LaTeX and CSV text."""
+"""Render display tables as terminal text, Markdown and LaTeX, and numeric tables as CSV rows."""
 
 from __future__ import annotations
 
@@ -56,8 +56,8 @@ def markdown(table: Table) -> str:
 
 
 def _tex(cell: str) -> str:
-    """A cell with LaTeX special characters escaped."""
-    return "".join(_TEX_SPECIAL.get(ch, ch) for ch in cell)
+    """A cell with LaTeX special characters escaped (and the arrow of scenario names as an arrow)."""
+    return r"$\to$".join("".join(_TEX_SPECIAL.get(ch, ch) for ch in part) for part in cell.split("->"))
 
 
 def latex(table: Table) -> str:

@@ -64,7 +64,7 @@ def write_finetune_run(job_dir: str | os.PathLike[str], *, seed: int, init: dict
 
 
 def write_pretrain_run(job_dir: str | os.PathLike[str], *, task: str = "beat", arch: str = "resnet18",
-                       frame_size: int = 4096, frac: float = 1.0, epochs: int = 2, status: str = "done",
+                       frame_size: int = 4096, frac: float | None = 1.0, epochs: int = 2, status: str = "done",
                        error: str | None = None) -> Path:
     """Write a pretraining run directory with ``epochs`` empty checkpoint folders."""
     job_dir = Path(job_dir)

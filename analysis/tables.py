@@ -9,12 +9,13 @@ pretraining-epoch table shows them all.
 from __future__ import annotations
 
 import zlib
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from analysis.collect import CLASSES, KEY_COLUMNS, percent, scenario_label, sort_scenarios
-from analysis.published import published_for
+from analysis.published import Published, published_for
 from analysis.stats import compare
 
 METRICS = ("macro_f1", *(f"f1_{c}" for c in CLASSES), "epochs_run", "best_epoch")
@@ -22,8 +23,9 @@ _CONFIG = ["task", "pretrain_arch", "frame_size", "frac", "arch", "width"]
 
 
 def summarise(done: pd.DataFrame) -> pd.DataFrame:
-    """One row per scenario: key columns, n, mean and sd of every metric, and the published numbers."""
-    numeric = done.assign(**{m: pd.to_numeric(done[m], errors="coerce") for m in METRICS})
+    """One row per scenario: key columns, n, mean and sd of every metric, and the published numbers (beside
+    the latest fine-tuned epoch of a pretraining configuration only)."""
+    numeric = done.assign(**{m: pd.to_numeric(done[m], errors="coerce").astype(float) for m in METRICS})
     groups = numeric.groupby("scenario", sort=False)
     summary = groups[list(KEY_COLUMNS)].first()
     summary["n"] = groups.size()
@@ -31,14 +33,16 @@ def summarise(done: pd.DataFrame) -> pd.DataFrame:
     for metric in METRICS:
         summary[f"{metric}_mean"] = moments[(metric, "mean")]
         summary[f"{metric}_sd"] = moments[(metric, "std")]
-    published = [published_for(r.init, r.task, r.frame_size, r.frac, r.arch, r.width)
-                 for r in summary.itertuples()]
+    summary = sort_scenarios(summary.reset_index())
+    latest = set(latest_checkpoints(summary)["scenario"])  # the published runs fine-tuned final checkpoints
+    published = [published_for(r.init, r.task, r.frame_size, r.frac, r.arch, r.width) if r.scenario in latest
+                 else Published() for r in summary.itertuples()]
     summary["paper_macro_f1"] = np.array([p.paper_macro_f1 for p in published], dtype=float)
     summary["paper_macro_f1_sd"] = np.array([p.paper_macro_f1_sd for p in published], dtype=float)
     for c in CLASSES:
         summary[f"paper_f1_{c}"] = np.array([p.paper_f1.get(c) for p in published], dtype=float)
     summary["repro_macro_f1"] = np.array([p.repro_macro_f1 for p in published], dtype=float)
-    return sort_scenarios(summary.reset_index())
+    return summary
 
 
 def table1(summary: pd.DataFrame) -> pd.DataFrame:
@@ -83,16 +87,20 @@ def pretrain_epoch_table(summary: pd.DataFrame) -> pd.DataFrame:
     return rows[columns].sort_values(["family", "pretrain_epoch"], kind="stable").reset_index(drop=True)
 
 
+def _init_config(row: Any) -> str:
+    """What a 1-D and a 2-D scenario must share to be compared: init, task, frame, fraction, width."""
+    text = "random" if row.init == "random" else \
+        f"{row.task} f{int(row.frame_size) if pd.notna(row.frame_size) else '?'} {percent(row.frac)}"
+    return text if pd.isna(row.width) or float(row.width) == 1.0 else f"{text} x{float(row.width):g}"
+
+
 def arch_table(summary: pd.DataFrame) -> pd.DataFrame:
     """1-D against 2-D (spectrogram) fine-tune archs for each init present with both (empty otherwise)."""
     rows = latest_checkpoints(summary).copy()
     rows["dims"] = np.where(rows["arch"].astype(str).str.endswith("_2d"), "2-D", "1-D")
-    rows["init_config"] = [
-        "random" if r.init == "random" else
-        f"{r.task} f{int(r.frame_size) if pd.notna(r.frame_size) else '?'} {percent(r.frac)}"
-        for r in rows.itertuples()]
+    rows["init_config"] = [_init_config(r) for r in rows.itertuples()]
     both = rows.groupby("init_config")["dims"].transform("nunique") > 1
-    rows = rows[both].assign(_pretrained=rows["init"] != "random")
+    rows = rows.assign(_pretrained=rows["init"] != "random")[both]
     rows = rows.sort_values(["_pretrained", "task", "frame_size", "frac", "dims", "arch"], na_position="first",
                             kind="stable")
     columns = ["init_config", "dims", "arch", "n", "macro_f1_mean", "macro_f1_sd", "repro_macro_f1", "scenario"]
