@@ -11,6 +11,8 @@ from typing import Sequence
 
 import numpy as np
 
+VAL_METRICS = ("f1", "loss")  # scores that can pick the kept weights of a fine-tuning run
+
 
 def predict_indicator(prob: np.ndarray) -> np.ndarray:
     """Boolean (n, k) matrix marking, per row, the classes whose probability equals the row maximum."""

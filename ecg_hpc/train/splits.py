@@ -7,24 +7,25 @@ import numpy as np
 from ecg_hpc.errors import ConfigError
 
 
-def stratified_holdout(labels: np.ndarray, fraction: float,
-                       rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """Split indices of ``labels`` into (keep, holdout) with ``round(fraction * n)`` held out, per class in proportion.
+def stratified_holdout(labels: np.ndarray, fraction: float, rng: np.random.Generator,
+                       option: str = "--val-size") -> tuple[np.ndarray, np.ndarray]:
+    """Split indices of ``labels`` into (keep, holdout), ``round(fraction * n)`` held out, per class in proportion.
 
     Each class gives the floor of its exact share; the records still missing go to the classes with the largest
     remainders (ties to the lower class index). Which records of a class are held out is drawn from ``rng``, so
     the same labels and the same generator state give the same split. Both index arrays come back sorted.
+    ``option`` names the user's option for ``fraction`` in error messages.
     """
     labels = np.asarray(labels)
     if labels.ndim != 1:
         raise ValueError(f"labels must be 1-D, got shape {labels.shape}")
     if not 0.0 < fraction < 1.0:
-        raise ConfigError(f"--val-size must lie strictly between 0 and 1, got {fraction}")
+        raise ConfigError(f"{option} must lie strictly between 0 and 1, got {fraction}")
     n = labels.size
     n_holdout = int(round(fraction * n))
     if n_holdout < 1 or n_holdout >= n:
-        raise ConfigError(f"--val-size {fraction} of {n} training records leaves an empty train or validation "
-                          "set; use more records or another fraction")
+        raise ConfigError(f"{option} {fraction} of {n} records leaves one side of the split empty; use more "
+                          "records or another fraction")
     classes, counts = np.unique(labels, return_counts=True)
     exact = n_holdout * counts / n
     share = np.floor(exact).astype(np.int64)

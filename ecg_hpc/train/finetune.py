@@ -1,0 +1,253 @@
+"""``python -m ecg_hpc.train.finetune``: fine-tune a classifier on prepared PhysioNet/CinC 2017 data.
+
+One run, one job directory: a seeded stratified validation split of the training records, Adam and categorical
+cross-entropy, early stopping on ``val_loss``, the weights of the best validation macro F1 kept; then
+``history.csv``, ``train|val|test_predictions.csv``, ``best_model.weights.h5`` and ``run.json`` (keys in
+``ecg_hpc.rundir``). A job directory whose run.json says done is left alone (delete it to redo the run).
+
+Determinism: the seed drives the validation split (a ``numpy.random.Generator``) and, through
+``tf.keras.utils.set_random_seed`` plus ``tf.config.experimental.enable_op_determinism``, the weight
+initialisation, the batch order and every TF op, so the same seed on the same data and the same CPU build gives
+the same split and the same predictions. GPUs are deterministic too but may differ from the CPU numbers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+from ecg_hpc.errors import ConfigError, EcgHpcError
+from ecg_hpc.rundir import environment_info, is_done, read_run, utc_now, write_run
+from ecg_hpc.train.init_source import DEFAULT_ARCH, RANDOM, describe_init, require_checkpoint, scenario_name
+from ecg_hpc.train.metrics import VAL_METRICS
+
+# oneDNN's CPU kernels reorder floating-point sums (so CPU results are not reproducible run to run) and, in
+# TF 2.15.1, corrupt the heap on the ResNets' 1x1 stride-2 Conv1D shortcuts ("free(): invalid size"). Off unless
+# the user set it; this takes effect only if TensorFlow is not imported yet, which the entry points ensure.
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
+
+BEST_WEIGHTS = "best_model.weights.h5"
+HISTORY = "history.csv"
+SPLITS = ("train", "val", "test")
+_OUTPUTS = (HISTORY, BEST_WEIGHTS, *(f"{s}_predictions.csv" for s in SPLITS))
+
+
+@dataclasses.dataclass(frozen=True)
+class FinetuneConfig:
+    """The resolved options of one fine-tuning run (recorded as run.json ``config``)."""
+
+    data: str
+    job_dir: str
+    init: str = RANDOM
+    seed: int = 10
+    arch: str | None = None
+    width: float | None = None
+    batch_size: int = 128
+    epochs: int = 200
+    patience: int = 50
+    val_size: float = 0.0625
+    val_metric: str = "f1"
+    learning_rate: float = 1e-3
+    scenario: str | None = None
+
+    def to_argv(self) -> list[str]:
+        """The command-line arguments that reproduce this config (options left at None are omitted)."""
+        argv: list[str] = []
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            if value is not None:
+                argv += [f"--{field.name.replace('_', '-')}", str(value)]
+        return argv
+
+
+def add_training_arguments(parser: argparse.ArgumentParser) -> None:
+    """Declare the options shared by every run of a sweep (defaults from DESIGN.md: the authors' settings)."""
+    parser.add_argument("--data", required=True, help="prepared challenge data (.npz from prepare-physionet)")
+    parser.add_argument("--arch", help="resnet18, resnet34, resnet50 or resnet18_2d (default: the checkpoint's "
+                                       "arch, else resnet18)")
+    parser.add_argument("--width", type=float,
+                        help="channel width multiplier (default: the checkpoint's width, else 1.0)")
+    parser.add_argument("--batch-size", type=int, default=128, help="default: %(default)s")
+    parser.add_argument("--epochs", type=int, default=200, help="maximum epochs (default: %(default)s)")
+    parser.add_argument("--patience", type=int, default=50,
+                        help="early stopping patience on val_loss, in epochs (default: %(default)s)")
+    parser.add_argument("--val-size", type=float, default=0.0625,
+                        help="fraction of the training records held out for validation (default: %(default)s)")
+    parser.add_argument("--val-metric", choices=VAL_METRICS, default="f1",
+                        help="which validation score picks the kept weights (default: %(default)s)")
+    parser.add_argument("--learning-rate", type=float, default=1e-3,
+                        help="Adam learning rate (default: %(default)s)")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Declare the options of one fine-tuning run: the shared ones plus job dir, init, seed and scenario."""
+    add_training_arguments(parser)
+    parser.add_argument("--job-dir", required=True, help="run directory to write (created if missing)")
+    parser.add_argument("--init", default=RANDOM,
+                        help="'random' or a pretraining checkpoint folder runs/pretrain/<name>/epoch_NN "
+                             "(default: %(default)s)")
+    parser.add_argument("--seed", type=int, default=10,
+                        help="seed of the split, init and batch order (default: %(default)s)")
+    parser.add_argument("--scenario", help="name of the init in a sweep (default: derived from --init/--arch)")
+
+
+def config_from_args(args: argparse.Namespace) -> FinetuneConfig:
+    """Build the config from parsed arguments, checking ranges."""
+    for name in ("batch_size", "epochs", "patience"):
+        if getattr(args, name) < 1:
+            raise ConfigError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
+    if args.width is not None and args.width <= 0:
+        raise ConfigError(f"--width must be positive, got {args.width}")
+    if args.arch is not None:
+        from ecg_hpc.models.architectures import arch_spec  # imports TensorFlow, so only when needed
+
+        arch_spec(args.arch)
+    fields = {f.name for f in dataclasses.fields(FinetuneConfig)}
+    return FinetuneConfig(**{k: v for k, v in vars(args).items() if k in fields})
+
+
+def _resolve_model(config: FinetuneConfig, init: dict[str, Any]) -> tuple[str, float]:
+    """Arch and width: given ones, else the checkpoint's, else resnet18 at width 1."""
+    arch = config.arch or init.get("arch") or DEFAULT_ARCH
+    width = config.width if config.width is not None else (init.get("width") or 1.0)
+    return arch, float(width)
+
+
+def _seed_tensorflow(seed: int) -> None:
+    """Seed Python, NumPy's legacy state and TF (Keras needs all three) and make TF ops deterministic."""
+    import tensorflow as tf
+
+    tf.keras.backend.clear_session()  # a fresh graph per run when several run in one process
+    tf.keras.utils.set_random_seed(seed)
+    tf.config.experimental.enable_op_determinism()
+
+
+def _train(config: FinetuneConfig, init: dict[str, Any], arch: str, width: float,
+           job_dir: Path) -> dict[str, Any]:
+    """Split, build, train, select and predict; write the CSVs and weights; return the run.json results."""
+    import numpy as np
+    import tensorflow as tf
+
+    from ecg_hpc.data.prepare import load_prepared
+    from ecg_hpc.models import build_model, load_feature_extractor
+    from ecg_hpc.train.metrics import f1_report, one_hot
+    from ecg_hpc.train.predictions import write_predictions
+    from ecg_hpc.train.splits import stratified_holdout
+    from ecg_hpc.train.validation import ValidationMonitor
+
+    data = load_prepared(config.data)
+    classes = [str(c) for c in data.classes]
+    keep, held = stratified_holdout(np.asarray(data.y_train), config.val_size, np.random.default_rng(config.seed))
+    sets = {
+        "train": (data.x_train[keep], data.y_train[keep], [data.names_train[i] for i in keep]),
+        "val": (data.x_train[held], data.y_train[held], [data.names_train[i] for i in held]),
+        "test": (data.x_test, data.y_test, list(data.names_test)),
+    }
+    print(f"split: {len(keep)} train, {len(held)} val, {len(data.y_test)} test records", flush=True)
+
+    _seed_tensorflow(config.seed)
+    model = build_model(arch, len(classes), tuple(data.x_train.shape[1:]), head_activation="softmax", width=width)
+    if init["source"] != RANDOM:
+        load_feature_extractor(model, require_checkpoint(init))
+    model.compile(optimizer=tf.keras.optimizers.Adam(learning_rate=config.learning_rate),
+                  loss=tf.keras.losses.CategoricalCrossentropy())
+
+    x_tr, y_tr, _ = sets["train"]
+    x_va, y_va, _ = sets["val"]
+    monitor = ValidationMonitor(x_va, y_va, classes, config.batch_size, config.val_metric, job_dir / HISTORY)
+    stopper = tf.keras.callbacks.EarlyStopping(monitor="val_loss", patience=config.patience)
+    fit = model.fit(x_tr, one_hot(y_tr, len(classes)).astype(np.float32), batch_size=config.batch_size,
+                    epochs=config.epochs, shuffle=True, verbose=2, callbacks=[monitor, stopper],
+                    validation_data=(x_va, one_hot(y_va, len(classes)).astype(np.float32)))
+    model.set_weights(monitor.best_weights)
+
+    tmp = job_dir / f".{BEST_WEIGHTS}.tmp.h5"  # Keras picks the format from the suffix; rename is atomic
+    model.save_weights(str(tmp))
+    os.replace(tmp, job_dir / BEST_WEIGHTS)
+
+    scores = {}
+    for split, (x, y, names) in sets.items():
+        prob = model.predict(x, batch_size=config.batch_size, verbose=0)
+        write_predictions(job_dir / f"{split}_predictions.csv", names, y, prob, classes)
+        scores[split] = f1_report(y, prob, classes)
+    return {
+        "split": {"test_seed": int(data.test_seed), "test_size": float(data.test_size),
+                  "val_size": config.val_size, "fingerprint": str(data.fingerprint),
+                  "n_train": len(keep), "n_val": len(held), "n_test": len(data.y_test)},
+        "epochs_run": len(fit.history["loss"]), "best_epoch": monitor.best_epoch,
+        "best_val": scores["val"], "test": scores["test"],
+    }
+
+
+def finetune(config: FinetuneConfig) -> dict[str, Any]:
+    """Run (or skip, if already done) one fine-tuning job; return its run.json content.
+
+    The run.json says ``running`` from the start and ``failed`` with the error if anything goes wrong, which is
+    then re-raised; only this job directory is written.
+    """
+    job_dir = Path(config.job_dir)
+    if is_done(job_dir):
+        print(f"{job_dir}: already done, skipping", flush=True)
+        return read_run(job_dir) or {}
+    job_dir.mkdir(parents=True, exist_ok=True)
+    for name in _OUTPUTS:  # leftovers of an interrupted or failed attempt
+        (job_dir / name).unlink(missing_ok=True)
+    start = time.monotonic()
+    info: dict[str, Any] = {"kind": "finetune", "status": "running", "seed": config.seed,
+                            "config": dataclasses.asdict(config), "scenario": config.scenario,
+                            "environment": environment_info(), "started_at": utc_now()}
+    # Provisional init and arch, so that even a run failing on a bad --init says what it was meant to be.
+    info["init"] = ({"source": RANDOM} if config.init == RANDOM else {
+        "source": "checkpoint", "checkpoint": config.init, "pretrain_run": str(Path(config.init).parent)})
+    info["arch"], info["width"] = config.arch or DEFAULT_ARCH, config.width
+    write_run(job_dir, info)
+    try:
+        init = info["init"] = describe_init(config.init)
+        info["arch"], info["width"] = _resolve_model(config, init)
+        info["scenario"] = config.scenario or scenario_name(config.init, info["arch"])
+        if init["source"] != RANDOM:
+            require_checkpoint(init)
+        info.update(_train(config, init, info["arch"], info["width"], job_dir))
+        info["status"] = "done"
+    except BaseException as exc:
+        info["status"] = "failed"
+        info["error"] = str(exc) if isinstance(exc, EcgHpcError) else f"{type(exc).__name__}: {exc}"
+        if not isinstance(exc, EcgHpcError):
+            info["traceback"] = traceback.format_exc()
+        raise
+    finally:
+        info["finished_at"] = utc_now()
+        info["wall_time_s"] = round(time.monotonic() - start, 3)
+        write_run(job_dir, info)
+    print(f"{job_dir}: done, best epoch {info['best_epoch']} of {info['epochs_run']}, "
+          f"test macro F1 {info['test']['macro_f1']:.4f}", flush=True)
+    return info
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command-line parser of ``python -m ecg_hpc.train.finetune``."""
+    parser = argparse.ArgumentParser(prog="python -m ecg_hpc.train.finetune",
+                                     description=__doc__.splitlines()[0].split(": ", 1)[1])
+    add_arguments(parser)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse ``argv``, run, and turn user errors into one line and exit status 2."""
+    args = build_parser().parse_args(argv)
+    try:
+        finetune(config_from_args(args))
+    except EcgHpcError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
