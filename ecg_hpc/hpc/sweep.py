@@ -276,15 +276,20 @@ def add_plan_arguments(parser: argparse.ArgumentParser) -> None:
                        help="where the manifest and the run directories go (default: %(default)s)")
 
 
-def plan_from_args(args: argparse.Namespace) -> tuple[Path, list[Task]]:
-    """Plan the sweep of parsed ``plan`` options and merge it into its manifest; return path and all tasks."""
+def plan_from_args(args: argparse.Namespace, write: bool = True) -> tuple[Path, list[Task], list[Task]]:
+    """Plan the sweep of parsed ``plan`` options merged into its manifest (written unless ``write`` is False).
+
+    Returns the manifest path, all its tasks, and the tasks of this plan (with their manifest indices).
+    """
     scenarios = plan_scenarios(args.pretrain, args.checkpoints, not args.no_random, args.arch, args.width)
     planned = plan_tasks(scenarios, args.seeds, args.sweep_dir, vars(args))
-    path = args.sweep_dir / MANIFEST
+    path = args.sweep_dir.resolve() / MANIFEST
     existing = read_manifest(path) if path.is_file() else []
     tasks = merge_tasks(existing, planned)
-    write_manifest(path, tasks)
-    return path, tasks
+    if write:
+        write_manifest(path, tasks)
+    dirs = {t.job_dir for t in planned}
+    return path, tasks, [t for t in tasks if t.job_dir in dirs]
 
 
 def summarize(tasks: Sequence[Task]) -> str:
@@ -314,7 +319,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         if args.command == "plan":
-            path, tasks = plan_from_args(args)
+            path, tasks, _ = plan_from_args(args)
             print(f"{path}: {summarize(tasks)}; array indices 0-{len(tasks) - 1}")
             return 0
         if args.command == "run-task":

@@ -1,0 +1,104 @@
+#!/usr/bin/env python
+"""Plan and submit a fine-tuning sweep: ``python launch/finetune.py --data DATA.npz --pretrain runs/pretrain/X``.
+
+Plans random init plus the chosen checkpoints of each pretraining run, times the seeds (10, 20, ..., 100), into
+``<sweep-dir>/manifest.jsonl`` (extending an existing one; see ``ecg_hpc.hpc.sweep``), then submits the planned
+tasks that are not done yet as one SLURM job array through submitit (one process and at most one GPU per task,
+``--max-parallel`` at a time). Without SLURM (or with ``--local``) one local job runs them one after another.
+Submitting the same sweep again runs only what is missing or failed; ``--dry-run`` shows what would run.
+The same manifest can be run by hand with ``sbatch slurm/finetune_array.sh``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from ecg_hpc.errors import ConfigError, EcgHpcError  # noqa: E402
+from ecg_hpc.hpc import sweep  # noqa: E402
+from ecg_hpc.hpc.executor import (ModuleJob, add_cluster_arguments, describe_dry_run, make_executor,  # noqa: E402
+                                  resolve_plan)
+from ecg_hpc.progress import Progress  # noqa: E402
+
+RUNNER = "ecg_hpc.hpc.sweep"
+DEFAULT_TIME = "04:00:00"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Sweep planning, trainer and cluster options."""
+    parser = argparse.ArgumentParser(prog="launch/finetune.py", description=__doc__.splitlines()[0],
+                                     allow_abbrev=False)
+    sweep.add_plan_arguments(parser)
+    add_cluster_arguments(parser)
+    parser.set_defaults(time=DEFAULT_TIME)
+    parser.add_argument("--max-parallel", type=int, default=None,
+                        help="most array tasks running at once on SLURM (default: no limit but the cluster's)")
+    return parser
+
+
+def task_jobs(manifest: Path, indices: list[int], local: bool) -> list[ModuleJob]:
+    """One job per array task on SLURM; locally one job that runs the tasks in turn."""
+    def job(chunk: list[int]) -> ModuleJob:
+        return ModuleJob(RUNNER, ["run-task", "--manifest", str(manifest), *(f"--index={i}" for i in chunk)])
+    return [job(indices)] if local else [job([i]) for i in indices]
+
+
+def _wait(jobs: list) -> None:
+    """Wait for every submitted job, showing how many have ended."""
+    bar = Progress(len(jobs), "sweep tasks", unit="tasks", interval=10.0)
+    remaining = list(jobs)
+    while remaining:
+        ended = [j for j in remaining if j.done()]
+        remaining = [j for j in remaining if j not in ended]
+        if ended:
+            bar.update(len(ended))
+        if remaining:
+            time.sleep(2.0)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Plan the sweep, then submit (or describe) its pending tasks."""
+    args = build_parser().parse_args(argv)
+    try:
+        if args.max_parallel is not None and args.max_parallel < 1:
+            raise ConfigError(f"--max-parallel {args.max_parallel}: must be at least 1")
+        manifest, tasks, planned = sweep.plan_from_args(args, write=not args.dry_run)
+        todo = [t.index for t in sweep.pending(planned)]
+        print(f"{manifest}: {sweep.summarize(tasks)}")
+        if not todo:
+            print("nothing to run: every planned task is done")
+            return 0
+        if args.gpus_per_node is None:  # one GPU per fine-tuning task where the cluster has GPUs
+            args.gpus_per_node = min(1, resolve_plan(args, tasks_per_node=1).gpus_per_node)
+        executor = make_executor(args, manifest.parent / "logs", job_name="finetune", tasks_per_node=1,
+                                 array_parallelism=args.max_parallel)
+        jobs = task_jobs(manifest, todo, local=executor.cluster == "local")
+        if args.dry_run:
+            limit = f", at most {args.max_parallel} at once" if args.max_parallel else ""
+            print(f"dry run: the manifest is not written; would run {len(todo)} task(s), indices {todo}, as "
+                  f"{len(jobs)} {executor.cluster} job(s){limit}; the first one:")
+            print(describe_dry_run(executor, jobs[0]))
+            return 0
+        submitted = executor.submit_array(jobs)
+    except EcgHpcError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"submitted {len(todo)} task(s): {executor.cluster} job {submitted[0].job_id.split('_')[0]}, "
+          f"logs in {manifest.parent / 'logs'}")
+    if args.follow:
+        _wait(submitted)
+        failed = [t for t in sweep.read_manifest(manifest) if t.index in todo and sweep.task_status(t) != "done"]
+        print(sweep.summarize(sweep.read_manifest(manifest)))
+        for task in failed:
+            print(f"  task {task.index} ({task.scenario} seed {task.seed}) not done: see {task.job_dir}/run.json",
+                  file=sys.stderr)
+        return 1 if failed else 0
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

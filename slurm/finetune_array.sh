@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Fine-tuning sweep as one SLURM job array: array task I runs line I of the sweep's manifest.
+#
+#   python -m ecg_hpc.hpc.sweep plan --data data/physionet2017.npz --pretrain runs/pretrain/NAME
+#   sbatch slurm/finetune_array.sh                      # runs runs/finetune/manifest.jsonl, tasks 0-19
+#   sbatch --array=0-39%8 slurm/finetune_array.sh       # another sweep size, at most 8 tasks at once
+#   ECG_HPC_MANIFEST=runs/ft2/manifest.jsonl sbatch --output='runs/ft2/slurm-%A_%a.out' slurm/finetune_array.sh
+#
+# Submit from the repository root: the paths here are relative to it. The default --array fits the default sweep
+# (random init plus the last checkpoint of one pretraining run, seeds 10..100: 20 tasks); `plan` prints the
+# index range of yours, and options on the sbatch command line override the lines below. A task whose run.json
+# says done exits at once, so submitting again runs only what is missing or failed; an index past the end of
+# the manifest exits cleanly with a message. Logs go to slurm-<array job>_<task>.out beside the manifest (give
+# --output too when the manifest is elsewhere). Where a GPU cluster differs: no GPUs, `--gres=none`; a
+# container, ECG_HPC_IMAGE=FILE.sif; another interpreter, ECG_HPC_PYTHON (default python3).
+#
+#SBATCH --job-name=ecg-finetune
+#SBATCH --array=0-19
+#SBATCH --output=runs/finetune/slurm-%A_%a.out
+#SBATCH --ntasks=1
+#SBATCH --cpus-per-task=4
+#SBATCH --gres=gpu:1
+#SBATCH --time=04:00:00
+set -euo pipefail
+
+MANIFEST="${ECG_HPC_MANIFEST:-runs/finetune/manifest.jsonl}"
+
+cd "${SLURM_SUBMIT_DIR:-.}"
+if [ -z "${SLURM_ARRAY_TASK_ID:-}" ]; then
+    echo "error: SLURM_ARRAY_TASK_ID is not set: submit this script with sbatch (it is an array job)" >&2
+    exit 2
+fi
+if [ -n "${ECG_HPC_IMAGE:-}" ]; then
+    PYTHON=(apptainer exec --nv "$ECG_HPC_IMAGE" python3)
+else
+    PYTHON=("${ECG_HPC_PYTHON:-python3}")
+fi
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+
+echo "array task ${SLURM_ARRAY_JOB_ID:-?}_${SLURM_ARRAY_TASK_ID} on $(hostname): $MANIFEST line $SLURM_ARRAY_TASK_ID"
+exec "${PYTHON[@]}" -m ecg_hpc.hpc.sweep run-task --manifest "$MANIFEST" --index "$SLURM_ARRAY_TASK_ID"
