@@ -27,13 +27,14 @@ from ecg_hpc.data.physionet2017 import CLASSES, FS as PHYSIONET_FS, GAIN as PHYS
 ICENTIA_UNITS_PER_MV = icentia11k.STD / STD_MV  # both data sets look alike after their own normalisation
 ICENTIA_LSB = 2.0 ** -10  # Icentia11k units per ADC step: int16 * LSB is exact in float32
 
-BEAT_UNDEFINED, BEAT_NORMAL, BEAT_PAC, BEAT_ABERRATED, BEAT_PVC = range(5)
-RHYTHM_NOISE, RHYTHM_NORMAL, RHYTHM_AFIB, RHYTHM_AFLUT = 2, 3, 4, 5
+BEAT_UNDEFINED, BEAT_NORMAL, BEAT_PAC, BEAT_ABERRATED, BEAT_PVC = (
+    icentia11k.BEAT_CLASSES.index(c) for c in ("undefined", "normal", "pac", "aberrated", "pvc"))
+RHYTHM_NOISE, RHYTHM_NORMAL, RHYTHM_AFIB, RHYTHM_AFLUT = (
+    icentia11k.RHYTHM_CLASSES.index(c) for c in ("noise", "normal", "afib", "aflut"))
 
 _V_NORMAL, _V_ABERRATED, _V_PVC = range(3)  # ventricular complex shapes
 _P_NONE, _P_SINUS, _P_ECTOPIC = range(3)  # atrial wave shapes
-_WAVES = ("Q", "R", "S", "R'", "T1", "T2")  # ventricular waves; the P wave is handled apart
-_T1, _T2 = 4, 5
+_T1, _T2 = 4, 5  # rows of the two T-wave parts among the ventricular waves Q, R, S, R', T1, T2
 _MARGIN_S = 2.0  # beats are generated this far beyond both ends so edge beats are complete waves
 _COARSE_S = 0.25  # time step of slowly varying quantities (heart rate, envelopes, wander)
 
@@ -115,10 +116,20 @@ def random_patient(rng: np.random.Generator) -> PatientModel:
 
 @dataclass(frozen=True)
 class Episodes:
-    """Contiguous rhythm episodes: ``classes[i]`` covers samples ``[ends[i-1], ends[i])`` (``ends[-1]`` = n)."""
+    """Contiguous rhythm episodes: ``classes[i]`` covers samples ``[ends[i-1], ends[i])`` (``ends[-1]`` = n).
+
+    In noise episodes the noise is scaled by ``noise_level`` and the ECG by ``contact`` (poor electrode contact).
+    """
 
     classes: np.ndarray
     ends: np.ndarray
+    noise_level: float = 1.0
+    contact: float = 1.0
+
+    def spans(self) -> list[tuple[int, int, int]]:
+        """``(class, first sample, end sample)`` of every episode."""
+        starts = np.concatenate([[0], self.ends[:-1]])
+        return [(int(c), int(a), int(b)) for c, a, b in zip(self.classes, starts, self.ends)]
 
     def labels(self) -> tuple[np.ndarray, np.ndarray]:
         """Icentia11k rhythm annotation: the last sample of each episode and its class."""
@@ -133,7 +144,7 @@ def _coarse_walk(rng: np.random.Generator, n_coarse: int, smooth: int = 8) -> np
     return walk / max(float(np.abs(walk).max()), 1e-9)
 
 
-def _sinus_beats(rng: np.random.Generator, pm: PatientModel, t0: float, t1: float, last: float,
+def _sinus_beats(rng: np.random.Generator, pm: PatientModel, t1: float, last: float,
                  hr_scale: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Sinus beats in ``(last, t1)`` with drift, RSA and ectopy: (R times, ventricular shape, atrial shape)."""
     grid = np.arange(last, t1 + _COARSE_S, _COARSE_S)
@@ -211,19 +222,17 @@ def _flutter_beats(rng: np.random.Generator, pm: PatientModel, t1: float, last: 
 def _beats(rng: np.random.Generator, pm: PatientModel, ep: Episodes, fs: float, hr_scale: float,
            flutter_phase: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Beats over all episodes plus margins: (R times s, ventricular shape, atrial shape, rhythm class)."""
-    starts = np.concatenate([[0], ep.ends[:-1]]) / fs
     ends = ep.ends / fs
+    ends[-1] += _MARGIN_S
     parts = []
     last = -_MARGIN_S
-    for i, (cls, t0, t1) in enumerate(zip(ep.classes, starts, ends)):
-        t0 = -_MARGIN_S if i == 0 else t0
-        t1 = t1 + _MARGIN_S if i == len(ends) - 1 else t1
+    for cls, t1 in zip(ep.classes, ends):
         if cls == RHYTHM_AFIB:
             times, vs, ps = _af_beats(rng, pm, t1, last, hr_scale)
         elif cls == RHYTHM_AFLUT:
             times, vs, ps = _flutter_beats(rng, pm, t1, last, flutter_phase)
         else:
-            times, vs, ps = _sinus_beats(rng, pm, t0, t1, last, hr_scale)
+            times, vs, ps = _sinus_beats(rng, pm, t1, last, hr_scale)
         parts.append((times, vs, ps, np.full(times.size, cls, np.int8)))
         if times.size:
             last = float(times[-1])
@@ -275,9 +284,8 @@ def _render_beats(n: int, fs: float, pm: PatientModel, times: np.ndarray, vshape
 def _atrial_waves(rng: np.random.Generator, pm: PatientModel, ep: Episodes, fs: float,
                   flutter_phase: float, out: np.ndarray) -> None:
     """Add fibrillatory waves in AF episodes and sawtooth F waves in flutter episodes to ``out``."""
-    starts = np.concatenate([[0], ep.ends[:-1]])
-    for cls, a, b in zip(ep.classes, starts, ep.ends):
-        if cls not in (RHYTHM_AFIB, RHYTHM_AFLUT) or b <= a:
+    for cls, a, b in ep.spans():
+        if cls not in (RHYTHM_AFIB, RHYTHM_AFLUT):
             continue
         t = np.arange(a, b) / fs
         if cls == RHYTHM_AFIB:
@@ -291,8 +299,7 @@ def _atrial_waves(rng: np.random.Generator, pm: PatientModel, ep: Episodes, fs: 
             out[a:b] += pm.flutter_mv * np.where(frac < 0.8, 0.5 - frac / 0.8, -0.5 + (frac - 0.8) / 0.2)
 
 
-def _noise(rng: np.random.Generator, pm: PatientModel, ep: Episodes, n: int, fs: float,
-           noise_level: float, out: np.ndarray) -> None:
+def _noise(rng: np.random.Generator, pm: PatientModel, ep: Episodes, n: int, fs: float, out: np.ndarray) -> None:
     """Add baseline wander, mains hum, muscle noise and, in noise episodes, motion artefacts to ``out``."""
     n_c = int(n / fs / _COARSE_S) + 2
     coarse_t = np.arange(n_c) * _COARSE_S * fs
@@ -300,16 +307,16 @@ def _noise(rng: np.random.Generator, pm: PatientModel, ep: Episodes, n: int, fs:
     wander = pm.wander_mv * _coarse_walk(rng, n_c, smooth=16)
     emg_env = pm.emg_mv * np.exp(0.5 * _coarse_walk(rng, n_c, smooth=4))
     noisy = np.zeros(n_c, bool)
-    starts = np.concatenate([[0], ep.ends[:-1]])
-    for cls, a, b in zip(ep.classes, starts, ep.ends):
+    for cls, a, b in ep.spans():
         if cls == RHYTHM_NOISE:
+            out[a:b] *= ep.contact
             noisy[int(a / fs / _COARSE_S):int(np.ceil(b / fs / _COARSE_S)) + 1] = True
     if noisy.any():
         k = int(noisy.sum())
-        emg_env[noisy] = noise_level * rng.uniform(0.04, 0.15) * np.exp(0.5 * _coarse_walk(rng, k, smooth=2))
+        emg_env[noisy] = ep.noise_level * rng.uniform(0.04, 0.15) * np.exp(0.5 * _coarse_walk(rng, k, smooth=2))
         # motion: large, fast baseline excursions, and electrode pops (a jump that decays over about a second)
-        motion = noise_level * rng.uniform(0.2, 0.8) * _coarse_walk(rng, k, smooth=2)
-        kicks = np.where(rng.random(k) < 0.08, rng.normal(0.0, 0.6 * noise_level, k), 0.0)
+        motion = ep.noise_level * rng.uniform(0.2, 0.8) * _coarse_walk(rng, k, smooth=2)
+        kicks = np.where(rng.random(k) < 0.08, rng.normal(0.0, 0.6 * ep.noise_level, k), 0.0)
         pops = scipy.signal.lfilter([1.0], [1.0, -0.8], kicks)
         wander[noisy] += motion + pops
     out += np.interp(samples, coarse_t, wander)
@@ -319,7 +326,7 @@ def _noise(rng: np.random.Generator, pm: PatientModel, ep: Episodes, n: int, fs:
 
 
 def synth_ecg(rng: np.random.Generator, pm: PatientModel, episodes: Episodes, fs: float,
-              hr_scale: float = 1.0, noise_level: float = 1.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+              hr_scale: float = 1.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """One continuous ECG in mV for ``episodes`` (which fix its length): (signal, R-peak samples, beat classes).
 
     Beat classes follow Icentia11k: normal, pac, aberrated, pvc; beats inside noise episodes are undefined.
@@ -329,7 +336,7 @@ def synth_ecg(rng: np.random.Generator, pm: PatientModel, episodes: Episodes, fs
     times, vshape, pshape, rhythm = _beats(rng, pm, episodes, fs, hr_scale, flutter_phase)
     signal = _render_beats(n, fs, pm, times, vshape, pshape, rng)
     _atrial_waves(rng, pm, episodes, fs, flutter_phase, signal)
-    _noise(rng, pm, episodes, n, fs, noise_level, signal)
+    _noise(rng, pm, episodes, n, fs, signal)
     signal *= pm.gain
     positions = np.rint(times * fs).astype(np.int64)
     classes = np.select([rhythm == RHYTHM_NOISE, vshape == _V_PVC, vshape == _V_ABERRATED, pshape == _P_ECTOPIC],
@@ -383,8 +390,8 @@ def quantise(x: np.ndarray, lsb: float) -> np.ndarray:
     return (steps * lsb).astype(np.float32)
 
 
-def physionet_model(rng: np.random.Generator, label: str) -> tuple[PatientModel, Episodes, float, float]:
-    """Physiology, episodes, heart-rate scale and noise level of one challenge record of class ``label``."""
+def physionet_model(rng: np.random.Generator, label: str) -> tuple[PatientModel, Episodes]:
+    """Physiology and rhythm episodes of one challenge record of class ``label``."""
     if label not in CLASSES:
         raise ValueError(f"label must be one of {CLASSES}, got {label!r}")
     fs = PHYSIONET_FS
@@ -395,11 +402,11 @@ def physionet_model(rng: np.random.Generator, label: str) -> tuple[PatientModel,
     # normal records carry at most rare ectopy; 'other' and 'noisy' draw their own below
     pm = replace(pm, pac_rate=rng.choice([0.0, rng.uniform(0, 0.03)], p=[0.7, 0.3]),
                  pvc_rate=rng.choice([0.0, rng.uniform(0, 0.03)], p=[0.7, 0.3]), hr_bpm=rng.uniform(58.0, 100.0))
-    rhythm, hr_scale, noise_level = RHYTHM_NORMAL, 1.0, 1.0
+    rhythm, noise_level, contact = RHYTHM_NORMAL, 1.0, 1.0
     base = label if label != "~" else rng.choice(["N", "A", "O"], p=[0.7, 0.15, 0.15])
     if base == "A":
         rhythm = RHYTHM_AFIB
-        pm = replace(pm, af_hr_bpm=rng.uniform(60.0, 150.0), af_irregularity=rng.uniform(0.08, 0.3),
+        pm = replace(pm, af_hr_bpm=rng.uniform(60.0, 150.0), af_irregularity=rng.uniform(0.06, 0.3),
                      pvc_rate=rng.choice([0.0, 0.05], p=[0.8, 0.2]))
     elif base == "O":
         kind = rng.choice(["pac", "pvc", "pattern", "flutter", "brady", "tachy"],
@@ -421,23 +428,32 @@ def physionet_model(rng: np.random.Generator, label: str) -> tuple[PatientModel,
         a = int(rng.uniform(0.0, 0.3) * n) if rng.random() < 0.4 else 0
         b = n if rng.random() < 0.7 else int(rng.uniform(0.8, 1.0) * n)
         classes, ends = [rhythm, RHYTHM_NOISE, rhythm], [a, b, n]
-        noise_level = rng.uniform(1.0, 3.0)
+        if rng.random() < 0.4:  # poor contact: a faint ECG under moderate noise
+            noise_level, contact = rng.uniform(0.3, 1.0), rng.uniform(0.05, 0.3)
+        else:  # motion and muscle: heavy noise over a normal ECG
+            noise_level = rng.uniform(1.0, 3.0)
     elif rng.random() < 0.15:  # a short noisy stretch in a readable record
         a = int(rng.uniform(0.0, 0.8) * n)
         classes, ends = [rhythm, RHYTHM_NOISE, rhythm], [a, min(n, a + int(rng.uniform(0.5, 2.5) * fs)), n]
         noise_level = 0.3
     cls, end = np.array(classes), np.array(ends)
     keep = np.diff(end, prepend=0) > 0
-    return pm, Episodes(cls[keep], end[keep]), hr_scale, noise_level
+    return pm, Episodes(cls[keep], end[keep], noise_level, contact)
+
+
+def physionet_record(rng: np.random.Generator, label: str, fs: int = PHYSIONET_FS
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A challenge-style record of class ``label`` with its beats: (int16 ADC values, R-peak samples, classes)."""
+    pm, episodes = physionet_model(rng, label)
+    if fs != PHYSIONET_FS:
+        episodes = replace(episodes, ends=np.rint(episodes.ends * (fs / PHYSIONET_FS)).astype(np.int64))
+    x, positions, classes = synth_ecg(rng, pm, episodes, float(fs))
+    return np.clip(np.rint(x * PHYSIONET_GAIN), -32768, 32767).astype(np.int16), positions, classes
 
 
 def synth_physionet_record(rng: np.random.Generator, label: str, fs: int = PHYSIONET_FS) -> np.ndarray:
     """One PhysioNet/CinC 2017-style record of class ``label`` (A, N, O or ~): int16 ADC values, 1000/mV."""
-    pm, episodes, hr_scale, noise_level = physionet_model(rng, label)
-    if fs != PHYSIONET_FS:
-        episodes = Episodes(episodes.classes, np.rint(episodes.ends * (fs / PHYSIONET_FS)).astype(np.int64))
-    x, _, _ = synth_ecg(rng, pm, episodes, float(fs), hr_scale=hr_scale, noise_level=noise_level)
-    return np.clip(np.rint(x * PHYSIONET_GAIN), -32768, 32767).astype(np.int16)
+    return physionet_record(rng, label, fs)[0]
 
 
 def class_counts(n: int, shares: dict[str, float]) -> dict[str, int]:
