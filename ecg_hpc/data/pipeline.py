@@ -1,0 +1,262 @@
+"""``tf.data`` input pipelines for Icentia11k pretraining, built from the shard store (``ecg_hpc.data.store``).
+
+Call::
+
+    make_dataset(store, task, patient_ids, frame_size, batch_size, seed, epoch=0, rank=0, world_size=1,
+                 steps=None, num_negatives=DEFAULT_NEGATIVES, context_frames=CONTEXT_FRAMES,
+                 parallel_batches=2, prefetch=2) -> tf.data.Dataset
+
+``store`` is a ``Store`` or its path; ``task`` one of ``TASKS``. For ``beat``, ``rhythm`` and ``hr`` each element
+is ``(frames float32 (B, frame_size, 1), labels int32 (B,))``; for ``future`` it is
+``({"context": (B, 8, frame_size, 1), "candidates": (B, num_negatives + 1, frame_size, 1)}, labels int32 (B,))``
+where the label is the index of the true next frame among the candidates and the other candidates are frames from
+random segments of other patients. Frames are normalised ``(x - MEAN) / STD``. ``steps=None`` gives an endless
+dataset, else exactly ``steps`` batches.
+
+Sampling: each frame draws a patient uniformly among ``patient_ids``, a segment uniformly within it and a start
+uniformly in ``[0, segment_len - span)``; labels follow ``ecg_hpc.data.icentia11k`` (frame ``[start, start +
+frame_size]``; for ``hr`` the window centred on the frame, which is the same interval). Batch ``i`` is a pure
+function of ``(seed, epoch, rank, i)``, so an epoch's order is reproducible and each Horovod rank (``rank`` of
+``world_size``) draws its own independent stream.
+
+Speed: a batch is built in numpy: one copy per frame from the memory-mapped store and one ``searchsorted`` per
+frame in the packed label arrays, then vectorised counting (``BatchSampler``); tf.data runs several batch builds in
+parallel and prefetches.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Sequence
+
+import numpy as np
+
+from ecg_hpc.data import icentia11k as ic
+from ecg_hpc.data.store import CLASS_BITS, CLASS_MASK, Store, StorePatient
+from ecg_hpc.errors import ConfigError, DataError
+
+TASKS = ("beat", "rhythm", "hr", "future")
+NUM_CLASSES = {"beat": len(ic.BEAT_CLASSES), "rhythm": len(ic.RHYTHM_CLASSES), "hr": len(ic.HR_CLASSES)}
+CONTEXT_FRAMES = 8
+DEFAULT_NEGATIVES = 15
+_OFFSET = np.float32(ic.MEAN / ic.STD)
+
+
+class BatchSampler:
+    """Builds whole batches of one task as numpy arrays; ``batch(step)`` depends only on (seed, epoch, rank, step)."""
+
+    def __init__(self, store: Store | str | os.PathLike[str], task: str, patient_ids: Sequence[int],
+                 frame_size: int, batch_size: int, seed: int, epoch: int = 0, rank: int = 0, world_size: int = 1,
+                 num_negatives: int = DEFAULT_NEGATIVES, context_frames: int = CONTEXT_FRAMES) -> None:
+        if task not in TASKS:
+            raise ConfigError(f"--task must be one of {TASKS}, got {task!r}")
+        if frame_size < 2 or batch_size < 1:
+            raise ConfigError(f"frame size ({frame_size}) must be >= 2 and batch size ({batch_size}) >= 1")
+        if not 0 <= rank < world_size:
+            raise ConfigError(f"rank {rank} must lie in [0, world_size={world_size})")
+        if task == "future" and (num_negatives < 1 or context_frames < 1):
+            raise ConfigError("future prediction needs num_negatives >= 1 and context_frames >= 1")
+        self.store = store if isinstance(store, Store) else Store(store)
+        self.task, self.frame_size, self.batch_size = task, int(frame_size), int(batch_size)
+        self.seed, self.epoch, self.rank = int(seed), int(epoch), int(rank)
+        self.num_negatives, self.context_frames = int(num_negatives), int(context_frames)
+        if len(patient_ids) == 0:
+            raise ConfigError("no patients selected")
+        self.patients: list[StorePatient] = [self.store.patient(int(pid)) for pid in patient_ids]
+        self.n_segments = np.array([p.signal.shape[0] for p in self.patients], np.int64)
+        self.segment_len = np.array([p.signal.shape[1] for p in self.patients], np.int64)
+        self.multiplier = np.array([np.float32(p.scale / ic.STD) for p in self.patients], np.float32)
+        self.value_dtype = np.int16 if all(p.signal.dtype == np.int16 for p in self.patients) else np.float32
+        self._offsets = [p.offsets.tolist() for p in self.patients]
+        self._signals = [p.signal for p in self.patients]
+        self._beats = [p.beats for p in self.patients]
+        self._rhythms = [p.rhythms for p in self.patients]
+        self._key_dtype = np.result_type(*(p.beats.dtype for p in self.patients))
+        span = self._span = self.frame_size * (self.context_frames + 1 if task == "future" else 1)
+        short = self.segment_len <= span
+        if short.any():
+            raise DataError(f"{self.store.path}: patient {self.patients[int(np.argmax(short))].patient_id} has "
+                            f"segments of {self.segment_len[short][0]} samples, too short for {task} frames "
+                            f"spanning {span}")
+
+    def rng(self, step: int) -> np.random.Generator:
+        """The generator of batch ``step`` (seeded by seed, epoch, rank and step)."""
+        return np.random.default_rng([self.seed, self.epoch, self.rank, int(step)])
+
+    def locate(self, step: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Patient ids, segments and starts of the frames of batch ``step`` (for ``future``: of the context)."""
+        patient, segment, start = self._draw(self.rng(step), self.batch_size, self._span)
+        return np.asarray([p.patient_id for p in self.patients])[patient], segment, start
+
+    def raw_batch(self, step: int) -> tuple[np.ndarray, ...]:
+        """Batch ``step`` before normalisation: ``(values, multiplier, labels)``, or for ``future``
+        ``(context values (B, C*F), candidate values (B, K+1, F), context multiplier (B,), candidate multiplier
+        (B, K+1), labels)``; values are int16 (float32 if any patient is stored as float32)."""
+        rng = self.rng(step)
+        if self.task == "future":
+            return self._future_batch(rng)
+        patient, segment, start = self._draw(rng, self.batch_size, self._span)
+        values = np.empty((self.batch_size, self.frame_size), self.value_dtype)
+        chunks = self._gather(patient, segment, start, values, "rhythms" if self.task == "rhythm" else "beats")
+        labels = {"beat": self._beat_labels, "rhythm": self._rhythm_labels, "hr": self._hr_labels}[self.task](
+            chunks, start, start + self.frame_size)
+        return values, self.multiplier[patient], labels
+
+    def batch(self, step: int) -> tuple[np.ndarray, ...]:
+        """Batch ``step`` as the dataset yields it, in numpy: ``(frames, labels)`` or ``(context, candidates,
+        labels)`` for ``future``, frames normalised float32 with a trailing channel axis."""
+        raw = self.raw_batch(step)
+        if self.task == "future":
+            context, candidates, m_context, m_candidates, labels = raw
+            context = normalise(context, m_context).reshape(self.batch_size, self.context_frames, -1)
+            return context[..., None], normalise(candidates, m_candidates)[..., None], labels
+        values, multiplier, labels = raw
+        return normalise(values, multiplier)[..., None], labels
+
+    def _draw(self, rng: np.random.Generator, n: int, span: int,
+              exclude: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Patient (uniform; other than ``exclude`` when possible), segment and start of ``n`` frames."""
+        n_patients = len(self.patients)
+        if exclude is not None and n_patients > 1:
+            patient = rng.integers(0, n_patients - 1, n)
+            patient += patient >= exclude
+        else:
+            patient = rng.integers(0, n_patients, n)
+        segment = rng.integers(0, self.n_segments[patient])
+        start = rng.integers(0, self.segment_len[patient] - span)
+        return patient, segment, start
+
+    def _gather(self, patient: np.ndarray, segment: np.ndarray, start: np.ndarray, out: np.ndarray,
+                kind: str | None) -> list[np.ndarray]:
+        """Copy raw frames of ``out.shape[1]`` samples into ``out``; return each frame's packed labels that matter.
+
+        For ``beats`` these are the complete beats of ``[start, start + frame]`` (of the beats inside, all but the
+        first); for ``rhythms`` the episode ends after ``start`` up to the first at or after the frame end.
+        """
+        frame, chunks, signals = out.shape[1], [], self._signals
+        if kind is None:
+            for i, (p, s, t) in enumerate(zip(patient.tolist(), segment.tolist(), start.tolist())):
+                out[i] = signals[p][s, t:t + frame]
+            return chunks
+        rhythm = kind == "rhythms"
+        row = 1 if rhythm else 0
+        keys = (np.stack([start + 1, start + frame], axis=1) if rhythm
+                else np.stack([start, start + frame + 1], axis=1)) << CLASS_BITS
+        keys = keys.astype(self._key_dtype)
+        packed = self._rhythms if rhythm else self._beats
+        offsets, append, skip = self._offsets, chunks.append, 0 if rhythm else 1
+        for i, (p, s, t) in enumerate(zip(patient.tolist(), segment.tolist(), start.tolist())):
+            out[i] = signals[p][s, t:t + frame]
+            first, last = offsets[p][row][s:s + 2]
+            labels = packed[p][first:last]
+            lo, hi = labels.searchsorted(keys[i])
+            append(labels[lo + skip:hi + 1 - skip])
+        return chunks
+
+    def _ragged(self, chunks: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Concatenated packed labels (int64), their frame ids and per-frame counts."""
+        counts = np.fromiter((c.size for c in chunks), np.int64, len(chunks))
+        flat = np.concatenate(chunks).astype(np.int64) if counts.sum() else np.zeros(0, np.int64)
+        return flat, np.repeat(np.arange(len(chunks)), counts), counts
+
+    def _beat_labels(self, chunks: list[np.ndarray], start: np.ndarray, end: np.ndarray) -> np.ndarray:
+        flat, frame_id, _ = self._ragged(chunks)
+        totals = np.bincount(frame_id * 8 + (flat & CLASS_MASK), minlength=len(chunks) * 8).reshape(-1, 8)
+        return _priority(totals, ic.BEAT_HIGH, ic.BEAT_LOW)
+
+    def _rhythm_labels(self, chunks: list[np.ndarray], start: np.ndarray, end: np.ndarray) -> np.ndarray:
+        flat, frame_id, counts = self._ragged(chunks)
+        positions = flat >> CLASS_BITS
+        first = np.cumsum(counts) - counts
+        previous = np.empty_like(positions)
+        previous[1:] = positions[:-1]
+        has = counts > 0
+        previous[first[has]] = start[has]
+        last = first[has] + counts[has] - 1
+        positions[last] = end[has]  # the last episode is cut at the frame end
+        durations = positions - previous
+        totals = np.bincount(frame_id * 8 + (flat & CLASS_MASK), weights=durations,
+                             minlength=len(chunks) * 8).reshape(-1, 8)
+        return _priority(totals, ic.RHYTHM_HIGH, ic.RHYTHM_LOW)
+
+    def _hr_labels(self, chunks: list[np.ndarray], start: np.ndarray, end: np.ndarray) -> np.ndarray:
+        flat, _, counts = self._ragged(chunks)
+        positions = flat >> CLASS_BITS
+        first = np.cumsum(counts) - counts
+        ok = counts >= 2
+        span = np.zeros(len(chunks), np.int64)
+        span[ok] = positions[first[ok] + counts[ok] - 1] - positions[first[ok]]
+        rate = ic.FS * (counts - 1)  # bpm = 60 * rate / span, compared exactly as in ``icentia11k.hr_label``
+        labels = np.where(span > rate, ic.HR_BRADY, np.where(3 * rate <= 5 * span, ic.HR_NORMAL, ic.HR_TACHY))
+        return np.where(ok, labels, ic.HR_NOISE).astype(np.int32)
+
+    def _future_batch(self, rng: np.random.Generator) -> tuple[np.ndarray, ...]:
+        b, f, c, k = self.batch_size, self.frame_size, self.context_frames, self.num_negatives
+        patient, segment, start = self._draw(rng, b, self._span)
+        window = np.empty((b, f * (c + 1)), self.value_dtype)
+        self._gather(patient, segment, start, window, None)
+        neg_patient, neg_segment, neg_start = self._draw(rng, b * k, f, exclude=np.repeat(patient, k))
+        negatives = np.empty((b * k, f), self.value_dtype)
+        self._gather(neg_patient, neg_segment, neg_start, negatives, None)
+        labels = rng.integers(0, k + 1, b)
+        is_positive = np.arange(k + 1)[None, :] == labels[:, None]
+        candidates = np.empty((b, k + 1, f), self.value_dtype)
+        candidates[is_positive] = window[:, c * f:]
+        candidates[~is_positive] = negatives
+        m_candidates = np.empty((b, k + 1), np.float32)
+        m_candidates[is_positive] = self.multiplier[patient]
+        m_candidates[~is_positive] = self.multiplier[neg_patient]
+        return window[:, :c * f], candidates, self.multiplier[patient], m_candidates, labels.astype(np.int32)
+
+
+def normalise(values: np.ndarray, multiplier: np.ndarray) -> np.ndarray:
+    """``(values * scale - MEAN) / STD`` in float32, with ``multiplier = scale / STD`` per row (trailing axis)."""
+    out = values.astype(np.float32)
+    out *= multiplier[..., None]
+    out -= _OFFSET
+    return out
+
+
+def _priority(totals: np.ndarray, high: tuple[int, ...], low: tuple[int, ...]) -> np.ndarray:
+    """Vectorised ``icentia11k._priority_argmax`` over rows of per-class totals."""
+    hi, lo = totals[:, list(high)], totals[:, list(low)]
+    hi_best, lo_best = hi.argmax(axis=1), lo.argmax(axis=1)
+    label = np.where(lo.max(axis=1) > 0, np.asarray(low)[lo_best], 0)
+    return np.where(hi.max(axis=1) > 0, np.asarray(high)[hi_best], label).astype(np.int32)
+
+
+def make_dataset(store: Store | str | os.PathLike[str], task: str, patient_ids: Sequence[int], frame_size: int,
+                 batch_size: int, seed: int, epoch: int = 0, rank: int = 0, world_size: int = 1,
+                 steps: int | None = None, num_negatives: int = DEFAULT_NEGATIVES,
+                 context_frames: int = CONTEXT_FRAMES, parallel_batches: int = 2, prefetch: int = 2):
+    """A batched, prefetched ``tf.data.Dataset`` for ``task`` (see the module docstring for the element layout)."""
+    import tensorflow as tf
+
+    sampler = BatchSampler(store, task, patient_ids, frame_size, batch_size, seed, epoch, rank, world_size,
+                           num_negatives, context_frames)
+    steps_ds = tf.data.Dataset.range(steps) if steps is not None else tf.data.Dataset.counter()
+    b, f = sampler.batch_size, sampler.frame_size
+    value_type = tf.as_dtype(sampler.value_dtype)
+
+    if task == "future":
+        def build(step):
+            context, candidates, m_context, m_candidates, labels = tf.numpy_function(
+                lambda i: sampler.raw_batch(int(i)), [step], [value_type, value_type, tf.float32, tf.float32,
+                                                              tf.int32], stateful=False)
+            context = tf.reshape(_tf_normalise(tf, context, m_context), (b, sampler.context_frames, f, 1))
+            candidates = tf.reshape(_tf_normalise(tf, candidates, m_candidates),
+                                    (b, sampler.num_negatives + 1, f, 1))
+            return {"context": context, "candidates": candidates}, tf.ensure_shape(labels, (b,))
+    else:
+        def build(step):
+            values, multiplier, labels = tf.numpy_function(
+                lambda i: sampler.raw_batch(int(i)), [step], [value_type, tf.float32, tf.int32], stateful=False)
+            frames = tf.reshape(_tf_normalise(tf, values, multiplier), (b, f, 1))
+            return frames, tf.ensure_shape(labels, (b,))
+
+    return steps_ds.map(build, num_parallel_calls=max(1, parallel_batches), deterministic=True).prefetch(prefetch)
+
+
+def _tf_normalise(tf, values, multiplier):
+    """The tf twin of ``normalise`` (runs in the tf.data threads, outside the Python GIL)."""
+    return tf.cast(values, tf.float32) * tf.expand_dims(multiplier, -1) - _OFFSET

@@ -1,0 +1,138 @@
+"""tf.data pipeline from the store: frames equal slices of the original, labels equal the reference rules,
+future-prediction groups, determinism per (seed, epoch, rank), uniform sampling."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from ecg_hpc.data import icentia11k as ic
+from ecg_hpc.data.convert import convert
+from ecg_hpc.data.pipeline import BatchSampler, make_dataset
+from ecg_hpc.data.store import Store
+from ecg_hpc.errors import ConfigError, DataError
+
+SEG, FRAME = 3000, 64
+PIDS = (2, 5, 9)
+
+
+@pytest.fixture(scope="module")
+def raw_and_store(tmp_path_factory):
+    """Three patients in the published pkl.gz format (one off the int16 grid -> float32), converted to a store."""
+    root = tmp_path_factory.mktemp("pipe")
+    rng = np.random.default_rng(0)
+    originals = {}
+    for n, pid in enumerate(PIDS):
+        n_segments = 2 + n
+        walk = np.cumsum(rng.integers(-30, 31, (n_segments, SEG)), axis=1).astype(np.float32)
+        signal = (walk * np.float32(0.01)).astype(np.float32)
+        if pid == 9:
+            signal += rng.normal(0, 1e-3, signal.shape).astype(np.float32)
+        beats, rhythms = [], []
+        for _ in range(n_segments):
+            pos = np.sort(rng.choice(SEG, int(rng.integers(5, 60)), replace=False))
+            beats.append((pos, rng.choice(5, pos.size, p=[.2, .6, .07, .06, .07])))
+            rpos = np.sort(rng.choice(SEG, int(rng.integers(1, 15)), replace=False))
+            rhythms.append((rpos, rng.integers(0, 6, rpos.size)))
+        ic.write_patient(root / "raw", pid, signal, beats, rhythms)
+        originals[pid] = (signal, beats, rhythms)
+    convert(root / "raw", root / "store", show_progress=False)
+    return originals, Store(root / "store")
+
+
+def normalised(x):
+    return (x.astype(np.float64) - ic.MEAN) / ic.STD
+
+
+def close(got, want):
+    """Equal up to float32 rounding of the normalisation."""
+    np.testing.assert_allclose(got, want, rtol=5e-7, atol=1e-6)
+
+
+@pytest.mark.parametrize("task", ["beat", "rhythm", "hr"])
+def test_frames_and_labels_match_originals_and_reference_rules(raw_and_store, task):
+    originals, store = raw_and_store
+    sampler = BatchSampler(store, task, PIDS, FRAME, batch_size=64, seed=3)
+    ds = make_dataset(store, task, PIDS, FRAME, batch_size=64, seed=3, steps=3)
+    batches = list(ds.as_numpy_iterator())
+    assert len(batches) == 3
+    rule = {"beat": lambda b, r, s, e: ic.beat_label(*b, s, e), "rhythm": lambda b, r, s, e: ic.rhythm_label(*r, s, e),
+            "hr": lambda b, r, s, e: ic.hr_label(b[0], s, e)}[task]
+    for step, (frames, labels) in enumerate(batches):
+        assert frames.shape == (64, FRAME, 1) and frames.dtype == np.float32
+        assert labels.shape == (64,) and labels.dtype == np.int32
+        np.testing.assert_array_equal(frames, sampler.batch(step)[0])  # tf and numpy paths agree
+        for frame, label, pid, seg, start in zip(frames, labels, *sampler.locate(step)):
+            signal, beats, rhythms = originals[pid]
+            close(frame[:, 0], normalised(signal[seg, start:start + FRAME]))
+            assert label == rule(beats[seg], rhythms[seg], start, start + FRAME)
+
+
+def test_vectorised_labels_cover_all_classes(raw_and_store):
+    _, store = raw_and_store
+    seen = {task: set() for task in ("beat", "rhythm", "hr")}
+    for task in seen:
+        sampler = BatchSampler(store, task, PIDS, 256, batch_size=256, seed=1)
+        for step in range(4):
+            seen[task].update(sampler.raw_batch(step)[2].tolist())
+    assert seen["beat"] >= {0, 1, 2, 4} and len(seen["rhythm"]) >= 4 and seen["hr"] >= {0, 2, 3}
+
+
+def test_future_groups(raw_and_store):
+    originals, store = raw_and_store
+    k, c = 4, 8
+    sampler = BatchSampler(store, "future", PIDS, 32, batch_size=8, seed=0, num_negatives=k, context_frames=c)
+    (x, labels), = make_dataset(store, "future", PIDS, 32, batch_size=8, seed=0, steps=1, num_negatives=k,
+                                context_frames=c).as_numpy_iterator()
+    assert x["context"].shape == (8, c, 32, 1) and x["candidates"].shape == (8, k + 1, 32, 1)
+    assert labels.dtype == np.int32 and set(labels.tolist()) <= set(range(k + 1))
+    windows = {pid: [np.lib.stride_tricks.sliding_window_view(normalised(seg), 32) for seg in sig]
+               for pid, (sig, _, _) in originals.items()}
+    for context, candidates, label, pid, seg, start in zip(x["context"], x["candidates"], labels,
+                                                            *sampler.locate(0)):
+        signal = normalised(originals[pid][0][seg])
+        close(context[..., 0].reshape(-1), signal[start:start + c * 32])
+        close(candidates[label, :, 0], signal[start + c * 32:start + (c + 1) * 32])
+        for j in set(range(k + 1)) - {int(label)}:  # negatives: a frame of another patient
+            owners = {other for other, segs in windows.items()
+                      if any(np.abs(w - candidates[j, :, 0]).max(axis=1).min() < 1e-5 for w in segs)}
+            assert owners and pid not in owners
+
+
+def test_deterministic_per_seed_epoch_rank(raw_and_store):
+    _, store = raw_and_store
+
+    def first(**kw):
+        opts = dict(seed=7, epoch=0, rank=0, world_size=2)
+        opts.update(kw)
+        frames, labels = next(make_dataset(store, "beat", PIDS, FRAME, 16, steps=2, **opts).as_numpy_iterator())
+        return frames
+    base = first()
+    np.testing.assert_array_equal(base, first())
+    for other in (first(epoch=1), first(rank=1), first(seed=8)):
+        assert not np.array_equal(base, other)
+    a = BatchSampler(store, "beat", PIDS, FRAME, 16, seed=7, rank=0, world_size=2).locate(0)
+    b = BatchSampler(store, "beat", PIDS, FRAME, 16, seed=7, rank=1, world_size=2).locate(0)
+    assert not all(np.array_equal(x, y) for x, y in zip(a, b))
+
+
+def test_sampling_uniform_over_patients_segments_and_starts(raw_and_store):
+    _, store = raw_and_store
+    sampler = BatchSampler(store, "beat", PIDS, FRAME, batch_size=3000, seed=11)
+    pid, seg, start = sampler.locate(0)
+    counts = np.array([(pid == p).sum() for p in PIDS])
+    assert np.all(np.abs(counts - 1000) < 150)  # patients uniform, not weighted by their segment counts
+    assert set(seg[pid == 9].tolist()) == {0, 1, 2, 3}
+    assert start.min() >= 0 and start.max() < SEG - FRAME and abs(np.median(start) - (SEG - FRAME) / 2) < 200
+
+
+def test_bad_options_and_short_segments(raw_and_store):
+    _, store = raw_and_store
+    with pytest.raises(ConfigError):
+        BatchSampler(store, "nope", PIDS, FRAME, 8, seed=0)
+    with pytest.raises(ConfigError):
+        BatchSampler(store, "beat", PIDS, FRAME, 8, seed=0, rank=2, world_size=2)
+    with pytest.raises(DataError, match="too short"):
+        BatchSampler(store, "future", PIDS, 400, 8, seed=0)
+    with pytest.raises(DataError, match="not in the store"):
+        BatchSampler(store, "beat", [1], FRAME, 8, seed=0)
