@@ -167,8 +167,15 @@ def resolve_plan(args: argparse.Namespace, tasks_per_node: int | None = None) ->
 
 
 def _setup_lines() -> list[str]:
-    """Shell lines run before the workers start: make this source tree importable inside the job."""
+    """Batch-script lines run before the workers start: make this source tree importable inside the job."""
     return [f"export PYTHONPATH={shlex.quote(str(REPO_ROOT))}${{PYTHONPATH:+:$PYTHONPATH}}"]
+
+
+def _local_python(python: str) -> str:
+    """The local workers' python command with this source tree on PYTHONPATH (no shell in between, so a
+    signal to the job reaches submitit's controller itself)."""
+    paths = [str(REPO_ROOT)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    return f"env PYTHONPATH={shlex.quote(os.pathsep.join(paths))} {python}"
 
 
 def make_executor(args: argparse.Namespace, folder: str | os.PathLike[str], *, job_name: str,
@@ -182,7 +189,7 @@ def make_executor(args: argparse.Namespace, folder: str | os.PathLike[str], *, j
     """
     plan = resolve_plan(args, tasks_per_node)
     executor = submitit.AutoExecutor(folder=folder, cluster=plan.cluster,
-                                     slurm_python=plan.python, local_python=plan.python)
+                                     slurm_python=plan.python, local_python=_local_python(plan.python))
     params: dict[str, Any] = dict(name=job_name, timeout_min=plan.timeout_min, nodes=plan.nodes,
                                   tasks_per_node=plan.tasks_per_node, stderr_to_stdout=True)
     if plan.gpus_per_node:
@@ -201,8 +208,6 @@ def make_executor(args: argparse.Namespace, folder: str | os.PathLike[str], *, j
             params["slurm_account"] = args.account
         if array_parallelism:
             params["slurm_array_parallelism"] = array_parallelism
-    else:
-        params["local_setup"] = _setup_lines()
     executor.update_parameters(**params)
     return executor
 
@@ -217,8 +222,7 @@ def describe_dry_run(executor: submitit.AutoExecutor, job: "ModuleJob") -> str:
     else:
         params = inner.parameters
         lines.append(f"# local run: {params.get('tasks_per_node', 1)} worker process(es) on this machine, "
-                     f"time limit {params.get('timeout_min')} min, logs in {inner.folder}")
-        lines.extend(params.get("setup", []))
+                     f"time limit {params.get('timeout_min')} min, logs in {inner.folder}; each runs:")
         lines.append(inner._submitit_command_str)
     return "\n".join(lines)
 

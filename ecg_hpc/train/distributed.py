@@ -10,6 +10,7 @@ the schedule of an uninterrupted one.
 
 from __future__ import annotations
 
+import hashlib
 import os
 from dataclasses import dataclass
 from typing import Any, Mapping
@@ -149,3 +150,18 @@ def any_worker(flag: bool) -> bool:
 def barrier() -> None:
     """Wait until every worker gets here (an allreduce that all must join)."""
     any_worker(False)
+
+
+def weights_fingerprint(model: keras.Model) -> str:
+    """SHA-256 of the trainable weights' bytes: equal on every worker when data parallelism is in sync."""
+    digest = hashlib.sha256()
+    for weight in model.trainable_weights:
+        digest.update(weight.numpy().tobytes())
+    return digest.hexdigest()
+
+
+def gather(obj: Any) -> list[Any]:
+    """``obj`` of every worker, in rank order, on every worker."""
+    import horovod.tensorflow as hvd_tf
+
+    return list(hvd_tf.allgather_object(obj))

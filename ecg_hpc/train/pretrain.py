@@ -44,8 +44,8 @@ _FIXED = ("store", "task", "arch", "width", "frac", "frame_size", "samples_per_p
           "steps_per_epoch", "seed", "precision", "lr", "lr_scaling", "warmup_epochs")
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The trainer's options (defaults from the authors' code, DESIGN.md)."""
+def add_arguments(parser: argparse.ArgumentParser, job_dir_required: bool = True) -> None:
+    """The trainer's options (defaults from the authors' code, DESIGN.md); launchers may derive ``--job-dir``."""
     parser.add_argument("--store", required=True, help="Icentia11k shard store (python -m ecg_hpc.data convert-icentia)")
     parser.add_argument("--task", required=True, choices=TASKS, help="pretraining task")
     parser.add_argument("--arch", default="resnet18", choices=ARCHS, help="network (default: resnet18)")
@@ -66,7 +66,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--precision", default="float32", choices=PRECISIONS, help="dtype policy (default: float32)")
     parser.add_argument("--deterministic", action="store_true",
                         help="deterministic TF ops (slower on GPUs; exact resume checks)")
-    parser.add_argument("--job-dir", required=True, help="job directory, e.g. runs/pretrain/NAME")
+    parser.add_argument("--job-dir", required=job_dir_required, help="job directory, e.g. runs/pretrain/NAME")
     parser.add_argument("--seed", type=int, default=0, help="seed of the patient subset, weights and data (default: 0)")
 
 
@@ -248,6 +248,14 @@ class _Run:
             skip, prior_logs = 0, {}
         return "done"
 
+    def check_in_sync(self) -> None:
+        """Log this worker's weight fingerprint; rank 0 records whether all workers hold the same weights."""
+        mine = distributed.weights_fingerprint(self.model)
+        print(f"rank {self.world.rank}: trainable weights sha256 {mine}", flush=True)
+        every = distributed.gather(mine)
+        if self.world.is_chief:
+            self.info.update(weights_sha256=mine, weights_identical_across_ranks=len(set(every)) == 1)
+
 
 class StepWatcher(tf.keras.callbacks.Callback):
     """Counts steps, shows progress on rank 0, and stops all workers at the same step after a signal."""
@@ -281,11 +289,17 @@ def _broadcast_object(obj: Any) -> Any:
     return hvd_tf.broadcast_object(obj, root_rank=0)
 
 
+def finished(job_dir: str | Path, epochs: int) -> bool:
+    """True when ``job_dir`` holds a run that is done with at least ``epochs`` epochs (asking for more resumes it)."""
+    info = read_run(job_dir) if is_done(job_dir) else None
+    return bool(info) and int(info.get("epochs_done", 0)) >= epochs
+
+
 def train(args: argparse.Namespace) -> str:
     """Run (or resume) the pretraining job of ``args`` on this worker; return ``"done"`` or ``"preempted"``."""
     check_arguments(args)
-    if is_done(args.job_dir):
-        print(f"{args.job_dir}: run.json says done; nothing to do", flush=True)
+    if finished(args.job_dir, args.epochs):
+        print(f"{args.job_dir}: run.json says done with {args.epochs} epochs; nothing to do", flush=True)
         return "done"
     world = distributed.start()
     run = _Run(args, world)
@@ -295,6 +309,7 @@ def train(args: argparse.Namespace) -> str:
             if world.is_chief:
                 run.start_record()
             status = run.fit(stop)
+            run.check_in_sync()
         if status == "preempted":
             if world.is_chief:
                 run.finish_record("preempted")
