@@ -62,14 +62,16 @@ class Collection:
         return self.runs[self.runs["status"] == "done"].reset_index(drop=True)
 
 
-def _present(value: Any) -> bool:
-    """False for None, NaN and pandas' NA (JSON objects and lists count as present)."""
-    return value is not None and not (pd.api.types.is_scalar(value) and bool(pd.isna(value)))
+def is_missing(value: Any) -> bool:
+    """True for None, NaN and pandas' NA, the ways an absent value reaches the report (JSON objects and lists
+    count as present)."""
+    return value is None or (pd.api.types.is_scalar(value) and bool(pd.isna(value)))
+
 
 
 def _first(*values: Any) -> Any:
     """The first present value, else None."""
-    return next((v for v in values if _present(v)), None)
+    return next((v for v in values if not is_missing(v)), None)
 
 
 def percent(frac: float) -> str:
@@ -82,15 +84,15 @@ def scenario_label(row: dict[str, Any] | pd.Series, omit: tuple[str, ...] = ()) 
     resnet18' (a width other than 1 is appended to the fine-tune arch as 'x0.25'); key fields named in ``omit``
     are left out, which names the family of scenarios that differ only in them."""
     target = str(row["arch"])
-    if _present(row["width"]) and float(row["width"]) != 1.0:
+    if not is_missing(row["width"]) and float(row["width"]) != 1.0:
         target += f" x{float(row['width']):g}"
     if row["init"] == "random":
         return f"random -> {target}"
     fields = {"task": str(row["task"]),
-              "pretrain_arch": str(row["pretrain_arch"]) if _present(row["pretrain_arch"]) else "?",
-              "frame_size": f"f{int(row['frame_size'])}" if _present(row["frame_size"]) else "f?",
-              "frac": percent(row["frac"]) if _present(row["frac"]) else "?%",
-              "pretrain_epoch": f"ep{int(row['pretrain_epoch'])}" if _present(row["pretrain_epoch"]) else "ep?"}
+              "pretrain_arch": str(row["pretrain_arch"]) if not is_missing(row["pretrain_arch"]) else "?",
+              "frame_size": f"f{int(row['frame_size'])}" if not is_missing(row["frame_size"]) else "f?",
+              "frac": percent(row["frac"]) if not is_missing(row["frac"]) else "?%",
+              "pretrain_epoch": f"ep{int(row['pretrain_epoch'])}" if not is_missing(row["pretrain_epoch"]) else "ep?"}
     return f"{' '.join(text for name, text in fields.items() if name not in omit)} -> {target}"
 
 
@@ -129,7 +131,7 @@ def _problem(problem: str, kind: str, run_dir: str, detail: str, scenario: Any =
              seed: Any = None) -> dict[str, Any]:
     """One row of the problems table (seed as text: it is shown, never computed with)."""
     return {"problem": problem, "kind": kind, "run_dir": run_dir, "scenario": scenario,
-            "seed": str(seed) if _present(seed) else None, "detail": detail}
+            "seed": str(seed) if not is_missing(seed) else None, "detail": detail}
 
 
 def _read_manifest(path: Path, root: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -197,7 +199,7 @@ def _key(info: dict[str, Any], root: Path) -> dict[str, Any]:
         raise _Malformed(f"'init' must be an object with source random or checkpoint, got {init!r}")
     key: dict[str, Any] = {"init": init["source"], "task": None, "pretrain_arch": None, "frame_size": None,
                            "frac": None, "pretrain_epoch": None, "arch": arch,
-                           "width": _number(width, "width") if _present(width) else None}
+                           "width": _number(width, "width") if not is_missing(width) else None}
     if init["source"] == "random":
         return key
     pre = _pretrain_info(init, root)
@@ -234,7 +236,7 @@ def _finetune_row(info: dict[str, Any], run_dir: str, root: Path) -> dict[str, A
     for c in CLASSES:
         row[f"f1_{c}"] = _number(test["f1"].get(c), f"test.f1.{c}")
     row["epochs_run"] = int(_number(info.get("epochs_run"), "epochs_run"))
-    if _present(info.get("best_epoch")):
+    if not is_missing(info.get("best_epoch")):
         row["best_epoch"] = int(_number(info["best_epoch"], "best_epoch"))
     return row
 
@@ -332,7 +334,7 @@ def collect(root: str | os.PathLike[str], progress: bool = True) -> Collection:
     DataError when ``root`` is not a directory or holds no run directory at all."""
     root = Path(root)
     if not root.is_dir():
-        raise DataError(f"{root}: no such directory (expected a runs tree with run.json files)")
+        raise DataError(f"{root}: no such directory (expected a runs tree with {RUN_JSON} files)")
     run_dirs, bare_seed_dirs, manifests = _walk(root)
     problems: list[dict[str, Any]] = []
     planned: list[dict[str, Any]] = []

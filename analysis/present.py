@@ -7,7 +7,7 @@ from typing import Any
 
 import pandas as pd
 
-from analysis.collect import CLASSES, percent
+from analysis.collect import CLASSES, is_missing, percent
 
 PM = "±"
 
@@ -24,14 +24,9 @@ class Table:
     rows: list[list[str]]
 
 
-def _missing(value: Any) -> bool:
-    """True for None, NaN and pandas' NA."""
-    return value is None or (pd.api.types.is_scalar(value) and bool(pd.isna(value)))
-
-
 def text(value: Any) -> str:
     """A label or id as text: '' when absent, whole floats without '.0' (a seed read back from a table)."""
-    if _missing(value):
+    if is_missing(value):
         return ""
     if isinstance(value, float) and value.is_integer():
         return str(int(value))
@@ -40,24 +35,24 @@ def text(value: Any) -> str:
 
 def num(value: Any, digits: int = 3) -> str:
     """A number with ``digits`` decimals, '' when absent."""
-    return "" if _missing(value) else f"{float(value):.{digits}f}"
+    return "" if is_missing(value) else f"{float(value):.{digits}f}"
 
 
 def mean_sd(mean: Any, sd: Any, digits: int = 3) -> str:
     """'mean ± sd', just 'mean' when the sd is undefined (one run), '' when there is no mean."""
-    if _missing(mean):
+    if is_missing(mean):
         return ""
-    return num(mean, digits) if _missing(sd) else f"{num(mean, digits)} {PM} {num(sd, digits)}"
+    return num(mean, digits) if is_missing(sd) else f"{num(mean, digits)} {PM} {num(sd, digits)}"
 
 
 def p_value(value: Any) -> str:
     """A p-value with three significant digits, '' when undefined."""
-    return "" if _missing(value) else f"{float(value):.3g}"
+    return "" if is_missing(value) else f"{float(value):.3g}"
 
 
 def integer(value: Any) -> str:
     """An integer-valued number without decimals, '' when absent."""
-    return "" if _missing(value) else str(int(value))
+    return "" if is_missing(value) else str(int(value))
 
 
 def table1(data: pd.DataFrame) -> Table:
@@ -65,7 +60,7 @@ def table1(data: pd.DataFrame) -> Table:
     headers = ["Scenario", "n", "Macro F1", *CLASSES, "Paper", "Paper per class", "Reproduction"]
     rows = []
     for r in data.to_dict("records"):
-        per_class = " ".join(f"{c} {num(r[f'paper_f1_{c}'])}" for c in CLASSES if not _missing(r[f"paper_f1_{c}"]))
+        per_class = " ".join(f"{c} {num(r[f'paper_f1_{c}'])}" for c in CLASSES if not is_missing(r[f"paper_f1_{c}"]))
         rows.append([r["scenario"], str(r["n"]), mean_sd(r["macro_f1_mean"], r["macro_f1_sd"]),
                      *(mean_sd(r[f"f1_{c}_mean"], r[f"f1_{c}_sd"]) for c in CLASSES),
                      mean_sd(r["paper_macro_f1"], r["paper_macro_f1_sd"]), per_class, num(r["repro_macro_f1"])])
@@ -79,7 +74,7 @@ def comparisons(data: pd.DataFrame) -> Table:
     headers = ["Scenario", "Baseline", "n", "n base", "Mean", "Mean base", "Difference", "95% CI", "Welch p"]
     rows = [[r["scenario"], r["baseline"], str(r["n"]), str(r["n_baseline"]), num(r["mean"]),
              num(r["mean_baseline"]), f"{float(r['diff']):+.3f}",
-             "" if _missing(r["ci_low"]) else f"[{r['ci_low']:+.3f}, {r['ci_high']:+.3f}]", p_value(r["p_value"])]
+             "" if is_missing(r["ci_low"]) else f"[{r['ci_low']:+.3f}, {r['ci_high']:+.3f}]", p_value(r["p_value"])]
             for r in data.to_dict("records")]
     return Table("comparisons", "Pretrained vs random init (same fine-tune arch): difference of mean macro F1",
                  "95% percentile bootstrap CI (seeded) and Welch's t-test; both need two runs per group.",

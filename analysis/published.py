@@ -12,6 +12,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+from analysis.collect import is_missing
+
 ARCH_1D = "resnet18"
 ARCH_2D = "resnet18_2d"
 FULL_DATA = 1.0
@@ -35,14 +37,9 @@ _REPRO_2D_RANDOM = 0.715
 _REPRO_2D_BEAT_FRAC = {0.1: 0.762, 0.2: 0.769}
 
 
-def _missing(value: float | None) -> bool:
-    """True for None and NaN (how pandas hands back an absent number)."""
-    return value is None or (isinstance(value, float) and math.isnan(value))
-
-
 def _equals(value: float | None, target: float) -> bool:
     """True when ``value`` is present and equals ``target`` up to float rounding (fractions are floats)."""
-    return not _missing(value) and math.isclose(float(value), float(target), rel_tol=1e-9)
+    return not is_missing(value) and math.isclose(float(value), float(target), rel_tol=1e-9)
 
 
 def _lookup(table: dict[float, float], key: float | None) -> float | None:
@@ -54,7 +51,7 @@ def published_for(init: str, task: str | None, frame_size: int | None, frac: flo
                   width: float | None = None) -> Published:
     """Published numbers for a scenario given what its run.json says (init source, pretraining task, frame,
     fraction of patients, fine-tune arch and width); an empty ``Published`` when none corresponds."""
-    if not _missing(width) and float(width) != 1.0:
+    if not is_missing(width) and float(width) != 1.0:
         return Published()
     if arch == ARCH_1D:
         if init == "random":

@@ -8,9 +8,10 @@ failed, running, malformed runs) are listed, never dropped. Bad input gives one 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
-from analysis.build import FORMATS, make_report, write_report
+from analysis.build import FIGURE_NAMES, FORMATS, REPORT_MD, RUNS_CSV, TABLES_TEX, make_report, write_report
 from analysis.collect import collect
 from analysis.render import text
 from ecg_hpc.errors import ConfigError, DataError, EcgHpcError
@@ -32,16 +33,19 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m analysis.report",
         description="Collect fine-tuning and pretraining run directories into the paper's tables (Table 1 with "
                     "the published numbers, pretrained-vs-random differences with bootstrap CI and Welch's "
-                    "t-test, epochs to early stop, pretraining data size and epoch, 1-D vs 2-D) and figures.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--runs", default="runs", help="runs tree to read (run.json files below it; "
-                        "sweep manifests *manifest*.jsonl list planned tasks)")
-    parser.add_argument("--out", default="reports", help="folder for the report files")
-    parser.add_argument("--format", dest="formats", type=_formats, action="append",
-                        help=f"file formats, comma-separated or repeated: {', '.join(FORMATS)}, all "
-                             "(default md,csv)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the bootstrap resampling")
-    parser.add_argument("--resamples", type=int, default=10_000, help="bootstrap resamples per comparison")
+                    "t-test, epochs to early stop, pretraining data size and epoch, 1-D vs 2-D) and figures. "
+                    "Missing, failed, running and malformed runs are listed as problems.",
+        epilog=f"Files in --out: {REPORT_MD} (md), one CSV per table plus {RUNS_CSV} (csv), {TABLES_TEX} (tex), "
+               f"and the figures {', '.join(FIGURE_NAMES)}.")
+    parser.add_argument("--runs", default="runs", help="runs tree to read: run.json files below it; sweep "
+                        "manifests *manifest*.jsonl list planned tasks (default: %(default)s)")
+    parser.add_argument("--out", default="reports", help="folder for the report files (default: %(default)s)")
+    parser.add_argument("--format", dest="formats", metavar="FORMATS", type=_formats, action="append",
+                        help=f"file formats, comma-separated or repeated: {', '.join(FORMATS)} or all "
+                             "(default: md,csv)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the bootstrap resampling (default: %(default)s)")
+    parser.add_argument("--resamples", type=int, default=10_000,
+                        help="bootstrap resamples per comparison (default: %(default)s)")
     parser.add_argument("--no-figures", action="store_true", help="skip the PNG figures")
     parser.add_argument("--quiet", action="store_true", help="no progress line while reading runs")
     return parser
@@ -57,15 +61,18 @@ def main(argv: list[str] | None = None) -> int:
         collection = collect(args.runs, progress=not args.quiet)
         report = make_report(collection, seed=args.seed, resamples=args.resamples,
                              with_figures=not args.no_figures)
+        written = write_report(report, args.out, formats) if not collection.done.empty else []
         print(report.summary_line() + "\n")
         print("\n".join(text(t) for t in report.shown))
-        if collection.done.empty:
+        if not written:
             raise DataError(f"{args.runs}: no finished fine-tuning runs to report (problems listed above)")
-        written = write_report(report, args.out, formats)
+        print(f"wrote {len(written)} files to {args.out}")
+    except BrokenPipeError:  # the terminal output was piped into e.g. `head`: stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
     except (EcgHpcError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    print(f"wrote {len(written)} files to {args.out}")
     return 0
 
 

@@ -14,9 +14,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from analysis.collect import CLASSES
 from ecg_hpc.rundir import atomic_write_csv, environment_info, utc_now, write_run
-
-CLASSES = ("A", "N", "O", "~")
 
 
 def checkpoint_init(pretrain_dir: str | os.PathLike[str], epoch: int, task: str = "beat", arch: str = "resnet18",
