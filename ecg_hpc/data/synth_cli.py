@@ -86,8 +86,9 @@ def run_synth_physionet(args: argparse.Namespace) -> None:
         epoch = _dt.datetime(2013, 9, 1)
         for i, (name, label) in enumerate(zip(names, labels)):
             rng = np.random.default_rng([args.seed, i])
+            val = synthetic.synth_physionet_record(rng, label)
             start = epoch + _dt.timedelta(seconds=int(rng.integers(0, 300 * 86400)))
-            physionet2017.write_record(tmp, name, synthetic.synth_physionet_record(rng, label), start)
+            physionet2017.write_record(tmp, name, val, start)
             bar.update()
         physionet2017.write_index(tmp, names, labels)
         os.replace(tmp, dst)

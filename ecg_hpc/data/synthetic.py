@@ -68,7 +68,11 @@ class PatientModel:
 
 def random_patient(rng: np.random.Generator) -> PatientModel:
     """Draw one patient's physiology; callers adjust rates with ``dataclasses.replace`` for a wanted class."""
-    u = rng.uniform
+    batch = iter(rng.random(64))  # one call instead of ~50 scalar draws: patients are drawn per short record
+
+    def u(low: float = 0.0, high: float = 1.0) -> float:
+        return low + (high - low) * float(next(batch))
+
     r_amp = u(0.4, 1.5)
     normal = np.array([
         [-u(0.018, 0.03), u(0.006, 0.011), -r_amp * u(0.0, 0.15)],  # Q
@@ -224,15 +228,18 @@ def _beats(rng: np.random.Generator, pm: PatientModel, ep: Episodes, fs: float, 
     """Beats over all episodes plus margins: (R times s, ventricular shape, atrial shape, rhythm class)."""
     ends = ep.ends / fs
     ends[-1] += _MARGIN_S
+    starts = np.concatenate([[-_MARGIN_S], ends[:-1]])
     parts = []
     last = -_MARGIN_S
-    for cls, t1 in zip(ep.classes, ends):
+    for cls, t0, t1 in zip(ep.classes, starts, ends):
         if cls == RHYTHM_AFIB:
             times, vs, ps = _af_beats(rng, pm, t1, last, hr_scale)
         elif cls == RHYTHM_AFLUT:
             times, vs, ps = _flutter_beats(rng, pm, t1, last, flutter_phase)
         else:
             times, vs, ps = _sinus_beats(rng, pm, t1, last, hr_scale)
+        own = times >= t0  # a new rhythm starts from the last beat but its beats lie in its own episode
+        times, vs, ps = times[own], vs[own], ps[own]
         parts.append((times, vs, ps, np.full(times.size, cls, np.int8)))
         if times.size:
             last = float(times[-1])
@@ -400,23 +407,24 @@ def physionet_model(rng: np.random.Generator, label: str) -> tuple[PatientModel,
     n = int(round(duration * fs))
     pm = random_patient(rng)
     # normal records carry at most rare ectopy; 'other' and 'noisy' draw their own below
-    pm = replace(pm, pac_rate=rng.choice([0.0, rng.uniform(0, 0.03)], p=[0.7, 0.3]),
-                 pvc_rate=rng.choice([0.0, rng.uniform(0, 0.03)], p=[0.7, 0.3]), hr_bpm=rng.uniform(58.0, 100.0))
+    u = rng.random(3)
+    pm = replace(pm, pac_rate=0.1 * u[0] if u[0] < 0.3 else 0.0, pvc_rate=0.1 * u[1] if u[1] < 0.3 else 0.0,
+                 hr_bpm=58.0 + 42.0 * u[2])
     rhythm, noise_level, contact = RHYTHM_NORMAL, 1.0, 1.0
-    base = label if label != "~" else rng.choice(["N", "A", "O"], p=[0.7, 0.15, 0.15])
+    base = label if label != "~" else "NAO"[int(np.searchsorted([0.7, 0.85], rng.random()))]
     if base == "A":
         rhythm = RHYTHM_AFIB
         pm = replace(pm, af_hr_bpm=rng.uniform(60.0, 150.0), af_irregularity=rng.uniform(0.06, 0.3),
-                     pvc_rate=rng.choice([0.0, 0.05], p=[0.8, 0.2]))
+                     pvc_rate=0.05 if rng.random() < 0.2 else 0.0)
     elif base == "O":
-        kind = rng.choice(["pac", "pvc", "pattern", "flutter", "brady", "tachy"],
-                          p=[0.2, 0.2, 0.15, 0.15, 0.15, 0.15])
+        kind = ("pac", "pvc", "pattern", "flutter", "brady", "tachy")[
+            int(np.searchsorted([0.2, 0.4, 0.55, 0.7, 0.85], rng.random()))]
         if kind == "pac":
             pm = replace(pm, pac_rate=rng.uniform(0.08, 0.35))
         elif kind == "pvc":
             pm = replace(pm, pvc_rate=rng.uniform(0.08, 0.35))
         elif kind == "pattern":
-            pm = replace(pm, pattern=int(rng.choice([2, 3])), pattern_pvc=bool(rng.random() < 0.7))
+            pm = replace(pm, pattern=2 + int(rng.random() < 0.5), pattern_pvc=bool(rng.random() < 0.7))
         elif kind == "flutter":
             rhythm = RHYTHM_AFLUT
         elif kind == "brady":
