@@ -74,7 +74,7 @@ def test_vectorised_labels_cover_all_classes(raw_and_store):
     for task in seen:
         sampler = BatchSampler(store, task, PIDS, 256, batch_size=256, seed=1)
         for step in range(4):
-            seen[task].update(sampler.raw_batch(step)[2].tolist())
+            seen[task].update(sampler.batch(step)[1].tolist())
     assert seen["beat"] >= {0, 1, 2, 4} and len(seen["rhythm"]) >= 4 and seen["hr"] >= {0, 2, 3}
 
 

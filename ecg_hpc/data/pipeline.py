@@ -66,7 +66,6 @@ class BatchSampler:
         self.n_segments = np.array([p.signal.shape[0] for p in self.patients], np.int64)
         self.segment_len = np.array([p.signal.shape[1] for p in self.patients], np.int64)
         self.multiplier = np.array([np.float32(p.scale / ic.STD) for p in self.patients], np.float32)
-        self.value_dtype = np.int16 if all(p.signal.dtype == np.int16 for p in self.patients) else np.float32
         self._offsets = [p.offsets.tolist() for p in self.patients]
         self._signals = [p.signal for p in self.patients]
         self._beats = [p.beats for p in self.patients]
@@ -88,30 +87,19 @@ class BatchSampler:
         patient, segment, start = self._draw(self.rng(step), self.batch_size, self._span)
         return np.asarray([p.patient_id for p in self.patients])[patient], segment, start
 
-    def raw_batch(self, step: int) -> tuple[np.ndarray, ...]:
-        """Batch ``step`` before normalisation: ``(values, multiplier, labels)``, or for ``future``
-        ``(context values (B, C*F), candidate values (B, K+1, F), context multiplier (B,), candidate multiplier
-        (B, K+1), labels)``; values are int16 (float32 if any patient is stored as float32)."""
+    def batch(self, step: int) -> tuple[np.ndarray, ...]:
+        """Batch ``step`` as the dataset yields it: ``(frames (B, F, 1), labels)``, or for ``future``
+        ``(context (B, C, F, 1), candidates (B, K+1, F, 1), labels)``; frames normalised float32."""
         rng = self.rng(step)
         if self.task == "future":
             return self._future_batch(rng)
         patient, segment, start = self._draw(rng, self.batch_size, self._span)
-        values = np.empty((self.batch_size, self.frame_size), self.value_dtype)
-        chunks = self._gather(patient, segment, start, values, "rhythms" if self.task == "rhythm" else "beats")
+        frames = np.empty((self.batch_size, self.frame_size), np.float32)
+        chunks = self._gather(patient, segment, start, frames, "rhythms" if self.task == "rhythm" else "beats")
+        _normalise(frames, self.multiplier[patient])
         labels = {"beat": self._beat_labels, "rhythm": self._rhythm_labels, "hr": self._hr_labels}[self.task](
             chunks, start, start + self.frame_size)
-        return values, self.multiplier[patient], labels
-
-    def batch(self, step: int) -> tuple[np.ndarray, ...]:
-        """Batch ``step`` as the dataset yields it, in numpy: ``(frames, labels)`` or ``(context, candidates,
-        labels)`` for ``future``, frames normalised float32 with a trailing channel axis."""
-        raw = self.raw_batch(step)
-        if self.task == "future":
-            context, candidates, m_context, m_candidates, labels = raw
-            context = normalise(context, m_context).reshape(self.batch_size, self.context_frames, -1)
-            return context[..., None], normalise(candidates, m_candidates)[..., None], labels
-        values, multiplier, labels = raw
-        return normalise(values, multiplier)[..., None], labels
+        return frames[..., None], labels
 
     def _draw(self, rng: np.random.Generator, n: int, span: int,
               exclude: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -193,28 +181,26 @@ class BatchSampler:
     def _future_batch(self, rng: np.random.Generator) -> tuple[np.ndarray, ...]:
         b, f, c, k = self.batch_size, self.frame_size, self.context_frames, self.num_negatives
         patient, segment, start = self._draw(rng, b, self._span)
-        window = np.empty((b, f * (c + 1)), self.value_dtype)
+        window = np.empty((b, f * (c + 1)), np.float32)
         self._gather(patient, segment, start, window, None)
+        _normalise(window, self.multiplier[patient])
         neg_patient, neg_segment, neg_start = self._draw(rng, b * k, f, exclude=np.repeat(patient, k))
-        negatives = np.empty((b * k, f), self.value_dtype)
+        negatives = np.empty((b * k, f), np.float32)
         self._gather(neg_patient, neg_segment, neg_start, negatives, None)
+        _normalise(negatives, self.multiplier[neg_patient])
         labels = rng.integers(0, k + 1, b)
         is_positive = np.arange(k + 1)[None, :] == labels[:, None]
-        candidates = np.empty((b, k + 1, f), self.value_dtype)
+        candidates = np.empty((b, k + 1, f), np.float32)
         candidates[is_positive] = window[:, c * f:]
         candidates[~is_positive] = negatives
-        m_candidates = np.empty((b, k + 1), np.float32)
-        m_candidates[is_positive] = self.multiplier[patient]
-        m_candidates[~is_positive] = self.multiplier[neg_patient]
-        return window[:, :c * f], candidates, self.multiplier[patient], m_candidates, labels.astype(np.int32)
+        context = window[:, :c * f].reshape(b, c, f, 1)
+        return context, candidates[..., None], labels.astype(np.int32)
 
 
-def normalise(values: np.ndarray, multiplier: np.ndarray) -> np.ndarray:
-    """``(values * scale - MEAN) / STD`` in float32, with ``multiplier = scale / STD`` per row (trailing axis)."""
-    out = values.astype(np.float32)
-    out *= multiplier[..., None]
-    out -= _OFFSET
-    return out
+def _normalise(frames: np.ndarray, multiplier: np.ndarray) -> None:
+    """In place: raw store values -> ``(x - MEAN) / STD``, with ``multiplier = scale / STD`` per row."""
+    frames *= multiplier[:, None]
+    frames -= _OFFSET
 
 
 def _priority(totals: np.ndarray, high: tuple[int, ...], low: tuple[int, ...]) -> np.ndarray:
@@ -236,27 +222,19 @@ def make_dataset(store: Store | str | os.PathLike[str], task: str, patient_ids: 
                            num_negatives, context_frames)
     steps_ds = tf.data.Dataset.range(steps) if steps is not None else tf.data.Dataset.counter()
     b, f = sampler.batch_size, sampler.frame_size
-    value_type = tf.as_dtype(sampler.value_dtype)
 
     if task == "future":
         def build(step):
-            context, candidates, m_context, m_candidates, labels = tf.numpy_function(
-                lambda i: sampler.raw_batch(int(i)), [step], [value_type, value_type, tf.float32, tf.float32,
-                                                              tf.int32], stateful=False)
-            context = tf.reshape(_tf_normalise(tf, context, m_context), (b, sampler.context_frames, f, 1))
-            candidates = tf.reshape(_tf_normalise(tf, candidates, m_candidates),
-                                    (b, sampler.num_negatives + 1, f, 1))
-            return {"context": context, "candidates": candidates}, tf.ensure_shape(labels, (b,))
+            context, candidates, labels = tf.numpy_function(
+                lambda i: sampler.batch(int(i)), [step], [tf.float32, tf.float32, tf.int32], stateful=False)
+            x = {"context": tf.ensure_shape(context, (b, sampler.context_frames, f, 1)),
+                 "candidates": tf.ensure_shape(candidates, (b, sampler.num_negatives + 1, f, 1))}
+            return x, tf.ensure_shape(labels, (b,))
     else:
         def build(step):
-            values, multiplier, labels = tf.numpy_function(
-                lambda i: sampler.raw_batch(int(i)), [step], [value_type, tf.float32, tf.int32], stateful=False)
-            frames = tf.reshape(_tf_normalise(tf, values, multiplier), (b, f, 1))
-            return frames, tf.ensure_shape(labels, (b,))
+            frames, labels = tf.numpy_function(lambda i: sampler.batch(int(i)), [step], [tf.float32, tf.int32],
+                                               stateful=False)
+            return tf.ensure_shape(frames, (b, f, 1)), tf.ensure_shape(labels, (b,))
 
     return steps_ds.map(build, num_parallel_calls=max(1, parallel_batches), deterministic=True).prefetch(prefetch)
 
-
-def _tf_normalise(tf, values, multiplier):
-    """The tf twin of ``normalise`` (runs in the tf.data threads, outside the Python GIL)."""
-    return tf.cast(values, tf.float32) * tf.expand_dims(multiplier, -1) - _OFFSET
