@@ -12,6 +12,7 @@ from ecg_hpc.data import synthetic as S
 from ecg_hpc.data.physionet2017 import CLASSES, FS
 
 PER_CLASS = 60
+pytestmark = pytest.mark.slow  # 240 records and two 5-fold random forests: a few CPU seconds
 
 
 @pytest.fixture(scope="module")

@@ -22,7 +22,7 @@ import numpy as np
 import scipy.signal
 
 from ecg_hpc.data import icentia11k
-from ecg_hpc.data.physionet2017 import CLASSES, FS as PHYSIONET_FS, GAIN as PHYSIONET_GAIN, MEAN_MV, STD_MV
+from ecg_hpc.data.physionet2017 import CLASSES, FS as PHYSIONET_FS, GAIN as PHYSIONET_GAIN, STD_MV
 
 ICENTIA_UNITS_PER_MV = icentia11k.STD / STD_MV  # both data sets look alike after their own normalisation
 ICENTIA_LSB = 2.0 ** -10  # Icentia11k units per ADC step: int16 * LSB is exact in float32
@@ -108,11 +108,11 @@ def random_patient(rng: np.random.Generator) -> PatientModel:
     ])
     return PatientModel(
         vwaves=np.stack([normal, aberrated, pvc]), p_wave=p_wave,
-        hr_bpm=u(55.0, 90.0), hr_drift=u(0.05, 0.2), rsa=u(0.01, 0.08), resp_hz=u(0.15, 0.35),
+        hr_bpm=u(58.0, 95.0), hr_drift=u(0.05, 0.2), rsa=u(0.01, 0.08), resp_hz=u(0.15, 0.35),
         pac_rate=float(np.exp(u(np.log(1e-3), np.log(0.08)))), pvc_rate=float(np.exp(u(np.log(1e-3), np.log(0.08)))),
         aberrant_frac=u(0.05, 0.3), pattern=0, pattern_pvc=True,
         af_hr_bpm=u(65.0, 140.0), af_irregularity=u(0.12, 0.3), af_wave_mv=u(0.02, 0.12),
-        flutter_bpm=u(250.0, 340.0), flutter_mv=u(0.08, 0.25),
+        flutter_bpm=u(250.0, 340.0), flutter_mv=u(0.1, 0.3),
         gain=float(np.exp(rng.normal(0.0, 0.3))), wander_mv=u(0.03, 0.25), mains_mv=u(0.0, 0.03),
         mains_hz=50.0 if u() < 0.5 else 60.0, emg_mv=float(np.exp(u(np.log(0.004), np.log(0.04)))),
     )
@@ -377,8 +377,9 @@ def synth_icentia_patient(rng: np.random.Generator, n_segments: int, segment_siz
     int16 grid (times ``ICENTIA_LSB``), and per segment beats and rhythms as ``(positions, classes)``."""
     fs = float(icentia11k.FS)
     pm = random_patient(rng)
-    af_prone = rng.choice([0.0, rng.uniform(0.2, 0.8)], p=[0.7, 0.3])
-    flutter_prone = rng.choice([0.0, rng.uniform(0.2, 0.6)], p=[0.85, 0.15])
+    u = rng.random(4)
+    af_prone = 0.2 + 0.6 * u[0] if u[1] < 0.3 else 0.0  # 30 % of patients have AF episodes ...
+    flutter_prone = 0.2 + 0.4 * u[2] if u[3] < 0.25 else 0.0  # ... and 25 % flutter episodes
     noise_per_hour = rng.uniform(0.5, 6.0)
     signal = np.empty((n_segments, segment_size), np.float32)
     beats, rhythms = [], []
