@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import argparse
 import gzip
 import json
 import os
-import sys
 
 import numpy as np
 import pytest
@@ -15,9 +13,9 @@ import wfdb
 from ecg_hpc.data import icentia11k as ic
 from ecg_hpc.data import icentia_wfdb as iw
 from ecg_hpc.data import store as st
-from ecg_hpc.data import convert as convert_cmd
+from ecg_hpc.data.__main__ import main as data_main
 from ecg_hpc.data.convert import convert, parse_ids, parse_shard
-from ecg_hpc.errors import ConfigError, DataError, EcgHpcError
+from ecg_hpc.errors import ConfigError, DataError
 
 SEG = 4000
 
@@ -37,19 +35,6 @@ def beat_labels(rng, n_segments, segment_len=SEG, zone_classes=(2, 3, 4, 5)):
         runs = np.repeat(rng.choice(zone_classes, pos.size), rng.integers(1, 6, pos.size))[:pos.size]
         rhythms.append((pos, runs.astype(np.int64)))
     return beats, rhythms
-
-
-def data_main(argv):
-    """``python -m ecg_hpc.data convert-icentia ...`` as the dispatcher runs it (exit 2 on user errors)."""
-    assert argv[0] == "convert-icentia"
-    parser = argparse.ArgumentParser()
-    convert_cmd.add_arguments(parser)
-    try:
-        convert_cmd.run(parser.parse_args(argv[1:]))
-    except EcgHpcError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    return 0
 
 
 def assert_store_matches(store_path, pid, signal, beats, rhythms):

@@ -19,9 +19,13 @@ frame_size]``; for ``hr`` the window centred on the frame, which is the same int
 function of ``(seed, epoch, rank, i)``, so an epoch's order is reproducible and each Horovod rank (``rank`` of
 ``world_size``) draws its own independent stream.
 
-Speed: a batch is built in numpy: one copy per frame from the memory-mapped store and one ``searchsorted`` per
-frame in the packed label arrays, then vectorised counting (``BatchSampler``); tf.data runs several batch builds in
-parallel and prefetches.
+The same batches in numpy: ``BatchSampler(...).batch(step)``; ``BatchSampler(...).locate(step)`` says which
+patient, segment and start each frame of batch ``step`` came from.
+
+Speed: a batch is built whole in numpy (``BatchSampler``): per frame one copy from the memory-mapped store (cast
+to float32 on the way) and one ``searchsorted`` in the packed label arrays; then the normalisation in place and the
+label rules vectorised over the batch (counts via ``bincount``). tf.data runs ``parallel_batches`` builds at once
+and prefetches.
 """
 
 from __future__ import annotations

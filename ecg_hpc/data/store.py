@@ -76,8 +76,9 @@ def encode_signal(signal: np.ndarray) -> tuple[np.ndarray, float]:
     if not lo <= hi:
         return fallback
     scale = float((lo + hi) / 2) if np.isfinite(hi) else step
-    if not np.array_equal(decode_signal(k, scale), signal):
-        return fallback
+    for row, values in zip(signal.reshape(-1, signal.shape[-1]), k.reshape(-1, signal.shape[-1])):
+        if not np.array_equal(decode_signal(values, scale), row):  # row by row: bounded temporary memory
+            return fallback
     return k, scale
 
 
