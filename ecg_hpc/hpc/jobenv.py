@@ -100,7 +100,8 @@ def detect(environ: Mapping[str, str] | None = None) -> JobEnv:
                       int(env.get("SLURM_RESTART_COUNT", "0")))
     if env.get("SUBMITIT_EXECUTOR") == "local" and "SUBMITIT_LOCAL_GLOBALID" in env:
         size, rank = int(env["SUBMITIT_LOCAL_NTASKS"]), int(env["SUBMITIT_LOCAL_GLOBALID"])
-        return JobEnv("submitit-local", rank, size, rank, size, 0, 1, "localhost", ("localhost",), (size,),
+        host = socket.gethostname()
+        return JobEnv("submitit-local", rank, size, rank, size, 0, 1, host, (host,), (size,),
                       env.get("SUBMITIT_LOCAL_JOB_ID"), 0)
     if "SLURM_STEP_NUM_TASKS" in env and "SLURM_PROCID" in env:  # a task of an srun step (not the batch shell)
         return _detect_slurm(env)

@@ -28,6 +28,7 @@ from typing import Any
 import tensorflow as tf
 
 from ecg_hpc.data.icentia11k import select_patients
+from ecg_hpc.data.pipeline import make_dataset
 from ecg_hpc.data.store import Store
 from ecg_hpc.errors import ConfigError, DataError, EcgHpcError
 from ecg_hpc.hpc.jobenv import REQUEUE_EXIT_CODE, request_requeue
@@ -38,6 +39,7 @@ from ecg_hpc.tasks import TASKS, get_task
 from ecg_hpc.train import checkpoints, distributed
 
 HISTORY = "history.csv"
+DEFAULT_STEPS = 1024
 STOP_SIGNALS = (signal.SIGUSR1, signal.SIGUSR2, signal.SIGTERM)
 # Options that decide what a run computes: a resumed run must agree on them with the run.json it continues.
 _FIXED = ("store", "task", "arch", "width", "frac", "frame_size", "samples_per_patient", "batch_size",
@@ -53,11 +55,14 @@ def add_arguments(parser: argparse.ArgumentParser, job_dir_required: bool = True
     parser.add_argument("--frac", type=float, default=1.0,
                         help="fraction of the store's patients to train on, seeded and nested (default: 1.0)")
     parser.add_argument("--frame-size", type=int, default=4096, help="samples per frame (default: 4096)")
-    parser.add_argument("--samples-per-patient", type=int, default=4096,
-                        help="frames drawn per patient and epoch by the pipeline (default: 4096)")
+    parser.add_argument("--samples-per-patient", type=int, default=None,
+                        help="size an epoch as this many frames per selected patient (the authors' 4096): "
+                             "steps = patients x this / (batch size x workers); used when --steps-per-epoch "
+                             "is not given")
     parser.add_argument("--batch-size", type=int, default=512, help="frames per step and worker (default: 512)")
     parser.add_argument("--epochs", type=int, default=16, help="epochs in all, resumed ones included (default: 16)")
-    parser.add_argument("--steps-per-epoch", type=int, default=1024, help="steps per epoch (default: 1024)")
+    parser.add_argument("--steps-per-epoch", type=int, default=None,
+                        help=f"steps per epoch (default: {DEFAULT_STEPS} unless --samples-per-patient is given)")
     parser.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate of one worker (default: 1e-3)")
     parser.add_argument("--lr-scaling", choices=("linear", "none"), default="linear",
                         help="scale the learning rate by the number of workers (default: linear)")
@@ -74,7 +79,7 @@ def check_arguments(args: argparse.Namespace) -> None:
     """ConfigError naming the first option out of range."""
     positive = ("width", "frame_size", "samples_per_patient", "batch_size", "epochs", "steps_per_epoch", "lr")
     for name in positive:
-        if getattr(args, name) <= 0:
+        if getattr(args, name) is not None and getattr(args, name) <= 0:
             raise ConfigError(f"--{name.replace('_', '-')} {getattr(args, name)}: must be positive")
     if not 0 < args.frac <= 1:
         raise ConfigError(f"--frac {args.frac}: must lie in (0, 1]")
@@ -142,6 +147,7 @@ class _Run:
         if not self.store.patient_ids:
             raise DataError(f"--store {args.store}: holds no converted patients")
         self.patients = select_patients(self.store.patient_ids, frac=args.frac, seed=args.seed)
+        args.steps_per_epoch = steps_per_epoch(args, len(self.patients), self.world.size)
         self.task = get_task(args.task)
         self.model = self.task.build_model(args.arch, args.frame_size, width=args.width)
         warmup_steps = round(args.warmup_epochs * args.steps_per_epoch)
@@ -155,14 +161,12 @@ class _Run:
             checkpoints.restore(self.resume, self.model, self.optimizer)
         distributed.broadcast_state(self.model, self.optimizer)
 
-    def dataset(self, epoch: int, skip_steps: int) -> Any:
+    def dataset(self, epoch: int, skip_steps: int) -> tf.data.Dataset:
         """This worker's batches of ``epoch`` (a function of seed, epoch and rank), the first ``skip_steps`` left out."""
-        from ecg_hpc.data.pipeline import make_dataset
-
         args = self.args
-        ds = make_dataset(self.store, self.task, self.patients, frame_size=args.frame_size,
+        ds = make_dataset(self.store, args.task, self.patients, frame_size=args.frame_size,
                           batch_size=args.batch_size, seed=args.seed, epoch=epoch, rank=self.world.rank,
-                          world_size=self.world.size, samples_per_patient=args.samples_per_patient)
+                          world_size=self.world.size, steps=args.steps_per_epoch)
         return ds.skip(skip_steps) if skip_steps else ds
 
     # -- job directory (rank 0) ---------------------------------------------------------------------------------
@@ -222,6 +226,10 @@ class _Run:
             start_epoch = self.resume.epoch + (1 if self.resume.complete else 0)
             if not self.resume.complete:
                 skip, prior_logs = self.resume.steps_done, dict(self.resume.logs)
+        if world.is_chief:
+            origin = f"resuming {self.resume.path.name}" if self.resume else "from scratch"
+            print(f"training epochs {start_epoch}..{args.epochs} (epoch {start_epoch} from step {skip}), {origin}, "
+                  f"{world.size} worker(s) on {world.device}, {len(self.patients)} patients", flush=True)
         for epoch in range(start_epoch, args.epochs + 1):
             steps = args.steps_per_epoch - skip
             watcher = StepWatcher(stop, steps, f"epoch {epoch}/{args.epochs}" if world.is_chief else None)
@@ -287,6 +295,15 @@ def _broadcast_object(obj: Any) -> Any:
     import horovod.tensorflow as hvd_tf
 
     return hvd_tf.broadcast_object(obj, root_rank=0)
+
+
+def steps_per_epoch(args: argparse.Namespace, n_patients: int, world_size: int) -> int:
+    """``--steps-per-epoch``, else the steps that draw ``--samples-per-patient`` frames per patient, else 1024."""
+    if args.steps_per_epoch is not None:
+        return int(args.steps_per_epoch)
+    if args.samples_per_patient is not None:
+        return max(1, -(-n_patients * args.samples_per_patient // (args.batch_size * world_size)))
+    return DEFAULT_STEPS
 
 
 def finished(job_dir: str | Path, epochs: int) -> bool:
