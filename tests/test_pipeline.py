@@ -136,3 +136,26 @@ def test_bad_options_and_short_segments(raw_and_store):
         BatchSampler(store, "future", PIDS, 400, 8, seed=0)
     with pytest.raises(DataError, match="not in the store"):
         BatchSampler(store, "beat", [1], FRAME, 8, seed=0)
+
+
+def test_vectorised_labels_on_frames_that_start_and_end_on_labels(tmp_path):
+    """Labels every 8 samples (with duplicates) and 64-sample frames: starts and ends often hit a label exactly."""
+    rng = np.random.default_rng(5)
+    signal = np.zeros((2, 2000), np.float32)
+    beats, rhythms = [], []
+    for _ in range(2):
+        pos = np.sort(np.concatenate([np.arange(0, 2000, 8), rng.choice(np.arange(0, 2000, 8), 30)]))
+        beats.append((pos, rng.integers(0, 5, pos.size)))
+        rpos = np.sort(rng.choice(np.arange(0, 2000, 8), 60))
+        rhythms.append((rpos, rng.integers(0, 6, rpos.size)))
+    ic.write_patient(tmp_path / "raw", 0, signal, beats, rhythms)
+    convert(tmp_path / "raw", tmp_path / "store", show_progress=False)
+    patient = ic.load_patient(tmp_path / "raw", 0)
+    for task, rule in (("beat", lambda s, t: ic.beat_label(*patient.beats[s], t, t + 64)),
+                       ("rhythm", lambda s, t: ic.rhythm_label(*patient.rhythms[s], t, t + 64)),
+                       ("hr", lambda s, t: ic.hr_label(patient.beats[s][0], t, t + 64, fs=ic.FS))):
+        sampler = BatchSampler(tmp_path / "store", task, [0], 64, batch_size=500, seed=0)
+        _, labels = sampler.batch(0)
+        _, segments, starts = sampler.locate(0)
+        assert (starts % 8 == 0).sum() > 30
+        assert labels.tolist() == [rule(s, t) for s, t in zip(segments, starts)]
