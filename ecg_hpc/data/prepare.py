@@ -73,6 +73,10 @@ def load_prepared(path: str | os.PathLike[str]) -> Prepared:
         x, y, names = d[f"x_{part}"], d[f"y_{part}"], d[f"names_{part}"]
         if x.ndim != 3 or x.shape[1:] != (INPUT_SIZE, 1) or x.shape[0] != y.shape[0] or y.shape != names.shape:
             raise DataError(f"{path}: inconsistent {part} arrays {x.shape}, {y.shape}, {names.shape}")
+    return _from_arrays(d)
+
+
+def _from_arrays(d: dict[str, np.ndarray]) -> Prepared:
     return Prepared(
         x_train=d["x_train"], y_train=d["y_train"], names_train=d["names_train"], x_test=d["x_test"],
         y_test=d["y_test"], names_test=d["names_test"], classes=tuple(str(c) for c in d["classes"]),
@@ -106,16 +110,18 @@ def prepare(src_dir: str | os.PathLike[str], dst: str | os.PathLike[str], test_s
         x[i, :, 0] = preprocess(signal)
         if bar:
             bar.update()
+    del signals
     train, test = stratified_holdout(labels, n_test / len(names), np.random.default_rng(seed))
     names_arr = np.array(names)
     arrays = {"x_train": x[train], "y_train": labels[train], "names_train": names_arr[train],
               "x_test": x[test], "y_test": labels[test], "names_test": names_arr[test],
               "classes": np.array(CLASSES), "test_size": np.float64(test_size), "test_seed": np.int64(seed),
               "fingerprint": np.array(fingerprint)}
+    del x
     buf = io.BytesIO()
     np.savez(buf, **arrays)
     atomic_write_bytes(dst, buf.getbuffer())
-    return load_prepared(dst), status
+    return _from_arrays(arrays), status
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
