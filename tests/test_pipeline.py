@@ -109,6 +109,11 @@ def test_deterministic_per_seed_epoch_rank(raw_and_store):
         return frames
     base = first()
     np.testing.assert_array_equal(base, first())
+    resumed = next(make_dataset(store, "beat", PIDS, FRAME, 16, seed=7, rank=0, world_size=2, steps=2,
+                                start_step=1).as_numpy_iterator())[0]
+    full = list(make_dataset(store, "beat", PIDS, FRAME, 16, seed=7, rank=0, world_size=2,
+                             steps=2).as_numpy_iterator())
+    np.testing.assert_array_equal(resumed, full[1][0])
     for other in (first(epoch=1), first(rank=1), first(seed=8)):
         assert not np.array_equal(base, other)
     a = BatchSampler(store, "beat", PIDS, FRAME, 16, seed=7, rank=0, world_size=2).locate(0)

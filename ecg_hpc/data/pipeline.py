@@ -4,7 +4,7 @@ Call::
 
     make_dataset(store, task, patient_ids, frame_size, batch_size, seed, epoch=0, rank=0, world_size=1,
                  steps=None, num_negatives=DEFAULT_NEGATIVES, context_frames=CONTEXT_FRAMES,
-                 parallel_batches=2, prefetch=2) -> tf.data.Dataset
+                 parallel_batches=2, prefetch=2, start_step=0) -> tf.data.Dataset
 
 ``store`` is a ``Store`` or its path; ``task`` one of ``TASKS``. For ``beat``, ``rhythm`` and ``hr`` each element
 is ``(frames float32 (B, frame_size, 1), labels int32 (B,))``; for ``future`` it is
@@ -218,13 +218,18 @@ def _priority(totals: np.ndarray, high: tuple[int, ...], low: tuple[int, ...]) -
 def make_dataset(store: Store | str | os.PathLike[str], task: str, patient_ids: Sequence[int], frame_size: int,
                  batch_size: int, seed: int, epoch: int = 0, rank: int = 0, world_size: int = 1,
                  steps: int | None = None, num_negatives: int = DEFAULT_NEGATIVES,
-                 context_frames: int = CONTEXT_FRAMES, parallel_batches: int = 2, prefetch: int = 2):
-    """A batched, prefetched ``tf.data.Dataset`` for ``task`` (see the module docstring for the element layout)."""
+                 context_frames: int = CONTEXT_FRAMES, parallel_batches: int = 2, prefetch: int = 2,
+                 start_step: int = 0):
+    """A batched, prefetched ``tf.data.Dataset`` for ``task`` (see the module docstring for the element layout).
+
+    ``start_step`` > 0 resumes mid-epoch: batches ``start_step .. steps - 1`` without building the earlier ones.
+    """
     import tensorflow as tf
 
     sampler = BatchSampler(store, task, patient_ids, frame_size, batch_size, seed, epoch, rank, world_size,
                            num_negatives, context_frames)
-    steps_ds = tf.data.Dataset.range(steps) if steps is not None else tf.data.Dataset.counter()
+    steps_ds = (tf.data.Dataset.range(start_step, steps) if steps is not None
+                else tf.data.Dataset.counter(start=start_step))
     b, f = sampler.batch_size, sampler.frame_size
 
     if task == "future":
