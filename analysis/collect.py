@@ -68,7 +68,6 @@ def is_missing(value: Any) -> bool:
     return value is None or (pd.api.types.is_scalar(value) and bool(pd.isna(value)))
 
 
-
 def _first(*values: Any) -> Any:
     """The first present value, else None."""
     return next((v for v in values if not is_missing(v)), None)
@@ -329,6 +328,30 @@ def _duplicates(runs: pd.DataFrame) -> list[dict[str, Any]]:
                      r.scenario, r.seed) for r in repeated.itertuples()]
 
 
+def _reconcile(run_dirs: list[Path], bare_seed_dirs: list[Path], planned: list[dict[str, Any]], root: Path
+               ) -> tuple[list[Path], list[dict[str, Any]]]:
+    """Run directories to read (those found, plus planned ones outside ``root``) and the 'missing' problems:
+    planned tasks without a run.json, and ``seed_*`` folders without one that no manifest plans."""
+    run_dirs = list(run_dirs)
+    known = {d.resolve() for d in run_dirs}
+    seen_planned = set()
+    missing = []
+    for task in planned:
+        where = task["job_dir"].resolve()
+        if where in seen_planned:
+            continue
+        seen_planned.add(where)
+        if not (task["job_dir"] / RUN_JSON).is_file():
+            missing.append(_problem("missing", "finetune", _shown(task["job_dir"], root),
+                                    f"planned in {task['source']}, no {RUN_JSON}", task["scenario"], task["seed"]))
+        elif where not in known:
+            run_dirs.append(task["job_dir"])
+            known.add(where)
+    missing += [_problem("missing", "finetune", _shown(d, root), f"no {RUN_JSON}") for d in bare_seed_dirs
+                if d.resolve() not in seen_planned]
+    return run_dirs, missing
+
+
 def collect(root: str | os.PathLike[str], progress: bool = True) -> Collection:
     """Read every run directory under ``root`` (and the job dirs its sweep manifests plan) into a Collection;
     DataError when ``root`` is not a directory or holds no run directory at all."""
@@ -342,22 +365,8 @@ def collect(root: str | os.PathLike[str], progress: bool = True) -> Collection:
         lines, bad = _read_manifest(manifest, root)
         planned += lines
         problems += bad
-    known = {d.resolve() for d in run_dirs}
-    seen_planned = set()
-    for task in planned:
-        where = task["job_dir"].resolve()
-        if where in seen_planned:
-            continue
-        seen_planned.add(where)
-        if (task["job_dir"] / RUN_JSON).is_file():
-            if where not in known:
-                run_dirs.append(task["job_dir"])
-                known.add(where)
-        else:
-            problems.append(_problem("missing", "finetune", _shown(task["job_dir"], root),
-                                     f"planned in {task['source']}, no {RUN_JSON}", task["scenario"], task["seed"]))
-    problems += [_problem("missing", "finetune", _shown(d, root), f"no {RUN_JSON}") for d in bare_seed_dirs
-                 if d.resolve() not in seen_planned]
+    run_dirs, missing = _reconcile(run_dirs, bare_seed_dirs, planned, root)
+    problems += missing
     if not run_dirs and not planned:
         raise DataError(f"{root}: no run directories (no {RUN_JSON} found below it)")
     rows: list[dict[str, Any]] = []

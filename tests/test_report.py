@@ -241,3 +241,22 @@ def test_bootstrap_is_seeded_and_degenerate_cases() -> None:
     one = compare(np.array([0.8]), y, np.random.default_rng(0))
     assert one.diff == pytest.approx(0.8 - statistics.mean(y.tolist()))
     assert math.isnan(one.ci_low) and math.isnan(one.p_value)
+
+
+def test_duplicates_relative_manifest_paths_and_unknown_status(tmp_path: Path) -> None:
+    root = tmp_path / "runs"
+    for folder in ("a", "b"):  # two folders, one scenario and seed: both kept, both flagged
+        write_finetune_run(root / folder / "seed_1", seed=1, init={"source": "random"}, macro_f1=0.7)
+    queued = root / "q" / "seed_2"
+    queued.mkdir(parents=True)
+    (queued / "run.json").write_text(json.dumps({"kind": "finetune", "status": "queued"}), encoding="utf-8")
+    (root / "manifest.jsonl").write_text(json.dumps({"job_dir": "a/seed_1", "seed": 1}) + "\n"
+                                         + json.dumps({"job_dir": "c/seed_3", "seed": 3}) + "\n", encoding="utf-8")
+    found = collect(root, progress=False)
+    problems = sorted((p.problem, p.run_dir, p.seed) for p in found.problems.itertuples())
+    assert [p[:2] for p in problems[:3]] == [("duplicate", "a/seed_1"), ("duplicate", "b/seed_1"),
+                                             ("malformed", "q/seed_2")]
+    assert problems[3][0] == "missing" and problems[3][1].endswith("c/seed_3") and problems[3][2] == "3"
+    assert len(problems) == 4  # a/seed_1 is planned and done: no problem of its own
+    summary = tables.summarise(found.done)
+    assert summary["n"].tolist() == [2] and summary["macro_f1_sd"].tolist() == [0.0]
