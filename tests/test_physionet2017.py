@@ -108,6 +108,9 @@ def test_mat_file_is_also_a_wfdb_format_16_signal(real_dir: Path, tmp_path: Path
     ("empty", "non-empty"),
     ("float", "expected int16"),
     ("unlisted", "listed in .*RECORDS"),
+    ("truncated", "not a readable MATLAB file"),
+    ("garbled_header", "malformed WFDB header"),
+    ("two_signals", "expected one signal line"),
 ])
 def test_bad_input_names_the_record(real_dir: Path, tmp_path: Path, breakage: str, message: str) -> None:
     src = _copy_records(real_dir, tmp_path / "src", ["A00001", "A00002", "A00003"])
@@ -124,6 +127,13 @@ def test_bad_input_names_the_record(real_dir: Path, tmp_path: Path, breakage: st
         scipy.io.savemat(src / "A00002.mat", {"val": np.zeros((1, 0), np.int16)}, format="4")
     elif breakage == "float":
         scipy.io.savemat(src / "A00002.mat", {"val": np.zeros((1, 9000))}, format="4")
+    elif breakage == "truncated":
+        (src / "A00002.mat").write_bytes((src / "A00002.mat").read_bytes()[:1000])
+    elif breakage == "garbled_header":
+        (src / "A00002.hea").write_text("x\r\n")
+    elif breakage == "two_signals":
+        hea = src / "A00002.hea"
+        hea.write_text(hea.read_text().replace(" 1 300 ", " 2 300 ", 1))
     elif breakage == "unlisted":
         (src / "RECORDS").write_text("A00001\nA00002\nA00003\nA09999")
     with pytest.raises(DataError, match=message) as info:

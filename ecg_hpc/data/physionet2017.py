@@ -77,11 +77,12 @@ def read_header(path: str | os.PathLike[str]) -> RecordHeader:
         repaired = True
     try:
         rec = wfdb_header._parse_record_line(record_line)
-        if rec["n_sig"] != 1 or len(lines) < 2:
-            raise DataError(f"{path}: expected one signal, header declares {rec['n_sig']}")
-        sig = wfdb_header._parse_signal_lines(lines[1:2])
+        sig = wfdb_header._parse_signal_lines(lines[1:2]) if rec["n_sig"] == 1 and len(lines) == 2 else None
     except (ValueError, wfdb_header.HeaderSyntaxError) as exc:
         raise DataError(f"{path}: malformed WFDB header ({exc})") from exc
+    if sig is None:
+        raise DataError(f"{path}: expected one signal line, header declares {rec['n_sig']} "
+                        f"and has {len(lines) - 1}")
     return RecordHeader(
         record_name=rec["record_name"], fs=float(rec["fs"]), sig_len=int(rec["sig_len"] or 0),
         file_name=sig["file_name"][0], fmt=sig["fmt"][0], adc_gain=float(sig["adc_gain"][0]),
@@ -95,7 +96,10 @@ def read_signal(src_dir: str | os.PathLike[str], name: str) -> tuple[np.ndarray,
     hea = src_dir / f"{name}.hea"
     if not hea.is_file():
         raise DataError(f"record {name}: header {hea} is missing")
-    header = read_header(hea)
+    try:
+        header = read_header(hea)
+    except DataError as exc:
+        raise DataError(f"record {name}: {exc}") from exc
     if header.record_name != name:
         raise DataError(f"record {name}: header {hea} names record {header.record_name!r}")
     if header.fs != FS:
