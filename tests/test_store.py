@@ -101,6 +101,8 @@ def test_convert_round_trip_resume_and_manifest(tmp_path, unzipped):
     (dst / "patients" / "00010" / "beats.npy").write_bytes(b"x")
     with pytest.raises(DataError, match="00010/beats.npy"):
         st.verify_patient(dst, 10)
+    with pytest.raises(DataError, match=r"1 of 3 patients failed.*00010/beats.npy: checksum"):
+        convert(raw, dst, verify=True, show_progress=False)
 
 
 def test_shards_partition_the_patients_and_cli(tmp_path, capsys):

@@ -36,13 +36,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--shard", default="0/1",
                         help="I/N: convert every N-th patient starting at I, e.g. $SLURM_ARRAY_TASK_ID/16 "
                              "(default 0/1: all)")
+    parser.add_argument("--verify", action="store_true",
+                        help="also check the sha256 of every file of the patients already in the store")
     parser.add_argument("--quiet", action="store_true", help="no progress line")
 
 
 def run(args: argparse.Namespace) -> None:
     """Run the conversion from parsed options and print a one-line summary."""
     summary = convert(args.src, args.dst, fmt=args.format, patients=parse_ids(args.patients),
-                      workers=args.workers, shard=parse_shard(args.shard), show_progress=not args.quiet)
+                      workers=args.workers, shard=parse_shard(args.shard), verify=args.verify,
+                      show_progress=not args.quiet)
     print(f"convert-icentia: {len(summary.converted)} converted, {len(summary.skipped)} already done, "
           f"store {args.dst} holds {summary.total_in_store} patients")
 
@@ -113,8 +116,9 @@ def source_patients(src: Path, fmt: str) -> dict[int, Path]:
 
 def convert(src: str | os.PathLike[str], dst: str | os.PathLike[str], fmt: str = "auto",
             patients: Sequence[int] | None = None, workers: int = 1, shard: tuple[int, int] = (0, 1),
-            show_progress: bool = True) -> Summary:
-    """Convert the chosen patients of ``src`` into the store ``dst``; raise DataError naming every failure."""
+            verify: bool = False, show_progress: bool = True) -> Summary:
+    """Convert the chosen patients of ``src`` into the store ``dst`` (``verify``: checksum those already done);
+    raise DataError naming every failure."""
     src, dst = Path(src), Path(dst)
     if fmt not in FORMATS:
         raise ConfigError(f"--format must be one of {FORMATS}, got {fmt!r}")
@@ -129,6 +133,12 @@ def convert(src: str | os.PathLike[str], dst: str | os.PathLike[str], fmt: str =
     mine = wanted[shard[0]::shard[1]]
     done = set(store.done_patients(dst))
     summary = Summary(skipped=[pid for pid in mine if pid in done])
+    if verify:
+        for pid in summary.skipped:
+            try:
+                store.verify_patient(dst, pid)
+            except DataError as exc:
+                summary.failed[pid] = str(exc)
     todo = [pid for pid in mine if pid not in done]
     progress = Progress(len(todo), f"convert-icentia {fmt} -> {dst}", unit="patients") if show_progress else None
     jobs = [(fmt, available[pid], dst, pid) for pid in todo]
@@ -144,9 +154,9 @@ def convert(src: str | os.PathLike[str], dst: str | os.PathLike[str], fmt: str =
     summary.total_in_store = len(store.done_patients(dst))
     if summary.failed:
         lines = "; ".join(summary.failed[pid] for pid in sorted(summary.failed)[:5])
-        raise DataError(f"{len(summary.failed)} of {len(todo)} patients failed ({lines}"
-                        f"{'; ...' if len(summary.failed) > 5 else ''}); {len(summary.converted)} converted, "
-                        f"re-run to retry only the failed ones")
+        raise DataError(f"{len(summary.failed)} of {len(mine)} patients failed ({lines}"
+                        f"{'; ...' if len(summary.failed) > 5 else ''}); {len(summary.converted)} converted; "
+                        f"re-run to retry failed conversions, delete corrupt patient folders to redo them")
     return summary
 
 

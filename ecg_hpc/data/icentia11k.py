@@ -33,7 +33,6 @@ from ecg_hpc.rundir import atomic_write_bytes
 FS = 250
 SEGMENT_SIZE = 2 ** 20 + 1  # 1,048,577 samples per published segment
 MAX_SEGMENTS = 50
-N_PATIENTS = 11000
 MEAN = 0.0018  # dataset mean and std used for normalisation: (x - MEAN) / STD
 STD = 1.3711
 

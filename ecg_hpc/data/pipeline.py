@@ -40,7 +40,6 @@ from ecg_hpc.data.store import CLASS_BITS, CLASS_MASK, Store, StorePatient
 from ecg_hpc.errors import ConfigError, DataError
 
 TASKS = ("beat", "rhythm", "hr", "future")
-NUM_CLASSES = {"beat": len(ic.BEAT_CLASSES), "rhythm": len(ic.RHYTHM_CLASSES), "hr": len(ic.HR_CLASSES)}
 CONTEXT_FRAMES = 8
 DEFAULT_NEGATIVES = 15
 _OFFSET = np.float32(ic.MEAN / ic.STD)
