@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import wfdb
 
-from ecg_hpc.data import icentia11k, physionet2017
+from ecg_hpc.data import icentia11k, physionet2017, store
 from ecg_hpc.data import synthetic as S
 from ecg_hpc.data.__main__ import main
 from ecg_hpc.data.synth_cli import physionet_labels
@@ -91,6 +91,8 @@ def test_icentia_patient_format_grid_and_determinism() -> None:
         assert set(bcls.tolist()) <= set(range(5)) and bcls.size > 60
         assert rpos[-1] == seg - 1 and np.all(np.diff(rpos) > 0)
         assert set(rcls.tolist()) <= {S.RHYTHM_NOISE, S.RHYTHM_NORMAL, S.RHYTHM_AFIB, S.RHYTHM_AFLUT}
+    values, scale = store.encode_signal(signal)  # the shard store keeps it losslessly as int16
+    assert values.dtype == np.int16 and np.array_equal(store.decode_signal(values, scale), signal)
     again = S.synth_icentia_patient(np.random.default_rng(4), 3, seg)
     assert np.array_equal(again[0], signal)
     other = S.synth_icentia_patient(np.random.default_rng(5), 3, seg)
