@@ -19,10 +19,11 @@ def _colours(scenarios: list[str]) -> dict[str, tuple[float, ...]]:
     return {s: cmap(i % cmap.N) for i, s in enumerate(scenarios)}
 
 
-def _png(fig: Figure) -> bytes:
-    """The figure rendered as PNG bytes."""
+def _png(fig: Figure, right: float = 0.97) -> bytes:
+    """The figure rendered as PNG bytes (fixed margins: a tight bounding box costs a second rendering)."""
+    fig.subplots_adjust(left=0.1, right=right, bottom=0.11, top=0.92)
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=120, bbox_inches="tight")
+    fig.savefig(buf, format="png", dpi=120)
     return buf.getvalue()
 
 
@@ -90,7 +91,7 @@ def per_class(summary: pd.DataFrame) -> bytes | None:
         return None
     scenarios = list(summary["scenario"])
     colours = _colours(scenarios)
-    fig = Figure(figsize=(max(7.0, 1.2 * len(CLASSES) * max(1, len(scenarios)) / 3), 5))
+    fig = Figure(figsize=(min(13.0, 8.0 + 0.4 * len(scenarios)), 5))
     ax = fig.add_subplot()
     width = 0.8 / len(scenarios)
     x = np.arange(len(CLASSES) + 1)
@@ -104,5 +105,5 @@ def per_class(summary: pd.DataFrame) -> bytes | None:
     ax.set_ylabel("test F1")
     ax.set_title("Test F1 per class (mean ± sd over seeds)")
     ax.grid(axis="y", alpha=0.3)
-    ax.legend(fontsize=7, loc="lower left")
-    return _png(fig)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    return _png(fig, right=0.68)
