@@ -153,6 +153,9 @@ def plan_tasks(scenarios: Sequence[Scenario], seeds: Sequence[int], sweep_dir: s
     sweep_dir = Path(sweep_dir).resolve()
     shared = {k: training[k] for k in _TRAINING_OPTIONS if training.get(k) is not None}
     shared["data"] = str(Path(shared["data"]).resolve())
+    if not Path(shared["data"]).is_file():
+        raise ConfigError(f"--data {shared['data']}: no such file (prepare it with "
+                          "python -m ecg_hpc.data prepare-physionet)")
     tasks = []
     for scenario in scenarios:
         for seed in seeds:
@@ -253,6 +256,13 @@ def run_tasks(manifest: str | Path, indices: Sequence[int]) -> int:
     return 1 if failed else 0
 
 
+def _seeds_option(text: str) -> tuple[int, ...]:
+    try:
+        return parse_seeds(text)
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _parse_index(text: str) -> int:
     try:
         return int(text)
@@ -270,7 +280,7 @@ def add_plan_arguments(parser: argparse.ArgumentParser) -> None:
                        help="which epoch_NN of each pretraining run: last, all, or epochs like 1,5,10 "
                             "(default: %(default)s)")
     group.add_argument("--no-random", action="store_true", help="leave out the random-init scenario")
-    group.add_argument("--seeds", type=parse_seeds, default=DEFAULT_SEEDS,
+    group.add_argument("--seeds", type=_seeds_option, default=DEFAULT_SEEDS,
                        help="seeds, a list 10,20,30 or a range 10-100:10 (default: 10,20,...,100)")
     group.add_argument("--sweep-dir", type=Path, default=DEFAULT_SWEEP_DIR,
                        help="where the manifest and the run directories go (default: %(default)s)")
