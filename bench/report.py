@@ -4,7 +4,8 @@ Builds a runs tree in a temporary folder (10 scenarios x 10 seeds: random and be
 fractions, epochs and archs, each run with run.json and a history.csv of 51-200 epochs, plus their pretraining
 runs), then times, in one process, reading the runs, the tables and statistics (10,000 bootstrap resamples per
 comparison), the figures and writing every format, and separately the whole command in a fresh interpreter
-(imports included). Prints the numbers; asserts nothing.
+(imports included). Prints wall and CPU seconds (on a shared machine the CPU time is what an idle one would
+take); asserts nothing.
 
     .venv/bin/python bench/report.py [--runs 100] [--keep DIR]
 """
@@ -12,11 +13,14 @@ comparison), the figures and writing every format, and separately the whole comm
 from __future__ import annotations
 
 import argparse
+import os
+import resource
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any, Callable
 
 import numpy as np
 
@@ -68,32 +72,37 @@ def main() -> None:
         print(f"built {args.runs} fine-tuning + {len(_PRETRAIN)} pretraining run directories "
               f"in {time.perf_counter() - start:.1f} s (not counted)")
 
-        t0 = time.perf_counter()
-        collection = collect(runs, progress=False)
-        read_s = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        make_report(collection, with_figures=False)
-        tables_s = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        report = make_report(collection, with_figures=True)
-        report_s = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        written = write_report(report, out, ("md", "csv", "tex"))
-        write_s = time.perf_counter() - t0
-        in_process = read_s + report_s + write_s
+        stages = {}
 
-        t0 = time.perf_counter()
+        def timed(name: str, work: Callable[[], Any]) -> Any:
+            wall, cpu = time.perf_counter(), time.process_time()
+            result = work()
+            stages[name] = (time.perf_counter() - wall, time.process_time() - cpu)
+            return result
+
+        collection = timed("read run directories", lambda: collect(runs, progress=False))
+        timed("tables + statistics (alone)", lambda: make_report(collection, with_figures=False))
+        report = timed("tables + statistics + figures", lambda: make_report(collection, with_figures=True))
+        written = timed("write md/csv/tex/png", lambda: write_report(report, out, ("md", "csv", "tex")))
+
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        wall = time.perf_counter()
         proc = subprocess.run([sys.executable, "-m", "analysis.report", "--runs", str(runs), "--out", str(out),
                                "--format", "all", "--quiet"], capture_output=True, text=True)
-        whole = time.perf_counter() - t0
-        print(f"  read run directories          {read_s:6.2f} s")
-        print(f"  tables + statistics           {tables_s:6.2f} s (alone)")
-        print(f"  tables + statistics + figures {report_s:6.2f} s")
-        print(f"  write md/csv/tex/png          {write_s:6.2f} s")
-        print(f"in-process total ({len(collection.runs)} runs, {len(written)} files): {in_process:.2f} s")
-        print(f"python -m analysis.report, fresh interpreter (exit {proc.returncode}): {whole:.2f} s "
-              f"(target < {TARGET_S:.0f} s: {'met' if whole < TARGET_S else 'NOT met'})")
+        whole = time.perf_counter() - wall
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        whole_cpu = after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime
 
+        print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores (wall times grow with it; "
+              "CPU times are what an idle machine would take)")
+        print(f"  {'stage':<32} {'wall s':>7} {'cpu s':>7}")
+        for name, (wall_s, cpu_s) in stages.items():
+            print(f"  {name:<32} {wall_s:7.2f} {cpu_s:7.2f}")
+        counted = [v for k, v in stages.items() if "alone" not in k]
+        print(f"in-process total ({len(collection.runs)} runs, {len(written)} files): "
+              f"{sum(w for w, _ in counted):.2f} s wall, {sum(c for _, c in counted):.2f} s cpu")
+        print(f"python -m analysis.report, fresh interpreter, imports included (exit {proc.returncode}): "
+              f"{whole:.2f} s wall, {whole_cpu:.2f} s cpu; target < {TARGET_S:.0f} s")
 
 if __name__ == "__main__":
     main()
