@@ -24,7 +24,7 @@ class Table:
     rows: list[list[str]]
 
 
-def text(value: Any) -> str:
+def label(value: Any) -> str:
     """A label or id as text: '' when absent, whole floats without '.0' (a seed read back from a table)."""
     if is_missing(value):
         return ""
@@ -120,6 +120,6 @@ def problems(data: pd.DataFrame) -> Table:
     """Missing, failed, running, malformed and duplicate runs (the display shows the last line of
     each detail, where a traceback states its error; the CSV keeps it whole)."""
     headers = ["Problem", "Kind", "Run directory", "Scenario", "Seed", "Detail"]
-    rows = [[r["problem"], r["kind"], r["run_dir"], text(r["scenario"]), text(r["seed"]),
-             (text(r["detail"]).strip().splitlines() or [""])[-1][:160]] for r in data.to_dict("records")]
+    rows = [[r["problem"], r["kind"], r["run_dir"], label(r["scenario"]), label(r["seed"]),
+             (label(r["detail"]).strip().splitlines() or [""])[-1][:160]] for r in data.to_dict("records")]
     return Table("problems", "Problems: runs missing, failed, running or malformed", "", data, headers, rows)
