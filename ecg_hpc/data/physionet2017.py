@@ -52,7 +52,6 @@ class RecordHeader:
     fs: float
     sig_len: int
     file_name: str
-    fmt: str
     adc_gain: float
     baseline: int
     units: str
@@ -85,7 +84,7 @@ def read_header(path: str | os.PathLike[str]) -> RecordHeader:
                         f"and has {len(lines) - 1}")
     return RecordHeader(
         record_name=rec["record_name"], fs=float(rec["fs"]), sig_len=int(rec["sig_len"] or 0),
-        file_name=sig["file_name"][0], fmt=sig["fmt"][0], adc_gain=float(sig["adc_gain"][0]),
+        file_name=sig["file_name"][0], adc_gain=float(sig["adc_gain"][0]),
         baseline=int(sig["baseline"][0] or 0), units=sig["units"][0], base_datetime=rec.get("base_datetime"),
         repaired=repaired)
 
@@ -118,8 +117,9 @@ def read_signal(src_dir: str | os.PathLike[str], name: str) -> tuple[np.ndarray,
         raise DataError(f"record {name}: {mat} 'val' has shape {val.shape}, expected a non-empty (1, n) array")
     if header.sig_len and val.shape[1] != header.sig_len:
         raise DataError(f"record {name}: {mat} has {val.shape[1]} samples, header {hea} says {header.sig_len}")
-    if header.adc_gain <= 0:
-        raise DataError(f"record {name}: header {hea} gives gain {header.adc_gain:g}")
+    if header.adc_gain <= 0 or header.units != "mV":
+        raise DataError(f"record {name}: header {hea} gives gain {header.adc_gain:g}/{header.units}, "
+                        "expected a positive gain per mV")
     return ((val[0].astype(np.float32) - header.baseline) / np.float32(header.adc_gain)), header
 
 
