@@ -56,6 +56,8 @@ def test_encode_signal_lossless_int16_when_on_a_grid():
         np.testing.assert_array_equal(values, d)
         np.testing.assert_array_equal(st.decode_signal(values, scale), x)
         assert st.encode_signal(x.copy())[1] == scale  # a function of the values only
+    assert st.encode_signal((d * 2.0 ** -10).astype(np.float32))[1] == 2.0 ** -10
+    assert st.encode_signal((d * 0.005).astype(np.float32))[1] == 0.005
     noise = rng.standard_normal((2, 500)).astype(np.float32)
     values, scale = st.encode_signal(noise)
     assert values.dtype == np.float32 and scale == 1.0 and np.array_equal(values, noise)

@@ -232,6 +232,7 @@ def make_dataset(store: Store | str | os.PathLike[str], task: str, patient_ids: 
     b, f = sampler.batch_size, sampler.frame_size
 
     if task == "future":
+        @tf.autograph.experimental.do_not_convert
         def build(step):
             context, candidates, labels = tf.numpy_function(
                 lambda i: sampler.batch(int(i)), [step], [tf.float32, tf.float32, tf.int32], stateful=False)
@@ -239,6 +240,7 @@ def make_dataset(store: Store | str | os.PathLike[str], task: str, patient_ids: 
                  "candidates": tf.ensure_shape(candidates, (b, sampler.num_negatives + 1, f, 1))}
             return x, tf.ensure_shape(labels, (b,))
     else:
+        @tf.autograph.experimental.do_not_convert
         def build(step):
             frames, labels = tf.numpy_function(lambda i: sampler.batch(int(i)), [step], [tf.float32, tf.int32],
                                                stateful=False)

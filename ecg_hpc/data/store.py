@@ -50,9 +50,9 @@ def patient_dir(store: str | os.PathLike[str], patient_id: int) -> Path:
 def encode_signal(signal: np.ndarray) -> tuple[np.ndarray, float]:
     """Losslessly encode float32 ``signal`` as ``(int16 k, scale)`` with ``float32(k * scale) == signal``.
 
-    The grid step is estimated from the values, the scale is then the midpoint of the interval of scales that
-    reproduce every sample exactly (a function of the values only, so equal inputs give equal stores), and the
-    reconstruction is verified. When no such scale exists, returns ``(signal as float32, 1.0)``.
+    The grid step is estimated from the values, the scale is then the shortest decimal in the interval of scales
+    that reproduce every sample exactly (a function of the values only, so equal inputs give equal stores), and
+    the reconstruction is verified. When no such scale exists, returns ``(signal as float32, 1.0)``.
     """
     signal = np.asarray(signal, dtype=np.float32)
     fallback = (signal, 1.0)
@@ -75,11 +75,20 @@ def encode_signal(signal: np.ndarray) -> tuple[np.ndarray, float]:
         lo, hi = max(lo, row_lo), min(hi, row_hi)
     if not lo <= hi:
         return fallback
-    scale = float((lo + hi) / 2) if np.isfinite(hi) else step
+    scale = _simplest_in(lo, hi) if np.isfinite(hi) else step
     for row, values in zip(signal.reshape(-1, signal.shape[-1]), k.reshape(-1, signal.shape[-1])):
         if not np.array_equal(decode_signal(values, scale), row):  # row by row: bounded temporary memory
             return fallback
     return k, scale
+
+
+def _simplest_in(lo: float, hi: float) -> float:
+    """The shortest decimal in ``[lo, hi]`` (so a grid of 2**-10 or 0.005 is stored as exactly that)."""
+    for digits in range(1, 18):
+        candidate = float(f"{(lo + hi) / 2:.{digits}g}")
+        if lo <= candidate <= hi:
+            return candidate
+    return (lo + hi) / 2
 
 
 def decode_signal(values: np.ndarray, scale: float) -> np.ndarray:
