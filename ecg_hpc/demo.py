@@ -1,0 +1,219 @@
+"""``python -m ecg_hpc.demo``: the whole study at small scale, through the same commands a cluster user runs.
+
+Stages: synthesise Icentia11k-format patients and challenge-format records; convert the patients to the shard store;
+prepare the challenge arrays; pretrain (beat task) on two patient fractions with two Horovod workers through
+``launch/pretrain.py``; plan and run the fine-tuning sweep (random init plus each pretrained checkpoint, several
+seeds) through ``launch/finetune.py``, as ``sbatch slurm/finetune_array.sh`` would; end with
+``python -m analysis.report``. Jobs go to the test SLURM when one answers (``tests/cluster/slurm.sh start``), else
+they run as local worker processes. Each stage is skipped when its output is already complete, so an interrupted
+demo resumes where it stopped.
+
+``--real`` runs the same fine-tuning sweep and report on real challenge records (default: the 300 records of
+``../shared/data/physionet2017-validation``) from random init and from the synthetic demo's pretrained checkpoint.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from ecg_hpc.errors import ConfigError, EcgHpcError
+
+REPO = Path(__file__).resolve().parent.parent
+DEFAULT_REAL = REPO.parent / "shared" / "data" / "physionet2017-validation"
+
+
+@dataclass(frozen=True)
+class Scale:
+    """Sizes of one demo: data, pretraining and fine-tuning."""
+
+    patients: int
+    segments: int
+    segment_size: int
+    records: int
+    fracs: tuple[float, ...]
+    width: float
+    frame_size: int
+    pretrain_batch: int
+    pretrain_epochs: int
+    pretrain_steps: int
+    seeds: tuple[int, ...]
+    finetune_epochs: int
+    patience: int
+    finetune_batch: int
+
+
+SCALES = {
+    # About 10 minutes on 2 cores; pretraining on this synthetic data measurably helps (see README).
+    "full": Scale(patients=24, segments=2, segment_size=131072, records=400, fracs=(0.25, 1.0), width=0.25,
+                  frame_size=2048, pretrain_batch=32, pretrain_epochs=2, pretrain_steps=40, seeds=(1, 2, 3),
+                  finetune_epochs=12, patience=6, finetune_batch=32),
+    # Minutes: the scaled-down run of the test suite (checks the flow, not the margin).
+    "tiny": Scale(patients=6, segments=1, segment_size=65536, records=120, fracs=(0.5, 1.0), width=0.125,
+                  frame_size=1024, pretrain_batch=16, pretrain_epochs=1, pretrain_steps=4, seeds=(1, 2),
+                  finetune_epochs=2, patience=2, finetune_batch=32),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Options of the demo."""
+    parser = argparse.ArgumentParser(prog="python -m ecg_hpc.demo", description=__doc__.split("\n\n")[0],
+                                     epilog="Outputs: WORKDIR/{icentia,store,challenge,challenge.npz,runs,reports}"
+                                            " (and runs-real, reports-real with --real).")
+    parser.add_argument("--workdir", type=Path, default=REPO / "demo", help="where everything goes (default: demo/)")
+    parser.add_argument("--scale", choices=sorted(SCALES), default="full",
+                        help="full (default, ~10 min on 2 cores) or tiny (the test suite's, a few minutes)")
+    parser.add_argument("--real", action="store_true",
+                        help="fine-tune on real challenge records instead (after the synthetic pretraining)")
+    parser.add_argument("--records", type=Path, default=DEFAULT_REAL,
+                        help=f"challenge records for --real (default: {DEFAULT_REAL})")
+    parser.add_argument("--local", action="store_true", help="never use SLURM, even when a cluster answers")
+    parser.add_argument("--fresh", action="store_true", help="delete WORKDIR first")
+    return parser
+
+
+def slurm_available() -> bool:
+    """True when a SLURM controller answers here (the project's test cluster or a real one)."""
+    if not shutil.which("sbatch") or not shutil.which("sinfo"):
+        return False
+    try:
+        proc = subprocess.run(["sinfo", "-h", "-o", "%T"], capture_output=True, text=True, timeout=15)
+    except (OSError, subprocess.SubprocessError):
+        return False
+    return proc.returncode == 0 and any(s in proc.stdout for s in ("idle", "mix", "alloc"))
+
+
+class Demo:
+    """Runs the stages in order, printing each with its duration."""
+
+    def __init__(self, workdir: Path, scale: Scale, local: bool) -> None:
+        self.w, self.s = workdir.resolve(), scale
+        self.use_slurm = not local and slurm_available()
+        self.cluster_args = [] if self.use_slurm else ["--local"]
+        self.env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONUNBUFFERED="1")
+        self.stage_no = 0
+
+    def run(self, title: str, cmd: list[str], done: bool = False) -> None:
+        """Print the stage, then run ``cmd`` (streaming its output) unless its output is ``done`` already."""
+        self.stage_no += 1
+        print(f"\n=== [{self.stage_no}] {title}", flush=True)
+        if done:
+            print("    already done, skipped", flush=True)
+            return
+        print("    $ " + " ".join(_shorten(c, self.w) for c in cmd), flush=True)
+        start = time.monotonic()
+        proc = subprocess.run(cmd, cwd=REPO, env=self.env)
+        if proc.returncode != 0:
+            raise ConfigError(f"stage '{title}' failed (exit {proc.returncode}); fix the cause and run the demo "
+                              f"again: finished stages are skipped")
+        print(f"    ({time.monotonic() - start:.0f} s)", flush=True)
+
+    def data(self, module: str, *args: str) -> list[str]:
+        """Command line of ``python -m MODULE ARGS``."""
+        return [sys.executable, "-m", module, *args]
+
+    def synthetic_inputs(self) -> None:
+        """Stages 1-3: synthetic Icentia11k patients, their shard store."""
+        s, raw, store = self.s, self.w / "icentia", self.w / "store"
+        self.run(f"synthesise {s.patients} Icentia11k-format patients ({s.segments} x {s.segment_size} samples)",
+                 self.data("ecg_hpc.data", "synth-icentia", "--dst", str(raw), "--patients", str(s.patients),
+                           "--segments", str(s.segments), "--segment-size", str(s.segment_size), "--seed", "0"),
+                 done=(raw / f"{s.patients - 1:05d}_batched_lbls.pkl.gz").is_file())
+        self.run("convert them to the shard store",
+                 self.data("ecg_hpc.data", "convert-icentia", "--src", str(raw), "--dst", str(store),
+                           "--workers", "2"))
+
+    def challenge(self, src: Path | None, npz: Path) -> None:
+        """Synthesise (when ``src`` is None) and prepare challenge records."""
+        s = self.s
+        if src is None:
+            src = self.w / "challenge"
+            self.run(f"synthesise {s.records} challenge-format records",
+                     self.data("ecg_hpc.data", "synth-physionet", "--dst", str(src), "--records", str(s.records),
+                               "--seed", "1"),
+                     done=(src / "REFERENCE.csv").is_file())
+        self.run(f"prepare the challenge arrays from {src}",
+                 self.data("ecg_hpc.data", "prepare-physionet", "--src", str(src), "--dst", str(npz)))
+
+    def pretrain(self) -> list[Path]:
+        """Pretrain the beat task on each patient fraction with two Horovod workers; return the run dirs."""
+        s, runs = self.s, []
+        for frac in s.fracs:
+            job_dir = self.w / "runs" / "pretrain" / f"beat_frac{frac:g}"
+            where = "the test SLURM" if self.use_slurm else "local worker processes"
+            self.run(f"pretrain beat task on {frac:.0%} of the patients, 2 Horovod workers on {where}",
+                     [sys.executable, "launch/pretrain.py", *self.cluster_args, "--nodes", "1", "--tasks", "2",
+                      "--time", "30", "--store", str(self.w / "store"), "--task", "beat", "--frac", str(frac),
+                      "--width", str(s.width), "--frame-size", str(s.frame_size),
+                      "--batch-size", str(s.pretrain_batch), "--epochs", str(s.pretrain_epochs),
+                      "--steps-per-epoch", str(s.pretrain_steps), "--seed", "0", "--job-dir", str(job_dir),
+                      "--follow"],
+                     done=_run_done(job_dir))
+            runs.append(job_dir)
+        return runs
+
+    def finetune(self, npz: Path, pretrain_runs: list[Path], sweep_dir: Path) -> None:
+        """Plan and run the fine-tuning sweep: random init plus each pretrained checkpoint, over the seeds."""
+        s = self.s
+        self.run(f"fine-tune: random + {len(pretrain_runs)} checkpoints x {len(s.seeds)} seeds (one job array)",
+                 [sys.executable, "launch/finetune.py", *self.cluster_args, "--data", str(npz),
+                  "--pretrain", *map(str, pretrain_runs), "--width", str(s.width), "--seeds",
+                  ",".join(map(str, s.seeds)), "--epochs", str(s.finetune_epochs), "--patience", str(s.patience),
+                  "--batch-size", str(s.finetune_batch), "--sweep-dir", str(sweep_dir), "--time", "60",
+                  "--follow"])
+
+    def report(self, runs: Path, out: Path) -> None:
+        """The paper's tables and figures from the run directories."""
+        self.run("report", self.data("analysis.report", "--runs", str(runs), "--out", str(out), "--quiet"))
+
+
+def _run_done(job_dir: Path) -> bool:
+    from ecg_hpc.rundir import is_done
+    return is_done(job_dir)
+
+
+def _shorten(arg: str, workdir: Path) -> str:
+    return arg.replace(str(workdir), "WORKDIR").replace(sys.executable, "python").replace(str(REPO) + "/", "")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the synthetic demo, or with ``--real`` the sweep on real records."""
+    args = build_parser().parse_args(argv)
+    started = time.monotonic()
+    try:
+        if args.fresh and args.workdir.exists():
+            shutil.rmtree(args.workdir)
+        demo = Demo(args.workdir, SCALES[args.scale], args.local)
+        print(f"ecg-hpc demo ({args.scale}) in {demo.w}; jobs run on "
+              f"{'the SLURM cluster' if demo.use_slurm else 'this machine (local worker processes)'}", flush=True)
+        demo.synthetic_inputs()
+        pretrained = demo.pretrain()
+        if args.real:
+            if not (args.records / "REFERENCE.csv").is_file():
+                raise ConfigError(f"--records {args.records}: no REFERENCE.csv there (a challenge record folder)")
+            npz = demo.w / "challenge-real.npz"
+            demo.challenge(args.records.resolve(), npz)
+            demo.finetune(npz, pretrained[-1:], demo.w / "runs-real" / "finetune")
+            demo.report(demo.w / "runs-real", demo.w / "reports-real")
+            out = demo.w / "reports-real"
+        else:
+            npz = demo.w / "challenge.npz"
+            demo.challenge(None, npz)
+            demo.finetune(npz, pretrained, demo.w / "runs" / "finetune")
+            demo.report(demo.w / "runs", demo.w / "reports")
+            out = demo.w / "reports"
+    except EcgHpcError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"\ndemo finished in {time.monotonic() - started:.0f} s; report and figures in {out}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
