@@ -36,8 +36,8 @@ def text(table: Table) -> str:
 
 
 def _md_cell(cell: str) -> str:
-    """A cell safe inside a Markdown table row."""
-    return cell.replace("|", "\\|").replace("\n", " ")
+    """A cell safe inside a Markdown table row ('~' escaped: GitHub reads tildes as strikethrough)."""
+    return cell.replace("|", "\\|").replace("~", "\\~").replace("\n", " ")
 
 
 def markdown(table: Table) -> str:
