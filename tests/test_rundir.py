@@ -1,0 +1,44 @@
+"""Run-directory helpers: atomic writes with normal permissions, run.json status rules, environment info."""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+import pytest
+
+from ecg_hpc import rundir
+
+
+def test_atomic_write_leaves_no_temp_file_and_uses_the_umask(tmp_path: Path) -> None:
+    old = os.umask(0o022)
+    try:
+        path = rundir.atomic_write_text(tmp_path / "sub" / "a.txt", "hello")
+    finally:
+        os.umask(old)
+    assert path.read_text() == "hello"
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644
+    assert [p.name for p in path.parent.iterdir()] == ["a.txt"]
+
+
+def test_write_run_refuses_unknown_status_and_is_done_reads_it(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="status"):
+        rundir.write_run(tmp_path, {"status": "finished"})
+    assert not (tmp_path / "run.json").exists()
+    rundir.write_run(tmp_path, {"status": "running"})
+    assert not rundir.is_done(tmp_path)
+    rundir.write_run(tmp_path, {"status": "done", "seed": 3})
+    assert rundir.is_done(tmp_path) and rundir.read_run(tmp_path)["seed"] == 3
+    (tmp_path / "run.json").write_text("{broken")
+    assert not rundir.is_done(tmp_path)
+    with pytest.raises(ValueError, match="not valid JSON"):
+        rundir.read_run(tmp_path)
+
+
+def test_csv_and_environment_info(tmp_path: Path) -> None:
+    path = rundir.atomic_write_csv(tmp_path / "h.csv", ["epoch", "f1"], [(1, 0.5), (2, 0.75)])
+    assert path.read_text() == "epoch,f1\n1,0.5\n2,0.75\n"
+    env = rundir.environment_info()
+    assert env["host"] and env["python"].startswith("3.11")
+    assert "numpy" in env["packages"] and env["code_version"]
