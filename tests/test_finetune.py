@@ -17,6 +17,7 @@ import pytest
 from ecg_hpc.data.__main__ import main as data_main
 from ecg_hpc.rundir import read_run, write_run
 from ecg_hpc.train import finetune
+from ecg_hpc.train.job_lock import job_dir_lock
 from ecg_hpc.train.metrics import f1_report
 
 CLASSES = ("A", "N", "O", "~")
@@ -45,6 +46,11 @@ def make_checkpoint(pretrain_dir: Path, epoch: int = 1, width: float = 0.125, se
                              "arch": "resnet18", "width": width, "frame_size": 4096, "frac": 1.0,
                              "epochs": epoch, "epochs_done": epoch})
     return checkpoint
+
+
+def visible_files(folder: Path) -> list[str]:
+    """Names in ``folder`` except hidden ones (the run lock)."""
+    return sorted(p.name for p in folder.iterdir() if not p.name.startswith("."))
 
 
 def read_csv(path: Path) -> list[dict[str, str]]:
@@ -124,10 +130,20 @@ def test_pretrained_init_changes_the_training_curves(runs):
 
 def test_a_done_run_is_not_redone(runs, capsys):
     job = runs["random"]
-    before = {p.name: p.stat().st_mtime_ns for p in job.iterdir()}
+    before = {name: (job / name).stat().st_mtime_ns for name in visible_files(job)}
     assert finetune.main(["--data", str(runs["data"]), "--job-dir", str(job), "--seed", "1", *TINY]) == 0
     assert "already done" in capsys.readouterr().out
-    assert {p.name: p.stat().st_mtime_ns for p in job.iterdir()} == before
+    assert {name: (job / name).stat().st_mtime_ns for name in visible_files(job)} == before
+
+
+def test_a_run_in_progress_elsewhere_is_left_alone(runs, tmp_path, capsys):
+    job = tmp_path / "busy"
+    job.mkdir()
+    with job_dir_lock(job):  # as if another process were running this task
+        assert finetune.main(["--data", str(runs["data"]), "--job-dir", str(job), *TINY]) == 0
+    out = capsys.readouterr().out
+    assert "skipping" in out and "already being run by pid" in out
+    assert visible_files(job) == []
 
 
 def test_missing_checkpoint_fails_with_a_clear_error_in_run_json(runs, tmp_path, capsys):
@@ -141,7 +157,7 @@ def test_missing_checkpoint_fails_with_a_clear_error_in_run_json(runs, tmp_path,
     assert info["status"] == "failed" and "checkpoint not found" in info["error"]
     assert info["init"]["source"] == "checkpoint" and info["init"]["pretrain_epoch"] == 7
     assert info["init"]["task"] == "beat"  # read from the pretraining run.json, so the report can name it
-    assert sorted(p.name for p in job.iterdir()) == ["run.json"]
+    assert visible_files(job) == ["run.json"]
 
 
 def test_bad_data_file_fails_naming_it(tmp_path, capsys):
@@ -163,8 +179,9 @@ def test_arch_contradicting_the_checkpoint_is_refused(runs, tmp_path, capsys):
 @pytest.mark.slow
 def test_spectrogram_2d_arch_fine_tunes(runs, tmp_path):
     job = tmp_path / "job2d"
+    options = [*TINY[:2], "--epochs", "1", *TINY[4:]]
     assert finetune.main(["--data", str(runs["data"]), "--job-dir", str(job), "--arch", "resnet18_2d",
-                          "--seed", "2", *TINY[:2], "--epochs", "1", "--batch-size", "16", "--val-size", "0.25"]) == 0
+                          "--seed", "2", *options]) == 0
     info = read_run(job)
     assert info["status"] == "done" and info["arch"] == "resnet18_2d" and info["scenario"] == "random_resnet18_2d"
     assert len(read_csv(job / "test_predictions.csv")) == 10

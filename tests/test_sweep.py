@@ -16,7 +16,7 @@ from ecg_hpc.hpc import sweep
 from ecg_hpc.rundir import read_run
 from ecg_hpc.train import finetune
 from tests.test_cluster_slurm import _wait
-from tests.test_finetune import make_checkpoint, make_prepared
+from tests.test_finetune import make_checkpoint, make_prepared, visible_files
 
 ROOT = Path(__file__).resolve().parent.parent
 LAUNCH = ROOT / "launch" / "finetune.py"
@@ -162,12 +162,20 @@ def test_sweep_array_on_slurm(world, slurm_cluster, tmp_path):
     for task in tasks[4:]:
         info = read_run(task.job_dir)
         assert "checkpoint not found" in info["error"] and "epoch_02" in info["error"]
-        assert [p.name for p in Path(task.job_dir).iterdir()] == ["run.json"]
-    # the same seed with the same data gave the same split whether pretrained or not; the curves differ
-    assert (Path(tasks[0].job_dir) / "history.csv").read_text() != (Path(tasks[2].job_dir) / "history.csv").read_text()
+        assert visible_files(Path(task.job_dir)) == ["run.json"]
+    # random and pretrained with the same seed: the same validation split, different curves
+    random_dir, pretrained_dir = Path(tasks[0].job_dir), Path(tasks[2].job_dir)
+    assert tasks[0].seed == tasks[2].seed and tasks[2].scenario == "beat_tiny_epoch_01"
+    assert [line.split(",")[0] for line in (random_dir / "val_predictions.csv").read_text().splitlines()] == \
+        [line.split(",")[0] for line in (pretrained_dir / "val_predictions.csv").read_text().splitlines()]
+    assert (random_dir / "history.csv").read_text() != (pretrained_dir / "history.csv").read_text()
 
     # Re-submit by hand with the sbatch script, indices past the end included: done tasks are skipped.
-    done_files = {p: p.read_bytes() for t in tasks[:4] for p in Path(t.job_dir).iterdir()}
+    def outputs() -> dict[str, bytes]:
+        return {f"{t.job_dir}/{name}": (Path(t.job_dir) / name).read_bytes()
+                for t in tasks[:4] for name in visible_files(Path(t.job_dir))}
+
+    done_files = outputs()
     env = {**os.environ, "ECG_HPC_MANIFEST": str(sweep_dir / "manifest.jsonl"), "ECG_HPC_PYTHON": sys.executable}
     job_id = subprocess.run(["sbatch", "--parsable", "--array=0-7", "--gres=none", "--cpus-per-task=1",
                              f"--partition={slurm_cluster.partition}", f"--output={sweep_dir}/slurm-%A_%a.out",
@@ -180,7 +188,7 @@ def test_sweep_array_on_slurm(world, slurm_cluster, tmp_path):
     assert all("already done" in logs[i] for i in range(4))
     assert all("checkpoint not found" in logs[i] for i in (4, 5))
     assert all("past the end" in logs[i] for i in (6, 7))
-    assert {p: p.read_bytes() for t in tasks[:4] for p in Path(t.job_dir).iterdir()} == done_files
+    assert outputs() == done_files
 
     # Submitting the four-task sweep again through the launcher runs nothing.
     proc = subprocess.run([*common, "--checkpoints", "1"], capture_output=True, text=True, cwd=ROOT, timeout=300)

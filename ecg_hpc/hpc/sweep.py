@@ -19,7 +19,7 @@ import json
 import sys
 import traceback
 from collections import Counter
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
@@ -202,7 +202,7 @@ def merge_tasks(existing: Sequence[Task], planned: Iterable[Task]) -> list[Task]
     for task in planned:
         old = by_dir.get(task.job_dir)
         if old is None:
-            new = Task(**{**asdict(task), "index": len(merged), "args": task.args})
+            new = replace(task, index=len(merged))
             merged.append(new)
             by_dir[new.job_dir] = new
         elif old.args != task.args:
@@ -234,8 +234,8 @@ def pending(tasks: Sequence[Task]) -> list[Task]:
 def run_tasks(manifest: str | Path, indices: Sequence[int]) -> int:
     """Run the manifest's tasks at ``indices`` one after another; 0 if all succeeded (or were past the end).
 
-    A task whose run is done is skipped by the trainer; a failed task is recorded in its run.json and the
-    others still run. Returns the number of failed tasks capped at 1 for use as an exit status.
+    A task whose run is done (or running elsewhere) is skipped by the trainer; a failed task is recorded in its
+    run.json and the others still run. Returns 1 if any task failed, else 0 (the process's exit status).
     """
     tasks = read_manifest(manifest)
     failed = 0

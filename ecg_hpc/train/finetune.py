@@ -25,6 +25,7 @@ from typing import Any
 from ecg_hpc.errors import ConfigError, EcgHpcError
 from ecg_hpc.rundir import environment_info, is_done, read_run, utc_now, write_run
 from ecg_hpc.train.init_source import DEFAULT_ARCH, RANDOM, describe_init, require_checkpoint, scenario_name
+from ecg_hpc.train.job_lock import JobDirBusy, job_dir_lock
 from ecg_hpc.train.metrics import VAL_METRICS
 
 # oneDNN's CPU kernels reorder floating-point sums (so CPU results are not reproducible run to run) and, in
@@ -189,13 +190,20 @@ def finetune(config: FinetuneConfig) -> dict[str, Any]:
     """Run (or skip, if already done) one fine-tuning job; return its run.json content.
 
     The run.json says ``running`` from the start and ``failed`` with the error if anything goes wrong, which is
-    then re-raised; only this job directory is written.
+    then re-raised; only this job directory is written, under its lock (``JobDirBusy`` if another process has
+    it, in which case nothing is written).
     """
     job_dir = Path(config.job_dir)
-    if is_done(job_dir):
-        print(f"{job_dir}: already done, skipping", flush=True)
-        return read_run(job_dir) or {}
     job_dir.mkdir(parents=True, exist_ok=True)
+    with job_dir_lock(job_dir):
+        if is_done(job_dir):
+            print(f"{job_dir}: already done, skipping", flush=True)
+            return read_run(job_dir) or {}
+        return _run(config, job_dir)
+
+
+def _run(config: FinetuneConfig, job_dir: Path) -> dict[str, Any]:
+    """The body of ``finetune`` for a job directory that is locked and not done."""
     for name in _OUTPUTS:  # leftovers of an interrupted or failed attempt
         (job_dir / name).unlink(missing_ok=True)
     start = time.monotonic()
@@ -243,6 +251,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         finetune(config_from_args(args))
+    except JobDirBusy as exc:  # the run is in progress elsewhere: nothing to do here
+        print(f"skipping: {exc}", flush=True)
     except EcgHpcError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
