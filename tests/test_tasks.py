@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from ecg_hpc.data import icentia11k
 from ecg_hpc.errors import ConfigError
 from ecg_hpc.models import find_feature_extractor
 from ecg_hpc.tasks import TASKS, get_task
@@ -18,7 +19,7 @@ def test_get_task_knows_the_four_tasks_and_rejects_others():
     for name, n in NUM_CLASSES.items():
         task = get_task(name)
         assert task.num_classes == n == len(task.class_names)
-        assert task.label_function == f"ecg_hpc.data.icentia11k.{name}_label"
+        assert task.label_function is getattr(icentia11k, f"{name}_label")
     assert get_task("future").label_function is None
     with pytest.raises(ConfigError, match="beat, rhythm, hr, future"):
         get_task("cpc")

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Callable
 
 import tensorflow as tf
 
@@ -17,21 +16,19 @@ keras = tf.keras
 class Task:
     """A pretraining task. Pretraining heads output logits; the loss is sparse categorical CE from logits.
 
-    ``label_function`` is the dotted name of the data layer's pure function that labels a frame (None when
-    the data pipeline's sample layout is the label, as for ``future``); ``num_classes`` is None when the
-    number of outputs is set by the input (the candidates of ``future``).
+    ``label_function`` is the data layer's pure function that labels a frame (None when the data pipeline's
+    sample layout is the label, as for ``future``); ``num_classes`` is None when the number of outputs is
+    set by the input (the candidates of ``future``).
     """
 
     name: str
     num_classes: int | None
     class_names: tuple[str, ...]
-    label_function: str | None
+    label_function: Callable[..., int] | None
     description: str
 
-    def build_model(self, arch: str, frame_size: int, width: float = 1.0, **options: Any) -> keras.Model:
+    def build_model(self, arch: str, frame_size: int, width: float = 1.0) -> keras.Model:
         """Model of this task on frames of ``frame_size`` samples (one lead) with ``arch`` features."""
-        if options:
-            raise TypeError(f"task {self.name!r}: unexpected options {sorted(options)}")
         return build_classifier(arch, self.num_classes, (frame_size, 1), head_activation=None, width=width,
                                 name=f"{self.name}_{arch}")
 
@@ -48,10 +45,3 @@ class Task:
         """Compile ``model`` with this task's loss and metrics (``jit_compile=True`` = XLA); return it."""
         model.compile(optimizer=optimizer, loss=self.loss(), metrics=self.metrics(), jit_compile=jit_compile)
         return model
-
-    def labeller(self) -> Callable[..., Any]:
-        """The data layer's label function for this task (imported on use)."""
-        if self.label_function is None:
-            raise TypeError(f"task {self.name!r} has no label function: the data pipeline yields its labels")
-        module, _, name = self.label_function.rpartition(".")
-        return getattr(importlib.import_module(module), name)

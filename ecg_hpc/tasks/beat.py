@@ -5,12 +5,13 @@ any pac/aberrated/pvc, the most frequent of those (ties -> lowest id); else the 
 undefined/normal (tie -> undefined); no beats -> undefined.
 """
 
+from ecg_hpc.data.icentia11k import BEAT_CLASSES, beat_label
 from ecg_hpc.tasks.base import Task
 
 TASK = Task(
     name="beat",
     num_classes=5,
-    class_names=("undefined", "normal", "pac", "aberrated", "pvc"),
-    label_function="ecg_hpc.data.icentia11k.beat_label",
+    class_names=BEAT_CLASSES,
+    label_function=beat_label,
     description="beat type of the frame's complete beats (abnormal types first)",
 )

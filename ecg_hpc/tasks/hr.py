@@ -4,12 +4,13 @@ Label (``ecg_hpc.data.icentia11k.hr_label``, DESIGN.md): from the complete beats
 or more beats bpm = 60 / mean RR (s): < 60 brady, 60..100 normal, > 100 tachy; fewer than two beats -> noise.
 """
 
+from ecg_hpc.data.icentia11k import HR_CLASSES, hr_label
 from ecg_hpc.tasks.base import Task
 
 TASK = Task(
     name="hr",
     num_classes=4,
-    class_names=("tachy", "brady", "normal", "noise"),
-    label_function="ecg_hpc.data.icentia11k.hr_label",
+    class_names=HR_CLASSES,
+    label_function=hr_label,
     description="heart-rate class of the frame",
 )

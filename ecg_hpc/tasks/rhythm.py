@@ -5,12 +5,13 @@ the longest of {undefined, afib, aflut} if that group covers any time (ties -> l
 {end, noise, normal} (ties -> lowest id), else undefined.
 """
 
+from ecg_hpc.data.icentia11k import RHYTHM_CLASSES, rhythm_label
 from ecg_hpc.tasks.base import Task
 
 TASK = Task(
     name="rhythm",
     num_classes=6,
-    class_names=("undefined", "end", "noise", "normal", "afib", "aflut"),
-    label_function="ecg_hpc.data.icentia11k.rhythm_label",
+    class_names=RHYTHM_CLASSES,
+    label_function=rhythm_label,
     description="dominant rhythm of the frame (undefined/afib/aflut first)",
 )
