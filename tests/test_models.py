@@ -80,6 +80,10 @@ def test_every_arch_builds_for_both_frame_sizes_with_the_authors_parameter_count
         assert feature_extractor.spec.arch == arch and feature_extractor.spec.dims == dims
 
 
+def test_the_arch_list_is_the_study_s_four_networks():
+    assert ARCHS == ("resnet18", "resnet34", "resnet50", "resnet18_2d")
+
+
 def test_resnet50_count_is_the_known_value():
     # Cross-check of the generic formula against the bottleneck net summed by hand: stem 704, stages
     # 194,048 + 964,608 + 5,545,984 + 10,268,672, head 2048 * 4 + 4.

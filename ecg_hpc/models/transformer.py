@@ -102,6 +102,8 @@ class AttentionPooling(keras.layers.Layer):
         """Create the pool token."""
         if input_shape[-1] != self.d_model:
             raise ValueError(f"AttentionPooling: inputs have {input_shape[-1]} features, d_model is {self.d_model}")
+        if input_shape[1] is not None and input_shape[1] + 1 > self.max_len:
+            raise ValueError(f"AttentionPooling: {input_shape[1]} steps plus the token exceed max_len {self.max_len}")
         self.token = self.add_weight(name="pool_token", shape=(self.d_model,),
                                      initializer=keras.initializers.TruncatedNormal(stddev=1.0))
         super().build(input_shape)
