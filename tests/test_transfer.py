@@ -92,6 +92,11 @@ def test_missing_or_broken_directories_fail_with_a_config_error_naming_them(tmp_
     with pytest.raises(ConfigError, match="unreadable"):
         load_feature_extractor(target, broken)
     saved = save_feature_extractor(_pretrained("beat"), tmp_path / "fe")
+    meta = json.loads((saved / "meta.json").read_text())
+    meta["weights"][0][1] = [7, 1, 9]
+    (saved / "meta.json").write_text(json.dumps(meta))
+    with pytest.raises(ConfigError, match=r"shape \(7, 1, 9\), the model's .* has shape \(7, 1, 8\)"):
+        load_feature_extractor(target, saved)
     (saved / "weights.h5").unlink()
     with pytest.raises(ConfigError, match="weights.h5: missing"):
         load_feature_extractor(target, saved)
