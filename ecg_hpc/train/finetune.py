@@ -114,7 +114,12 @@ def config_from_args(args: argparse.Namespace) -> FinetuneConfig:
 
 
 def _resolve_model(config: FinetuneConfig, init: dict[str, Any]) -> tuple[str, float]:
-    """Arch and width: given ones, else the checkpoint's, else resnet18 at width 1."""
+    """Arch and width: given ones, else the checkpoint's, else resnet18 at width 1; a contradiction is refused."""
+    for option, given in (("arch", config.arch), ("width", config.width)):
+        recorded = init.get(option)
+        if given is not None and recorded is not None and given != recorded:
+            raise ConfigError(f"--{option} {given} contradicts the checkpoint {init['checkpoint']}, pretrained "
+                              f"with {option} {recorded}")
     arch = config.arch or init.get("arch") or DEFAULT_ARCH
     width = config.width if config.width is not None else (init.get("width") or 1.0)
     return arch, float(width)
