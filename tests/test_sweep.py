@@ -116,8 +116,10 @@ def test_default_array_fits_the_default_sweep(world, tmp_path):
     assert re.search(r"^#SBATCH --output=runs/finetune/slurm-%A_%a\.out$", ARRAY_SCRIPT.read_text(), re.MULTILINE)
 
 
-def test_run_task_past_the_end_exits_cleanly(world, tmp_path, capsys):
+def test_run_task_past_the_end_exits_cleanly_and_status_lists_tasks(world, tmp_path, capsys):
     assert plan(world, tmp_path, "--seeds", "1") == 0
+    assert sweep.main(["status", "--manifest", str(tmp_path / "manifest.jsonl")]) == 0
+    assert capsys.readouterr().out.splitlines()[-2:] == ["   0  missing  random  seed 1", "1 tasks: 1 missing"]
     assert sweep.main(["run-task", "--manifest", str(tmp_path / "manifest.jsonl"), "--index", "5"]) == 0
     assert "past the end" in capsys.readouterr().out
     assert sweep.main(["run-task", "--manifest", str(tmp_path / "missing.jsonl"), "--index", "0"]) == 2
