@@ -1,0 +1,45 @@
+"""The scaled-down demo end to end: synthetic data -> store -> pretraining on two fractions through the test SLURM
+-> fine-tuning sweep as a job array -> report, through the same commands a user runs."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from ecg_hpc.demo import REPO
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slurm, pytest.mark.slow]
+
+
+def test_tiny_demo_runs_end_to_end_through_slurm(slurm_cluster, tmp_path: Path) -> None:
+    work = tmp_path / "demo"
+    proc = subprocess.run([sys.executable, "-m", "ecg_hpc.demo", "--scale", "tiny", "--workdir", str(work)],
+                          cwd=REPO, capture_output=True, text=True, timeout=1500)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    assert "jobs run on the SLURM cluster" in proc.stdout
+    # Two pretraining runs with two Horovod workers each, finished.
+    for frac in ("0.5", "1"):
+        info = json.loads((work / "runs" / "pretrain" / f"beat_frac{frac}" / "run.json").read_text())
+        assert info["status"] == "done" and info["world_size"] == 2 and info["frac"] == float(frac)
+        assert (work / "runs" / "pretrain" / f"beat_frac{frac}" / "epoch_01" / "feature_extractor").is_dir()
+    # random + 2 checkpoints x 2 seeds, all done with their predictions.
+    manifest = [json.loads(line) for line in (work / "runs" / "finetune" / "manifest.jsonl").read_text().splitlines()]
+    assert len(manifest) == 6
+    for task in manifest:
+        run = json.loads((Path(task["job_dir"]) / "run.json").read_text())
+        assert run["status"] == "done", run
+        assert (Path(task["job_dir"]) / "test_predictions.csv").is_file()
+    report = (work / "reports" / "report.md").read_text()
+    assert "Table 1" in report and report.count("resnet18 x0.125") >= 3
+    for fig in ("fig_val_f1.png", "fig_fraction.png", "fig_per_class.png"):
+        assert (work / "reports" / fig).stat().st_size > 1000
+    # Running it again finds every stage done and runs no job.
+    again = subprocess.run([sys.executable, "-m", "ecg_hpc.demo", "--scale", "tiny", "--workdir", str(work)],
+                           cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stdout[-4000:] + again.stderr[-4000:]
+    assert "nothing to run: every planned task is done" in again.stdout
+    assert "submitted" not in again.stdout
