@@ -42,7 +42,7 @@ HISTORY = "history.csv"
 DEFAULT_STEPS = 1024
 STOP_SIGNALS = (signal.SIGUSR1, signal.SIGUSR2, signal.SIGTERM)
 # Options that decide what a run computes: a resumed run must agree on them with the run.json it continues.
-_FIXED = ("store", "task", "arch", "width", "frac", "frame_size", "samples_per_patient", "batch_size",
+_FIXED = ("task", "arch", "width", "frac", "frame_size", "samples_per_patient", "batch_size",
           "steps_per_epoch", "seed", "precision", "lr", "lr_scaling", "warmup_epochs")
 
 

@@ -1,0 +1,285 @@
+"""Pretraining: learning-rate schedule, checkpoints and resume point, and real multi-worker runs.
+
+The worker tests start real Horovod workers through ``launch/pretrain.py --local`` (submitit's local executor,
+no horovodrun) on a synthetic store written in the published format and converted by the real CLIs. With
+``--deterministic`` the CPU kernels are deterministic, so a preempted or killed run that resumes must end with
+bit-identical weights to an uninterrupted one (tolerance: none).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from ecg_hpc.errors import ConfigError, DataError
+from ecg_hpc.tasks import get_task
+from ecg_hpc.train import checkpoints, distributed, pretrain
+
+ROOT = Path(__file__).resolve().parent.parent
+LAUNCH = ROOT / "launch" / "pretrain.py"
+TINY = ["--task", "beat", "--width", "0.125", "--frame-size", "256", "--batch-size", "8", "--epochs", "2",
+        "--steps-per-epoch", "30", "--seed", "3", "--deterministic"]
+ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+
+
+# -- fast unit tests ----------------------------------------------------------------------------------------------
+def test_linear_scaling_with_warmup() -> None:
+    schedule = distributed.learning_rate(1e-3, 4, "linear", warmup_steps=10)
+    values = [float(schedule(step)) for step in (0, 5, 10, 1000)]
+    np.testing.assert_allclose(values, [1e-3, 2.5e-3, 4e-3, 4e-3], rtol=1e-6)
+    record = distributed.lr_record(schedule, 4, "linear")
+    assert record["scaled_lr"] == pytest.approx(4e-3) and record["warmup_steps"] == 10
+    flat = distributed.learning_rate(1e-3, 4, "none", warmup_steps=10)
+    assert float(flat(0)) == pytest.approx(1e-3) and float(flat(50)) == pytest.approx(1e-3)
+    assert flat.warmup_steps == 0
+
+
+def test_partial_epoch_metrics_combine_by_steps() -> None:
+    combined = pretrain._combine({"loss": 2.0, "acc": 0.5, "lr": 9.0}, 3, {"loss": 1.0, "acc": 1.0}, 1)
+    assert combined == {"loss": pytest.approx(1.75), "acc": pytest.approx(0.625)}
+
+
+def test_steps_per_epoch_resolution() -> None:
+    parse = pretrain.build_parser().parse_args
+    base = ["--store", "s", "--task", "beat", "--job-dir", "j"]
+    assert pretrain.steps_per_epoch(parse(base), 100, 4) == pretrain.DEFAULT_STEPS
+    assert pretrain.steps_per_epoch(parse(base + ["--steps-per-epoch", "7"]), 100, 4) == 7
+    # 100 patients x 4096 frames / (512 per step x 4 workers) = 200 steps
+    assert pretrain.steps_per_epoch(parse(base + ["--samples-per-patient", "4096"]), 100, 4) == 200
+
+
+def test_argument_errors(tmp_path: Path) -> None:
+    parse = pretrain.build_parser().parse_args
+    base = ["--store", str(tmp_path), "--task", "beat", "--job-dir", str(tmp_path / "j")]
+    with pytest.raises(ConfigError, match="--frac"):
+        pretrain.check_arguments(parse(base + ["--frac", "1.5"]))
+    with pytest.raises(ConfigError, match="--batch-size"):
+        pretrain.check_arguments(parse(base + ["--batch-size", "0"]))
+    with pytest.raises(DataError, match="--store"):
+        pretrain.check_arguments(parse(["--store", str(tmp_path / "none"), "--task", "beat", "--job-dir", "j"]))
+
+
+def _model_and_optimizer(width: float = 0.125) -> tuple[tf.keras.Model, tf.keras.optimizers.Optimizer]:
+    tf.keras.utils.set_random_seed(0)
+    task = get_task("beat")
+    model = task.build_model("resnet18", 256, width=width)
+    optimizer = tf.keras.optimizers.Adam(distributed.learning_rate(1e-3, 2, "linear", warmup_steps=30))
+    task.compile_model(model, optimizer)
+    optimizer.build(model.trainable_variables)
+    return model, optimizer
+
+
+def _train_steps(model: tf.keras.Model, steps: int) -> None:
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(8 * steps, 256, 1)).astype("float32")
+    y = rng.integers(0, 5, size=8 * steps).astype("int32")
+    model.fit(x, y, batch_size=8, epochs=1, verbose=0, shuffle=False)
+
+
+def test_checkpoints_save_restore_and_resume_point(tmp_path: Path) -> None:
+    job = tmp_path / "job"
+    model, optimizer = _model_and_optimizer()
+    assert checkpoints.resume_point(job) is None
+    _train_steps(model, 2)
+    first = checkpoints.save(job, model, optimizer, epoch=1, steps_done=5, steps_per_epoch=5,
+                             logs={"loss": 1.5}, epoch_time_s=2.0)
+    assert first.name == "epoch_01" and (first / "feature_extractor" / "meta.json").is_file()
+    _train_steps(model, 1)
+    partial = checkpoints.save(job, model, optimizer, epoch=2, steps_done=3, steps_per_epoch=5,
+                               logs={"loss": 1.2}, epoch_time_s=1.0)
+    assert partial.name == checkpoints.PREEMPTED_DIR
+    # Left-overs of an interrupted write are not checkpoints.
+    (job / ".epoch_02.abc.tmp").mkdir()
+    (job / "epoch_03").mkdir()
+    assert [c.epoch for c in checkpoints.complete_epochs(job)] == [1]
+    point = checkpoints.resume_point(job)
+    assert point is not None and point.path == partial and point.epoch == 2 and point.steps_done == 3
+    assert not point.complete and point.logs == {"loss": 1.2}
+
+    fresh, fresh_opt = _model_and_optimizer()
+    checkpoints.restore(point, fresh, fresh_opt)
+    assert int(fresh_opt.iterations) == int(optimizer.iterations) == 3
+    assert distributed.weights_fingerprint(fresh) == distributed.weights_fingerprint(model)
+    for a, b in zip(fresh.weights, model.weights):  # BN moving statistics too
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+    for a, b in zip(fresh_opt.variables, optimizer.variables):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+
+    # Completing epoch 2 makes the preempted checkpoint obsolete.
+    checkpoints.save(job, model, optimizer, epoch=2, steps_done=5, steps_per_epoch=5, logs={"loss": 1.0},
+                     epoch_time_s=3.0)
+    assert not (job / checkpoints.PREEMPTED_DIR).exists()
+    assert checkpoints.resume_point(job).path.name == "epoch_02"
+
+    wider, wider_opt = _model_and_optimizer(width=0.25)
+    with pytest.raises(DataError, match="does not match"):
+        checkpoints.restore(checkpoints.resume_point(job), wider, wider_opt)
+
+
+# -- real workers ---------------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 4-patient synthetic store: published pkl.gz format -> convert-icentia, through the real CLIs."""
+    base = tmp_path_factory.mktemp("pretrain_data")
+    for cmd in (["synth-icentia", "--dst", str(base / "release"), "--patients", "4", "--segments", "2",
+                 "--segment-size", "20000", "--seed", "1"],
+                ["convert-icentia", "--src", str(base / "release"), "--dst", str(base / "store"), "--quiet"]):
+        proc = subprocess.run([sys.executable, "-m", "ecg_hpc.data", *cmd], capture_output=True, text=True,
+                              timeout=300, cwd=ROOT, env=ENV)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+    return base / "store"
+
+
+def _launch(store: Path, job_dir: Path, *extra: str, follow: bool = True) -> tuple[int, str]:
+    """Run the launcher; return its exit status and output. The output goes through a file, not a pipe:
+    submitit's local controller inherits the launcher's stdout, so a pipe would stay open until the job ends."""
+    cmd = [sys.executable, str(LAUNCH), "--local", "--tasks", "2", "--time", "20", "--store", str(store),
+           "--job-dir", str(job_dir), *TINY, *extra] + (["--follow"] if follow else [])
+    out = job_dir.parent / f"launch-{time.monotonic_ns()}.out"
+    with out.open("w") as fh:
+        status = subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT, timeout=600, env=ENV, cwd=ROOT).returncode
+    return status, out.read_text()
+
+
+def _job_id(launch_stdout: str) -> int:
+    line = next(line for line in launch_stdout.splitlines() if line.startswith("submitted local job"))
+    return int(line.split()[3])
+
+
+def _wait_for(predicate, timeout_s: float, what: str, poll_s: float = 0.05) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout_s} s waiting for {what}")
+        time.sleep(poll_s)
+
+
+def _rank_fingerprints(job_dir: Path) -> dict[str, str]:
+    """The last 'trainable weights sha256' line each rank printed, from the per-rank logs."""
+    found = {}
+    for log in sorted((job_dir / "logs").glob("*_log.out")):
+        for line in log.read_text().splitlines():
+            if "trainable weights sha256" in line:
+                rank, _, digest = line.partition(": trainable weights sha256 ")
+                found[rank] = digest.strip()
+    return found
+
+
+@pytest.fixture(scope="module")
+def reference(store: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An uninterrupted two-worker run of TINY."""
+    job_dir = tmp_path_factory.mktemp("reference") / "job"
+    status, output = _launch(store, job_dir)
+    assert status == 0, output[-4000:]
+    return job_dir
+
+
+@pytest.mark.slow
+@pytest.mark.horovod
+def test_two_local_workers_train_in_sync(reference: Path) -> None:
+    info = json.loads((reference / "run.json").read_text())
+    assert info["status"] == "done" and info["world_size"] == 2 and info["epochs_done"] == 2
+    assert info["attempts"][0]["launcher"] == "submitit-local"
+    assert info["horovod"]["scaled_lr"] == pytest.approx(2e-3) and info["horovod"]["warmup_steps"] == 30
+    assert len(info["epoch_times_s"]) == 2 and info["frames_per_s"] > 0
+    assert info["weights_identical_across_ranks"] is True
+    history = (reference / "history.csv").read_text().splitlines()
+    assert history[0].startswith("epoch,") and [row.split(",")[0] for row in history[1:]] == ["1", "2"]
+    for epoch in (1, 2):
+        folder = reference / f"epoch_{epoch:02d}"
+        assert checkpoints.read_info(folder).complete
+        assert (folder / "feature_extractor" / "weights.h5").is_file()
+    # Both ranks printed the same weights, and rank 0's last checkpoint holds exactly those weights.
+    prints = _rank_fingerprints(reference)
+    assert set(prints) == {"rank 0", "rank 1"} and prints["rank 0"] == prints["rank 1"] == info["weights_sha256"]
+    model, optimizer = _model_and_optimizer()
+    checkpoints.restore(checkpoints.resume_point(reference), model, optimizer)
+    assert distributed.weights_fingerprint(model) == info["weights_sha256"]
+    assert int(optimizer.iterations) == 60
+
+
+@pytest.mark.slow
+@pytest.mark.horovod
+def test_sigterm_mid_epoch_checkpoints_requeues_and_matches(store: Path, reference: Path, tmp_path: Path) -> None:
+    job_dir = tmp_path / "job"
+    status, output = _launch(store, job_dir, follow=False)
+    assert status == 0, output[-3000:]
+    controller = _job_id(output)
+    rank0_log = job_dir / "logs" / f"{controller}_0_log.out"
+    _wait_for(lambda: rank0_log.is_file() and "training epochs" in rank0_log.read_text(), 300, "training to start")
+    os.kill(controller, signal.SIGTERM)  # submitit's local controller forwards it to both workers
+    _wait_for(lambda: (job_dir / "run.json").is_file()
+              and json.loads((job_dir / "run.json").read_text())["status"] == "done", 400, "the resumed run", 0.5)
+    info = json.loads((job_dir / "run.json").read_text())
+    log = rank0_log.read_text()
+    assert "received SIGTERM" in log and "the local submitit controller restarts the workers" in log
+    assert len(info["attempts"]) == 2 and info["attempts"][0]["preempted_at"]
+    assert info["attempts"][1]["resumed_from"].endswith(checkpoints.PREEMPTED_DIR)
+    assert "epoch 1 from step " in log and "(epoch 1 from step 0), resuming" not in log
+    assert not (job_dir / checkpoints.PREEMPTED_DIR).exists()
+    assert info["epochs_done"] == 2 and info["weights_identical_across_ranks"] is True
+    assert info["weights_sha256"] == json.loads((reference / "run.json").read_text())["weights_sha256"]
+
+
+def _children(pid: int) -> list[int]:
+    path = Path(f"/proc/{pid}/task/{pid}/children")
+    return [int(p) for p in path.read_text().split()] if path.exists() else []
+
+
+@pytest.mark.slow
+@pytest.mark.horovod
+def test_killed_after_first_epoch_resumes_to_the_same_weights(store: Path, reference: Path, tmp_path: Path) -> None:
+    job_dir = tmp_path / "job"
+    status, output = _launch(store, job_dir, follow=False)
+    assert status == 0, output[-3000:]
+    controller = _job_id(output)
+    _wait_for(lambda: (job_dir / "epoch_01" / checkpoints.INFO_FILE).is_file(), 300, "epoch 1", 0.02)
+    for worker in _children(controller):
+        os.kill(worker, signal.SIGKILL)  # no chance to checkpoint: the hard way a node dies
+    # The checkpoint is the truth: run.json may not have caught up with it when the workers died.
+    assert json.loads((job_dir / "run.json").read_text())["status"] == "running"
+    status, output = _launch(store, job_dir)
+    assert status == 0, output[-4000:]
+    info = json.loads((job_dir / "run.json").read_text())
+    assert info["status"] == "done" and info["epochs_done"] == 2 and len(info["attempts"]) == 2
+    assert Path(info["attempts"][1]["resumed_from"]).name in ("epoch_01", "epoch_02")
+    assert info["weights_sha256"] == json.loads((reference / "run.json").read_text())["weights_sha256"]
+    assert len((job_dir / "history.csv").read_text().splitlines()) == 3
+
+
+# -- through the real test SLURM ------------------------------------------------------------------------------------
+def _launch_slurm(store: Path, job_dir: Path, partition: str, follow: bool) -> tuple[int, str]:
+    cmd = [sys.executable, str(LAUNCH), "--nodes", "1", "--tasks", "2", "--cpus-per-task", "1", "--partition",
+           partition, "--time", "20", "--store", str(store), "--job-dir", str(job_dir), *TINY]
+    out = job_dir.parent / f"launch-{time.monotonic_ns()}.out"
+    with out.open("w") as fh:
+        status = subprocess.run(cmd + (["--follow"] if follow else []), stdout=fh, stderr=subprocess.STDOUT,
+                                timeout=900, env=ENV, cwd=ROOT).returncode
+    return status, out.read_text()
+
+
+@pytest.mark.slow
+@pytest.mark.slurm
+@pytest.mark.horovod
+def test_slurm_job_of_two_workers(slurm_cluster, store: Path, reference: Path, tmp_path: Path) -> None:
+    job_dir = tmp_path / "job"
+    status, output = _launch_slurm(store, job_dir, slurm_cluster.partition, follow=True)
+    assert status == 0, output[-4000:]
+    assert "submitted slurm job" in output
+    info = json.loads((job_dir / "run.json").read_text())
+    assert info["status"] == "done" and info["world_size"] == 2 and info["epochs_done"] == 2
+    attempt = info["attempts"][0]
+    assert attempt["launcher"] == "slurm" and attempt["job_id"] and attempt["world_size"] == 2
+    assert info["environment"]["slurm"]["SLURM_JOB_ID"] == attempt["job_id"]
+    assert info["weights_identical_across_ranks"] is True
+    # Same seed, same deterministic CPU kernels: srun-launched workers end where the local ones did.
+    assert info["weights_sha256"] == json.loads((reference / "run.json").read_text())["weights_sha256"]
