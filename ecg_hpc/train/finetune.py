@@ -8,7 +8,9 @@ cross-entropy, early stopping on ``val_loss``, the weights of the best validatio
 Determinism: the seed drives the validation split (a ``numpy.random.Generator``) and, through
 ``tf.keras.utils.set_random_seed`` plus ``tf.config.experimental.enable_op_determinism``, the weight
 initialisation, the batch order and every TF op, so the same seed on the same data and the same CPU build gives
-the same split and the same predictions. GPUs are deterministic too but may differ from the CPU numbers.
+the same split and the same predictions (tested; oneDNN is switched off for this, see below). On a GPU the same
+setting selects deterministic kernels (TF raises for an op that has none); its numbers differ from the CPU's.
+``set_random_seed`` also seeds Python's and NumPy's global generators, which Keras uses; this code does not.
 """
 
 from __future__ import annotations
