@@ -52,11 +52,13 @@ def test_plan_writes_one_task_per_scenario_and_seed(world, tmp_path, capsys):
     assert [(t["scenario"], t["seed"]) for t in tasks] == [
         (s, seed) for s in ("random", "beat_tiny_epoch_01", "beat_tiny_epoch_02", "beat_tiny_epoch_03")
         for seed in (1, 2)]
-    for task in tasks:
-        assert task["job_dir"] == str(tmp_path.resolve() / task["scenario"] / f"seed_{task['seed']}")
-        config = finetune.config_from_args(finetune.build_parser().parse_args(task["args"]))
+    for task, read in zip(tasks, sweep.read_manifest(tmp_path / "manifest.jsonl")):
+        assert task["job_dir"] == f"{task['scenario']}/seed_{task['seed']}"  # relative to the manifest
+        assert read.job_dir == str(tmp_path.resolve() / task["job_dir"])
+        assert "--job-dir" not in task["args"]
+        config = finetune.config_from_args(finetune.build_parser().parse_args(read.trainer_argv()))
         assert (config.job_dir, config.seed, config.scenario, config.init) == (
-            task["job_dir"], task["seed"], task["scenario"], task["init"])
+            read.job_dir, task["seed"], task["scenario"], task["init"])
         assert (config.arch, config.width, config.epochs, config.data) == (
             "resnet18", 0.125, 1, str(world["data"].resolve()))
     assert tasks[2]["init"] == str(world["pretrain"].resolve() / "epoch_01")
@@ -103,6 +105,13 @@ def test_replanning_keeps_indices_appends_and_refuses_changed_options(world, tmp
     assert plan(world, tmp_path, "--seeds", "1", "--patience", "7") == 2
     assert "already planned with other options" in capsys.readouterr().err
     assert manifest.read_text() == "".join(json.dumps(t) + "\n" for t in tasks)
+
+
+def test_a_copied_sweep_resolves_its_job_dirs_in_the_copy(world, tmp_path):
+    assert plan(world, tmp_path / "a", "--seeds", "1,2") == 0
+    shutil.copytree(tmp_path / "a", tmp_path / "b")
+    assert [t.job_dir for t in sweep.read_manifest(tmp_path / "b" / "manifest.jsonl")] == [
+        str(tmp_path.resolve() / "b" / "random" / f"seed_{seed}") for seed in (1, 2)]
 
 
 def test_default_array_fits_the_default_sweep(world, tmp_path):

@@ -1,8 +1,9 @@
 """``python -m ecg_hpc.hpc.sweep``: fine-tuning sweeps as a manifest of (init x seed) tasks, run one by index.
 
 A sweep is a file ``<sweep_dir>/manifest.jsonl`` with one JSON object per line: ``index``, ``scenario``,
-``seed``, ``job_dir`` (``<sweep_dir>/<scenario>/seed_<S>``), ``init``, ``arch``, ``width`` and ``args``, the full
-argument list of ``python -m ecg_hpc.train.finetune`` for that task (paths are absolute). Scenarios are
+``seed``, ``job_dir`` (``<scenario>/seed_<S>``, relative to the manifest's folder, so a copied runs tree still
+matches), ``init``, ``arch``, ``width`` and ``args``, the arguments of ``python -m ecg_hpc.train.finetune`` for
+that task except ``--job-dir`` (its data and checkpoint paths are absolute). Scenarios are
 ``random`` and one per chosen pretraining checkpoint (``<pretrain-name>_epoch_NN``), with ``_<arch>`` appended
 when the arch is not resnet18. Re-planning into an existing manifest keeps every task at its index and appends
 new ones, so an array that is running keeps its meaning; a task planned again with other options is refused.
@@ -46,7 +47,7 @@ class Scenario:
 
 @dataclass(frozen=True)
 class Task:
-    """One line of the manifest: a fine-tuning run of one scenario with one seed."""
+    """One line of the manifest: a fine-tuning run of one scenario with one seed (``job_dir`` absolute here)."""
 
     index: int
     scenario: str
@@ -57,9 +58,15 @@ class Task:
     width: float
     args: tuple[str, ...]
 
-    def to_json(self) -> str:
-        """The manifest line (without newline)."""
-        return json.dumps({**asdict(self), "args": list(self.args)})
+    def to_json(self, base: Path) -> str:
+        """The manifest line (without newline), ``job_dir`` relative to ``base`` when inside it."""
+        job_dir = Path(self.job_dir)
+        shown = job_dir.relative_to(base).as_posix() if job_dir.is_relative_to(base) else str(job_dir)
+        return json.dumps({**asdict(self), "job_dir": shown, "args": list(self.args)})
+
+    def trainer_argv(self) -> list[str]:
+        """The full argument list of ``python -m ecg_hpc.train.finetune`` for this task."""
+        return [*self.args, "--job-dir", self.job_dir]
 
 
 def parse_seeds(text: str) -> tuple[int, ...]:
@@ -163,10 +170,10 @@ def plan_tasks(scenarios: Sequence[Scenario], seeds: Sequence[int], sweep_dir: s
             config = finetune.FinetuneConfig(job_dir=str(job_dir), init=scenario.init, seed=seed,
                                              arch=scenario.arch, width=scenario.width, scenario=scenario.name,
                                              **shared)
-            args = config.to_argv()
-            finetune.config_from_args(finetune.build_parser().parse_args(args))
-            tasks.append(Task(len(tasks), scenario.name, seed, str(job_dir), scenario.init, scenario.arch,
-                              scenario.width, tuple(args)))
+            task = Task(len(tasks), scenario.name, seed, str(job_dir), scenario.init, scenario.arch,
+                        scenario.width, tuple(config.to_argv(exclude=("job_dir",))))
+            finetune.config_from_args(finetune.build_parser().parse_args(task.trainer_argv()))
+            tasks.append(task)
     return tasks
 
 
@@ -183,7 +190,8 @@ def read_manifest(path: str | Path) -> list[Task]:
             continue
         try:
             obj = json.loads(line)
-            task = Task(**{**obj, "args": tuple(obj["args"])})
+            task = Task(**{**obj, "job_dir": str(path.parent.resolve() / obj["job_dir"]),
+                           "args": tuple(obj["args"])})
         except (json.JSONDecodeError, TypeError, KeyError) as exc:
             raise ConfigError(f"{path}:{number}: not a manifest task ({exc})") from None
         if task.index != len(tasks):
@@ -214,7 +222,8 @@ def merge_tasks(existing: Sequence[Task], planned: Iterable[Task]) -> list[Task]
 
 def write_manifest(path: str | Path, tasks: Sequence[Task]) -> Path:
     """Write the manifest atomically."""
-    return atomic_write_text(path, "".join(t.to_json() + "\n" for t in tasks))
+    base = Path(path).parent.resolve()
+    return atomic_write_text(path, "".join(t.to_json(base) + "\n" for t in tasks))
 
 
 def task_status(task: Task) -> str:
@@ -247,7 +256,7 @@ def run_tasks(manifest: str | Path, indices: Sequence[int]) -> int:
         task = tasks[index]
         print(f"task {index}: {task.scenario} seed {task.seed} -> {task.job_dir}", flush=True)
         try:
-            status = finetune.main(list(task.args))
+            status = finetune.main(task.trainer_argv())
         except Exception as exc:  # recorded in the task's run.json; the next task still runs
             traceback.print_exc()
             print(f"task {index} failed: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)

@@ -59,12 +59,12 @@ class FinetuneConfig:
     learning_rate: float = 1e-3
     scenario: str | None = None
 
-    def to_argv(self) -> list[str]:
-        """The command-line arguments that reproduce this config (options left at None are omitted)."""
+    def to_argv(self, exclude: tuple[str, ...] = ()) -> list[str]:
+        """The command-line arguments that reproduce this config (None and ``exclude`` fields omitted)."""
         argv: list[str] = []
         for field in dataclasses.fields(self):
             value = getattr(self, field.name)
-            if value is not None:
+            if value is not None and field.name not in exclude:
                 argv += [f"--{field.name.replace('_', '-')}", str(value)]
         return argv
 
