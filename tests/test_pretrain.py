@@ -283,3 +283,39 @@ def test_slurm_job_of_two_workers(slurm_cluster, store: Path, reference: Path, t
     assert info["weights_identical_across_ranks"] is True
     # Same seed, same deterministic CPU kernels: srun-launched workers end where the local ones did.
     assert info["weights_sha256"] == json.loads((reference / "run.json").read_text())["weights_sha256"]
+
+
+def _sacct_state(job_id: str) -> str:
+    out = subprocess.run(["sacct", "-X", "-n", "-P", "-j", job_id, "-o", "State"], capture_output=True, text=True)
+    return out.stdout.strip().split("\n")[-1] if out.stdout.strip() else ""
+
+
+@pytest.mark.slow
+@pytest.mark.slurm
+@pytest.mark.horovod
+def test_sbatch_script_checkpoints_on_usr1_and_requeues(slurm_cluster, store: Path, reference: Path,
+                                                        tmp_path: Path) -> None:
+    job_dir, log = tmp_path / "job", tmp_path / "slurm-%j.out"
+    env = dict(ENV, STORE=str(store), TASK="beat", FRAME_SIZE="256", BATCH_SIZE="8", EPOCHS="2",
+               STEPS_PER_EPOCH="30", SEED="3", JOB_DIR=str(job_dir), PYTHON=sys.executable,
+               EXTRA_ARGS="--width 0.125 --deterministic")
+    proc = subprocess.run(["sbatch", "--parsable", f"--partition={slurm_cluster.partition}", "--ntasks-per-node=2",
+                           "--gpus-per-node=0", "--cpus-per-task=1", "--time=20", f"--output={log}",
+                           str(ROOT / "slurm" / "pretrain.sbatch")],
+                          capture_output=True, text=True, env=env, cwd=ROOT, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    job_id = proc.stdout.strip().split(";")[0]
+    out = Path(str(log).replace("%j", job_id))
+    _wait_for(lambda: out.is_file() and "training epochs" in out.read_text(), 400, "training to start", 0.2)
+    # What SLURM sends 300 s before the time limit (--signal=USR1@300), to every task of the step.
+    subprocess.run(["scancel", "--signal=USR1", job_id], check=True, timeout=60)
+    _wait_for(lambda: _sacct_state(job_id) in ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT"), 600,
+              "the requeued job to end", 1.0)
+    text = out.read_text()
+    assert _sacct_state(job_id) == "COMPLETED", text[-4000:]
+    assert "received SIGUSR1" in text and "preempted: requeueing job" in text
+    info = json.loads((job_dir / "run.json").read_text())
+    assert info["status"] == "done" and info["world_size"] == 2 and len(info["attempts"]) == 2
+    assert [a["restart_count"] for a in info["attempts"]] == [0, 1]
+    assert info["attempts"][1]["resumed_from"].endswith(checkpoints.PREEMPTED_DIR)
+    assert info["weights_sha256"] == json.loads((reference / "run.json").read_text())["weights_sha256"]
