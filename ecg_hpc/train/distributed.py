@@ -160,6 +160,13 @@ def weights_fingerprint(model: keras.Model) -> str:
     return digest.hexdigest()
 
 
+def broadcast_object(obj: Any) -> Any:
+    """Rank 0's ``obj`` (any picklable value) on every worker."""
+    import horovod.tensorflow as hvd_tf
+
+    return hvd_tf.broadcast_object(obj, root_rank=0)
+
+
 def gather(obj: Any) -> list[Any]:
     """``obj`` of every worker, in rank order, on every worker."""
     import horovod.tensorflow as hvd_tf

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import signal
+import statistics
 import sys
 import time
 import traceback
@@ -156,7 +157,7 @@ class _Run:
         self.optimizer = distributed.distributed_optimizer(adam)
         self.task.compile_model(self.model, self.optimizer)
         self.optimizer.build(self.model.trainable_variables)
-        self.resume = _broadcast_object(checkpoints.resume_point(self.job_dir) if self.world.is_chief else None)
+        self.resume = distributed.broadcast_object(checkpoints.resume_point(self.job_dir) if self.world.is_chief else None)
         if self.resume is not None and self.world.is_chief:
             checkpoints.restore(self.resume, self.model, self.optimizer)
         distributed.broadcast_state(self.model, self.optimizer)
@@ -203,7 +204,7 @@ class _Run:
                  round(c.logs.get("frames_per_s", 0.0), 2)] for c in epochs]
         atomic_write_csv(self.job_dir / HISTORY, ["epoch", *metric_names, "time_s", "frames_per_s"], rows)
         self.info.update(epochs_done=len(epochs), epoch_times_s=[row[-2] for row in rows],
-                         frames_per_s=_median([row[-1] for row in rows]) if rows else None)
+                         frames_per_s=statistics.median([row[-1] for row in rows]) if rows else None)
         write_run(self.job_dir, self.info)
 
     def finish_record(self, status: str, error: str | None = None) -> None:
@@ -251,7 +252,7 @@ class _Run:
                 metrics = ", ".join(f"{k} {v:.4g}" for k, v in logs.items())
                 print(f"epoch {epoch}/{args.epochs}: {done_steps} steps, {epoch_time:.1f} s, {metrics}", flush=True)
             distributed.barrier()
-            if watcher.stopped:
+            if watcher.stopped and (done_steps < args.steps_per_epoch or epoch < args.epochs):
                 return "preempted"
             skip, prior_logs = 0, {}
         return "done"
@@ -281,20 +282,6 @@ class StepWatcher(tf.keras.callbacks.Callback):
         if distributed.any_worker(self.stop.raised):
             self.stopped = True
             self.model.stop_training = True
-
-
-def _median(values: list[float]) -> float:
-    """Median of a non-empty list."""
-    ordered = sorted(values)
-    mid = len(ordered) // 2
-    return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
-
-
-def _broadcast_object(obj: Any) -> Any:
-    """Rank 0's ``obj`` on every worker."""
-    import horovod.tensorflow as hvd_tf
-
-    return hvd_tf.broadcast_object(obj, root_rank=0)
 
 
 def steps_per_epoch(args: argparse.Namespace, n_patients: int, world_size: int) -> int:
