@@ -9,6 +9,10 @@ from __future__ import annotations
 
 import csv
 import json
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +24,7 @@ from ecg_hpc.train import finetune
 from ecg_hpc.train.job_lock import job_dir_lock
 from ecg_hpc.train.metrics import f1_report
 
+ROOT = Path(__file__).resolve().parent.parent
 CLASSES = ("A", "N", "O", "~")
 TINY = ["--width", "0.125", "--epochs", "2", "--batch-size", "16", "--val-size", "0.25"]
 
@@ -144,6 +149,27 @@ def test_a_run_in_progress_elsewhere_is_left_alone(runs, tmp_path, capsys):
     out = capsys.readouterr().out
     assert "skipping" in out and "already being run by pid" in out
     assert visible_files(job) == []
+
+
+def test_sigterm_records_a_failed_run(runs, tmp_path):
+    job = tmp_path / "killed"
+    proc = subprocess.Popen([sys.executable, "-m", "ecg_hpc.train.finetune", "--data", str(runs["data"]),
+                             "--job-dir", str(job), *TINY[:2], "--epochs", "200", *TINY[4:]],
+                            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 300
+        while not (job / "history.csv").is_file():  # written after the first epoch: training is under way
+            assert proc.poll() is None and time.monotonic() < deadline, "training never got going"
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 128 + signal.SIGTERM
+    assert "terminated by SIGTERM" in err
+    info = read_run(job)
+    assert info["status"] == "failed" and "terminated by SIGTERM" in info["error"] and info["finished_at"]
+    assert "epochs_run" not in info and (job / "history.csv").is_file()
 
 
 def test_missing_checkpoint_fails_with_a_clear_error_in_run_json(runs, tmp_path, capsys):

@@ -16,13 +16,16 @@ setting selects deterministic kernels (TF raises for an op that has none); its n
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import os
+import signal
 import sys
+import threading
 import time
 import traceback
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from ecg_hpc.errors import ConfigError, EcgHpcError
 from ecg_hpc.rundir import environment_info, is_done, read_run, utc_now, write_run
@@ -209,6 +212,27 @@ def finetune(config: FinetuneConfig) -> dict[str, Any]:
         return _run(config, job_dir)
 
 
+class Terminated(BaseException):
+    """SIGTERM arrived (time limit, scancel, preemption): the run is recorded as failed, to be run again."""
+
+
+@contextlib.contextmanager
+def _sigterm_raises() -> Iterator[None]:
+    """Turn SIGTERM into ``Terminated`` inside the block (main thread only); the old handler comes back after."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        raise Terminated("terminated by SIGTERM (time limit, scancel or preemption); submit the task again")
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def _run(config: FinetuneConfig, job_dir: Path) -> dict[str, Any]:
     """The body of ``finetune`` for a job directory that is locked and not done."""
     for name in _OUTPUTS:  # leftovers of an interrupted or failed attempt
@@ -223,13 +247,14 @@ def _run(config: FinetuneConfig, job_dir: Path) -> dict[str, Any]:
     info["arch"], info["width"] = config.arch or DEFAULT_ARCH, config.width
     write_run(job_dir, info)
     try:
-        init = info["init"] = describe_init(config.init)
-        info["arch"], info["width"] = _resolve_model(config, init)
-        info["scenario"] = config.scenario or scenario_name(config.init, info["arch"])
-        if init["source"] != RANDOM:
-            require_checkpoint(init)
-        info.update(_train(config, init, info["arch"], info["width"], job_dir))
-        info["status"] = "done"
+        with _sigterm_raises():
+            init = info["init"] = describe_init(config.init)
+            info["arch"], info["width"] = _resolve_model(config, init)
+            info["scenario"] = config.scenario or scenario_name(config.init, info["arch"])
+            if init["source"] != RANDOM:
+                require_checkpoint(init)
+            info.update(_train(config, init, info["arch"], info["width"], job_dir))
+            info["status"] = "done"
     except BaseException as exc:
         info["status"] = "failed"
         info["error"] = str(exc) if isinstance(exc, EcgHpcError) else f"{type(exc).__name__}: {exc}"
@@ -260,6 +285,9 @@ def main(argv: list[str] | None = None) -> int:
         finetune(config_from_args(args))
     except JobDirBusy as exc:  # the run is in progress elsewhere: nothing to do here
         print(f"skipping: {exc}", flush=True)
+    except Terminated as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 128 + signal.SIGTERM
     except EcgHpcError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
