@@ -10,6 +10,7 @@ the schedule of an uninterrupted one.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 from dataclasses import dataclass
@@ -39,22 +40,22 @@ class World:
         return self.rank == 0
 
 
-def _threads_per_worker(job: jobenv.JobEnv) -> int:
+def _threads_per_worker(local_size: int) -> int:
     """CPU threads for one worker: SLURM's per-task CPUs when set, else this machine's share per local worker."""
     if os.environ.get("SLURM_CPUS_PER_TASK"):
         return int(os.environ["SLURM_CPUS_PER_TASK"])
-    return max(1, len(os.sched_getaffinity(0)) // job.local_size)
+    return max(1, len(os.sched_getaffinity(0)) // local_size)
 
 
-def _assign_device(job: jobenv.JobEnv) -> str:
+def _assign_device(local_rank: int, local_size: int) -> str:
     """Give this worker one GPU by local rank, else its share of the CPU threads; describe the choice."""
     gpus = tf.config.list_physical_devices("GPU")
     if gpus:
-        gpu = gpus[job.local_rank % len(gpus)]
+        gpu = gpus[local_rank % len(gpus)]
         tf.config.set_visible_devices(gpu, "GPU")
         tf.config.experimental.set_memory_growth(gpu, True)
         return gpu.name
-    threads = _threads_per_worker(job)
+    threads = _threads_per_worker(local_size)
     tf.config.threading.set_intra_op_parallelism_threads(threads)
     tf.config.threading.set_inter_op_parallelism_threads(max(1, min(2, threads)))
     return f"CPU ({threads} threads)"
@@ -63,13 +64,17 @@ def _assign_device(job: jobenv.JobEnv) -> str:
 def start(job: jobenv.JobEnv | None = None) -> World:
     """Initialise Horovod for this worker (rendezvous first where no horovodrun did it) and pick its device."""
     job = job if job is not None else jobenv.detect()
-    device = _assign_device(job)
     server = jobenv.start_horovod_rendezvous(job)
     import horovod.tensorflow.keras as hvd
 
     hvd.init()
+    if job.launcher == "single" and hvd.size() > 1:  # started by mpirun / horovodrun with MPI: trust Horovod
+        job = dataclasses.replace(job, launcher="mpi", rank=hvd.rank(), size=hvd.size(), local_rank=hvd.local_rank(),
+                                  local_size=hvd.local_size(), cross_rank=hvd.cross_rank(),
+                                  cross_size=hvd.cross_size())
     if hvd.size() != job.size or hvd.rank() != job.rank:
         raise RuntimeError(f"Horovod started rank {hvd.rank()} of {hvd.size()}, expected {job.rank} of {job.size}")
+    device = _assign_device(hvd.local_rank(), hvd.local_size())
     return World(job=job, rank=hvd.rank(), size=hvd.size(), local_rank=hvd.local_rank(), device=device,
                  _server=server)
 
