@@ -49,7 +49,7 @@ def task_jobs(manifest: Path, indices: list[int], local: bool) -> list[ModuleJob
 
 def _wait(jobs: list) -> None:
     """Wait for every submitted job, showing how many have ended."""
-    bar = Progress(len(jobs), "sweep tasks", unit="tasks", interval=10.0)
+    bar = Progress(len(jobs), "sweep jobs ended", unit="jobs", interval=10.0)
     remaining = list(jobs)
     while remaining:
         ended = [j for j in remaining if j.done()]

@@ -27,7 +27,7 @@ from typing import Any, Iterable, Sequence
 from ecg_hpc.errors import ConfigError, EcgHpcError
 from ecg_hpc.rundir import atomic_write_text, read_run
 from ecg_hpc.train import finetune
-from ecg_hpc.train.init_source import DEFAULT_ARCH, RANDOM, list_checkpoints, scenario_name
+from ecg_hpc.train.init_source import DEFAULT_ARCH, FEATURE_EXTRACTOR, RANDOM, list_checkpoints, scenario_name
 
 MANIFEST = "manifest.jsonl"
 DEFAULT_SWEEP_DIR = Path("runs") / "finetune"
@@ -106,7 +106,7 @@ def select_checkpoints(pretrain_dir: str | Path, which: str) -> list[Path]:
         raise ConfigError(f"--checkpoints {which!r}: epochs count from 1")
     chosen = [pretrain_dir / f"epoch_{epoch:02d}" for epoch in epochs]
     for path in chosen:
-        if not (path / "feature_extractor").is_dir():
+        if not (path / FEATURE_EXTRACTOR).is_dir():
             print(f"warning: {path} does not exist yet; its tasks fail unless it is written before they run",
                   file=sys.stderr)
     return chosen
