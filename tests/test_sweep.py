@@ -84,6 +84,8 @@ def test_contradicting_arch_and_bad_options_are_refused(world, tmp_path, capsys)
     with pytest.raises(SystemExit):
         plan(world, tmp_path, "--seeds", "1,1")
     assert "--seeds '1,1': give at least one seed and no seed twice" in capsys.readouterr().err
+    assert plan(world, tmp_path, "--val-size", "1.5") == 2
+    assert "--val-size must lie strictly between 0 and 1" in capsys.readouterr().err
     assert sweep.main(["plan", "--data", str(tmp_path / "nope.npz"), "--sweep-dir", str(tmp_path)]) == 2
     assert "nope.npz: no such file" in capsys.readouterr().err
     assert not (tmp_path / "manifest.jsonl").exists()

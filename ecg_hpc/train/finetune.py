@@ -110,6 +110,10 @@ def config_from_args(args: argparse.Namespace) -> FinetuneConfig:
             raise ConfigError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
     if args.width is not None and args.width <= 0:
         raise ConfigError(f"--width must be positive, got {args.width}")
+    if not 0.0 < args.val_size < 1.0:
+        raise ConfigError(f"--val-size must lie strictly between 0 and 1, got {args.val_size}")
+    if args.learning_rate <= 0:
+        raise ConfigError(f"--learning-rate must be positive, got {args.learning_rate}")
     if args.arch is not None:
         from ecg_hpc.models.architectures import arch_spec  # imports TensorFlow, so only when needed
 
