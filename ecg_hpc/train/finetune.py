@@ -33,11 +33,6 @@ from ecg_hpc.train.init_source import DEFAULT_ARCH, RANDOM, describe_init, requi
 from ecg_hpc.train.job_lock import JobDirBusy, job_dir_lock
 from ecg_hpc.train.metrics import VAL_METRICS
 
-# oneDNN's CPU kernels reorder floating-point sums (so CPU results are not reproducible run to run) and, in
-# TF 2.15.1, corrupt the heap on the ResNets' 1x1 stride-2 Conv1D shortcuts ("free(): invalid size"). Off unless
-# the user set it; this takes effect only if TensorFlow is not imported yet, which the entry points ensure.
-os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
-
 BEST_WEIGHTS = "best_model.weights.h5"
 HISTORY = "history.csv"
 SPLITS = ("train", "val", "test")
