@@ -19,10 +19,9 @@ import json
 import os
 import re
 import shutil
-import tempfile
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import tensorflow as tf
 
@@ -113,7 +112,8 @@ def save(job_dir: str | os.PathLike[str], model: keras.Model, optimizer: keras.o
     job_dir.mkdir(parents=True, exist_ok=True)
     complete = steps_done >= steps_per_epoch
     final = job_dir / (epoch_dir_name(epoch) if complete else PREEMPTED_DIR)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=job_dir))
+    tmp = job_dir / f".{final.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
+    tmp.mkdir()  # not mkdtemp: the checkpoint keeps the umask's permissions (readable by the project group)
     try:
         tf.train.Checkpoint(model=model, optimizer=optimizer).write(str(tmp / STATE_PREFIX))
         save_feature_extractor(model, tmp / FEATURE_EXTRACTOR_DIR)
