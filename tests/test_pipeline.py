@@ -3,6 +3,9 @@ future-prediction groups, determinism per (seed, epoch, rank), uniform sampling.
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
@@ -164,3 +167,13 @@ def test_vectorised_labels_on_frames_that_start_and_end_on_labels(tmp_path):
         _, segments, starts = sampler.locate(0)
         assert (starts % 8 == 0).sum() > 30
         assert labels.tolist() == [rule(s, t) for s, t in zip(segments, starts)]
+
+
+def test_process_exits_with_a_live_iterator(raw_and_store):
+    """TensorFlow can deadlock at interpreter exit while a tf.data thread waits to run Python; ours must not."""
+    _, store = raw_and_store
+    code = ("import sys\nfrom ecg_hpc.data.pipeline import make_dataset\n"
+            f"it = iter(make_dataset({str(store.path)!r}, 'beat', {list(PIDS)}, {FRAME}, 32, seed=0))\n"
+            "next(it); next(it)\nprint('ok')\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]

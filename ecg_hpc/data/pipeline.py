@@ -24,13 +24,18 @@ patient, segment and start each frame of batch ``step`` came from.
 
 Speed: a batch is built whole in numpy (``BatchSampler``): per frame one copy from the memory-mapped store (cast
 to float32 on the way) and one ``searchsorted`` in the packed label arrays; then the normalisation in place and the
-label rules vectorised over the batch (counts via ``bincount``). tf.data runs ``parallel_batches`` builds at once
-and prefetches.
+label rules vectorised over the batch (counts via ``bincount``). tf.data runs ``parallel_batches`` generator
+lanes at once (lane r builds steps r, r + lanes, ...; a deterministic round-robin keeps the step order) and
+prefetches. Generators rather than ``numpy_function`` because, with an exit hook that stops the lanes, a process
+that exits with a live iterator does not hang in TensorFlow's teardown.
 """
 
 from __future__ import annotations
 
+import atexit
 import os
+import threading
+import time
 from typing import Sequence
 
 import numpy as np
@@ -43,6 +48,22 @@ TASKS = ("beat", "rhythm", "hr", "future")
 CONTEXT_FRAMES = 8
 DEFAULT_NEGATIVES = 15
 _OFFSET = np.float32(ic.MEAN / ic.STD)
+_EXITING = threading.Event()
+_BUSY = [0]  # lane generators currently building a batch
+_BUSY_LOCK = threading.Lock()
+_STOP_REGISTERED = threading.Event()
+
+
+def _stop_lanes(timeout: float = 5.0, grace: float = 0.2) -> None:
+    """At exit: stop the lane generators and let tf.data threads leave Python before the interpreter tears down.
+
+    A tf.data iterator still alive at exit is destroyed during finalisation while holding the GIL; a tf.data
+    thread waiting to run a Python generator then deadlocks it (the process hangs instead of exiting)."""
+    _EXITING.set()
+    deadline = time.monotonic() + timeout
+    while _BUSY[0] and time.monotonic() < deadline:
+        time.sleep(0.01)
+    time.sleep(grace)
 
 
 class BatchSampler:
@@ -225,26 +246,36 @@ def make_dataset(store: Store | str | os.PathLike[str], task: str, patient_ids: 
     """
     import tensorflow as tf
 
+    if not _STOP_REGISTERED.is_set():
+        _STOP_REGISTERED.set()
+        atexit.register(_stop_lanes)
     sampler = BatchSampler(store, task, patient_ids, frame_size, batch_size, seed, epoch, rank, world_size,
                            num_negatives, context_frames)
-    steps_ds = (tf.data.Dataset.range(start_step, steps) if steps is not None
-                else tf.data.Dataset.counter(start=start_step))
-    b, f = sampler.batch_size, sampler.frame_size
-
+    b, f, lanes = sampler.batch_size, sampler.frame_size, max(1, int(parallel_batches))
     if task == "future":
-        @tf.autograph.experimental.do_not_convert
-        def build(step):
-            context, candidates, labels = tf.numpy_function(
-                lambda i: sampler.batch(int(i)), [step], [tf.float32, tf.float32, tf.int32], stateful=False)
-            x = {"context": tf.ensure_shape(context, (b, sampler.context_frames, f, 1)),
-                 "candidates": tf.ensure_shape(candidates, (b, sampler.num_negatives + 1, f, 1))}
-            return x, tf.ensure_shape(labels, (b,))
+        signature = ({"context": tf.TensorSpec((b, sampler.context_frames, f, 1), tf.float32),
+                      "candidates": tf.TensorSpec((b, sampler.num_negatives + 1, f, 1), tf.float32)},
+                     tf.TensorSpec((b,), tf.int32))
     else:
-        @tf.autograph.experimental.do_not_convert
-        def build(step):
-            frames, labels = tf.numpy_function(lambda i: sampler.batch(int(i)), [step], [tf.float32, tf.int32],
-                                               stateful=False)
-            return tf.ensure_shape(frames, (b, f, 1)), tf.ensure_shape(labels, (b,))
+        signature = (tf.TensorSpec((b, f, 1), tf.float32), tf.TensorSpec((b,), tf.int32))
 
-    return steps_ds.map(build, num_parallel_calls=max(1, parallel_batches), deterministic=True).prefetch(prefetch)
+    def lane(index):
+        """Batches ``start_step + index``, ``+ lanes``, ... (generators, unlike numpy_function, end cleanly at exit)."""
+        step = start_step + int(index)
+        while (steps is None or step < steps) and not _EXITING.is_set():
+            with _BUSY_LOCK:
+                _BUSY[0] += 1
+            try:
+                batch = sampler.batch(step)
+            finally:
+                with _BUSY_LOCK:
+                    _BUSY[0] -= 1
+            yield ({"context": batch[0], "candidates": batch[1]}, batch[2]) if task == "future" else batch
+            step += lanes
 
+    def lane_dataset(index):
+        return tf.data.Dataset.from_generator(lane, output_signature=signature, args=(index,))
+
+    # round-robin over the lanes keeps the order of the steps while ``lanes`` batches are built at once
+    return tf.data.Dataset.range(lanes).interleave(lane_dataset, cycle_length=lanes, block_length=1,
+                                                   num_parallel_calls=lanes, deterministic=True).prefetch(prefetch)
