@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import socket
+import subprocess
+import sys
+import time
 import urllib.request
+from pathlib import Path
 
 import pytest
 
@@ -118,3 +123,27 @@ def test_requeue_outside_slurm_tells_the_user() -> None:
     slurm = jobenv.detect(_slurm_env(0, 0, 0))
     assert "batch script" in jobenv.request_requeue(slurm, environ={jobenv.REQUEUE_BY_SCRIPT_ENV: "1"})
     assert jobenv.request_requeue(jobenv.detect(_slurm_env(1, 0, 1)), environ={}) == "rank 0 requeues"
+
+
+@pytest.mark.slurm
+def test_rank0_requeues_a_running_slurm_job(slurm_cluster, tmp_path: Path) -> None:
+    root = Path(__file__).resolve().parent.parent
+    probe = ("from ecg_hpc.hpc import jobenv; job = jobenv.detect(); "
+             "print(f'{job.launcher} restart {job.restart_count} size {job.size}', flush=True); "
+             "print(jobenv.request_requeue(job) if job.restart_count == 0 else 'second run', flush=True)")
+    out = tmp_path / "probe-%j.out"
+    proc = subprocess.run(["sbatch", "--parsable", f"--partition={slurm_cluster.partition}", "--requeue",
+                           "--open-mode=append", f"--output={out}", "--time=5",
+                           f"--wrap=srun -n 1 {sys.executable} -c \"{probe}\""],
+                          capture_output=True, text=True, cwd=root, env=dict(os.environ, PYTHONPATH=str(root)),
+                          timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    job_id = proc.stdout.strip().split(";")[0]
+    log = Path(str(out).replace("%j", job_id))
+    deadline = time.monotonic() + 300
+    while not (log.is_file() and "second run" in log.read_text()):
+        assert time.monotonic() < deadline, log.read_text() if log.is_file() else "no output"
+        time.sleep(1)
+    text = log.read_text()
+    assert "slurm restart 0 size 1" in text and f"requeued SLURM job {job_id}" in text
+    assert "slurm restart 1 size 1" in text
