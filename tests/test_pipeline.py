@@ -117,6 +117,12 @@ def test_deterministic_per_seed_epoch_rank(raw_and_store):
     full = list(make_dataset(store, "beat", PIDS, FRAME, 16, seed=7, rank=0, world_size=2,
                              steps=2).as_numpy_iterator())
     np.testing.assert_array_equal(resumed, full[1][0])
+    lanes = list(make_dataset(store, "beat", PIDS, FRAME, 16, seed=7, rank=0, world_size=2, steps=5,
+                              parallel_batches=3).as_numpy_iterator())
+    one = list(make_dataset(store, "beat", PIDS, FRAME, 16, seed=7, rank=0, world_size=2, steps=5,
+                            parallel_batches=1).as_numpy_iterator())
+    assert len(lanes) == 5 and all(np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1])
+                                   for a, b in zip(lanes, one))  # the lanes keep the step order
     for other in (first(epoch=1), first(rank=1), first(seed=8)):
         assert not np.array_equal(base, other)
     a = BatchSampler(store, "beat", PIDS, FRAME, 16, seed=7, rank=0, world_size=2).locate(0)

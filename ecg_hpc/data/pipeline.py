@@ -4,7 +4,7 @@ Call::
 
     make_dataset(store, task, patient_ids, frame_size, batch_size, seed, epoch=0, rank=0, world_size=1,
                  steps=None, num_negatives=DEFAULT_NEGATIVES, context_frames=CONTEXT_FRAMES,
-                 parallel_batches=2, prefetch=2, start_step=0) -> tf.data.Dataset
+                 parallel_batches=1, prefetch=2, start_step=0) -> tf.data.Dataset
 
 ``store`` is a ``Store`` or its path; ``task`` one of ``TASKS``. For ``beat``, ``rhythm`` and ``hr`` each element
 is ``(frames float32 (B, frame_size, 1), labels int32 (B,))``; for ``future`` it is
@@ -22,12 +22,14 @@ function of ``(seed, epoch, rank, i)``, so an epoch's order is reproducible and 
 The same batches in numpy: ``BatchSampler(...).batch(step)``; ``BatchSampler(...).locate(step)`` says which
 patient, segment and start each frame of batch ``step`` came from.
 
-Speed: a batch is built whole in numpy (``BatchSampler``): per frame one copy from the memory-mapped store (cast
-to float32 on the way) and one ``searchsorted`` in the packed label arrays; then the normalisation in place and the
-label rules vectorised over the batch (counts via ``bincount``). tf.data runs ``parallel_batches`` generator
-lanes at once (lane r builds steps r, r + lanes, ...; a deterministic round-robin keeps the step order) and
-prefetches. Generators rather than ``numpy_function`` because, with an exit hook that stops the lanes, a process
-that exits with a live iterator does not hang in TensorFlow's teardown.
+Speed: a batch is built whole in numpy (``BatchSampler.raw_batch``): per frame one copy of the stored int16
+values from the memory-mapped store and one ``searchsorted`` in the packed label arrays, then the label rules
+vectorised over the batch (counts via ``bincount``). The cast and normalisation run as tf ops in tf.data's threads,
+outside the Python GIL, overlapping the next batch. ``parallel_batches`` generator lanes build batches at once
+(lane r builds steps r, r + lanes, ...; a deterministic round-robin keeps the step order); more than one lane
+only helps when spare cores exist, since the per-frame Python work holds the GIL. Generators rather than
+``numpy_function`` because, with an exit hook that stops the lanes, a process that exits with a live iterator
+does not hang in TensorFlow's teardown.
 """
 
 from __future__ import annotations
@@ -90,11 +92,14 @@ class BatchSampler:
         self.n_segments = np.array([p.signal.shape[0] for p in self.patients], np.int64)
         self.segment_len = np.array([p.signal.shape[1] for p in self.patients], np.int64)
         self.multiplier = np.array([np.float32(p.scale / ic.STD) for p in self.patients], np.float32)
-        self._offsets = [p.offsets.tolist() for p in self.patients]
+        self._offsets = np.zeros((2, len(self.patients), int(self.n_segments.max()) + 1), np.int64)
+        for i, p in enumerate(self.patients):  # [kind, patient, segment]: where the segment's labels begin
+            self._offsets[:, i, :p.offsets.shape[1]] = p.offsets
         self._signals = [p.signal for p in self.patients]
         self._beats = [p.beats for p in self.patients]
         self._rhythms = [p.rhythms for p in self.patients]
         self._key_dtype = np.result_type(*(p.beats.dtype for p in self.patients))
+        self.value_dtype = np.int16 if all(p.signal.dtype == np.int16 for p in self.patients) else np.float32
         span = self._span = self.frame_size * (self.context_frames + 1 if task == "future" else 1)
         short = self.segment_len <= span
         if short.any():
@@ -111,19 +116,31 @@ class BatchSampler:
         patient, segment, start = self._draw(self.rng(step), self.batch_size, self._span)
         return np.asarray([p.patient_id for p in self.patients])[patient], segment, start
 
-    def batch(self, step: int) -> tuple[np.ndarray, ...]:
-        """Batch ``step`` as the dataset yields it: ``(frames (B, F, 1), labels)``, or for ``future``
-        ``(context (B, C, F, 1), candidates (B, K+1, F, 1), labels)``; frames normalised float32."""
+    def raw_batch(self, step: int) -> tuple[np.ndarray, ...]:
+        """Batch ``step`` before normalisation: ``(values (B, F), multiplier (B,), labels)``, or for ``future``
+        ``(context values (B, C*F), candidate values (B, K+1, F), context multiplier (B,), candidate multiplier
+        (B, K+1), labels)``. Values are the stored int16 (float32 if a patient is stored as float32) and
+        ``values * multiplier - MEAN / STD`` are the normalised frames."""
         rng = self.rng(step)
         if self.task == "future":
             return self._future_batch(rng)
         patient, segment, start = self._draw(rng, self.batch_size, self._span)
-        frames = np.empty((self.batch_size, self.frame_size), np.float32)
-        chunks = self._gather(patient, segment, start, frames, "rhythms" if self.task == "rhythm" else "beats")
-        _normalise(frames, self.multiplier[patient])
+        values = np.empty((self.batch_size, self.frame_size), self.value_dtype)
+        chunks = self._gather(patient, segment, start, values, "rhythms" if self.task == "rhythm" else "beats")
         labels = {"beat": self._beat_labels, "rhythm": self._rhythm_labels, "hr": self._hr_labels}[self.task](
             chunks, start, start + self.frame_size)
-        return frames[..., None], labels
+        return values, self.multiplier[patient], labels
+
+    def batch(self, step: int) -> tuple[np.ndarray, ...]:
+        """Batch ``step`` as the dataset yields it, in numpy: ``(frames (B, F, 1), labels)``, or for ``future``
+        ``(context (B, C, F, 1), candidates (B, K+1, F, 1), labels)``; frames normalised float32."""
+        raw = self.raw_batch(step)
+        if self.task == "future":
+            context, candidates, m_context, m_candidates, labels = raw
+            context = normalise(context, m_context).reshape(self.batch_size, self.context_frames, -1)
+            return context[..., None], normalise(candidates, m_candidates)[..., None], labels
+        values, multiplier, labels = raw
+        return normalise(values, multiplier)[..., None], labels
 
     def _draw(self, rng: np.random.Generator, n: int, span: int,
               exclude: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -156,12 +173,13 @@ class BatchSampler:
                 else np.stack([start, start + frame + 1], axis=1)) << CLASS_BITS
         keys = keys.astype(self._key_dtype)
         packed = self._rhythms if rhythm else self._beats
-        offsets, append, skip = self._offsets, chunks.append, 0 if rhythm else 1
-        for i, (p, s, t) in enumerate(zip(patient.tolist(), segment.tolist(), start.tolist())):
+        firsts, lasts = self._offsets[row, patient, segment], self._offsets[row, patient, segment + 1]
+        append, skip = chunks.append, 0 if rhythm else 1
+        for i, (p, s, t, first, last, key) in enumerate(zip(patient.tolist(), segment.tolist(), start.tolist(),
+                                                            firsts.tolist(), lasts.tolist(), keys)):
             out[i] = signals[p][s, t:t + frame]
-            first, last = offsets[p][row][s:s + 2]
             labels = packed[p][first:last]
-            lo, hi = labels.searchsorted(keys[i])
+            lo, hi = labels.searchsorted(key)
             append(labels[lo + skip:hi + 1 - skip])
         return chunks
 
@@ -205,26 +223,28 @@ class BatchSampler:
     def _future_batch(self, rng: np.random.Generator) -> tuple[np.ndarray, ...]:
         b, f, c, k = self.batch_size, self.frame_size, self.context_frames, self.num_negatives
         patient, segment, start = self._draw(rng, b, self._span)
-        window = np.empty((b, f * (c + 1)), np.float32)
+        window = np.empty((b, f * (c + 1)), self.value_dtype)
         self._gather(patient, segment, start, window, None)
-        _normalise(window, self.multiplier[patient])
         neg_patient, neg_segment, neg_start = self._draw(rng, b * k, f, exclude=np.repeat(patient, k))
-        negatives = np.empty((b * k, f), np.float32)
+        negatives = np.empty((b * k, f), self.value_dtype)
         self._gather(neg_patient, neg_segment, neg_start, negatives, None)
-        _normalise(negatives, self.multiplier[neg_patient])
         labels = rng.integers(0, k + 1, b)
         is_positive = np.arange(k + 1)[None, :] == labels[:, None]
-        candidates = np.empty((b, k + 1, f), np.float32)
+        candidates = np.empty((b, k + 1, f), self.value_dtype)
         candidates[is_positive] = window[:, c * f:]
         candidates[~is_positive] = negatives
-        context = window[:, :c * f].reshape(b, c, f, 1)
-        return context, candidates[..., None], labels.astype(np.int32)
+        m_candidates = np.empty((b, k + 1), np.float32)
+        m_candidates[is_positive] = self.multiplier[patient]
+        m_candidates[~is_positive] = self.multiplier[neg_patient]
+        return window[:, :c * f], candidates, self.multiplier[patient], m_candidates, labels.astype(np.int32)
 
 
-def _normalise(frames: np.ndarray, multiplier: np.ndarray) -> None:
-    """In place: raw store values -> ``(x - MEAN) / STD``, with ``multiplier = scale / STD`` per row."""
-    frames *= multiplier[:, None]
-    frames -= _OFFSET
+def normalise(values: np.ndarray, multiplier: np.ndarray) -> np.ndarray:
+    """``values * multiplier - MEAN / STD`` in float32 (``multiplier = scale / STD`` per row): normalised frames."""
+    out = values.astype(np.float32)
+    out *= multiplier[..., None]
+    out -= _OFFSET
+    return out
 
 
 def _priority(totals: np.ndarray, high: tuple[int, ...], low: tuple[int, ...]) -> np.ndarray:
@@ -238,7 +258,7 @@ def _priority(totals: np.ndarray, high: tuple[int, ...], low: tuple[int, ...]) -
 def make_dataset(store: Store | str | os.PathLike[str], task: str, patient_ids: Sequence[int], frame_size: int,
                  batch_size: int, seed: int, epoch: int = 0, rank: int = 0, world_size: int = 1,
                  steps: int | None = None, num_negatives: int = DEFAULT_NEGATIVES,
-                 context_frames: int = CONTEXT_FRAMES, parallel_batches: int = 2, prefetch: int = 2,
+                 context_frames: int = CONTEXT_FRAMES, parallel_batches: int = 1, prefetch: int = 2,
                  start_step: int = 0):
     """A batched, prefetched ``tf.data.Dataset`` for ``task`` (see the module docstring for the element layout).
 
@@ -252,30 +272,45 @@ def make_dataset(store: Store | str | os.PathLike[str], task: str, patient_ids: 
     sampler = BatchSampler(store, task, patient_ids, frame_size, batch_size, seed, epoch, rank, world_size,
                            num_negatives, context_frames)
     b, f, lanes = sampler.batch_size, sampler.frame_size, max(1, int(parallel_batches))
+    values = tf.as_dtype(sampler.value_dtype)
     if task == "future":
-        signature = ({"context": tf.TensorSpec((b, sampler.context_frames, f, 1), tf.float32),
-                      "candidates": tf.TensorSpec((b, sampler.num_negatives + 1, f, 1), tf.float32)},
-                     tf.TensorSpec((b,), tf.int32))
+        signature = (tf.TensorSpec((b, sampler.context_frames * f), values),
+                     tf.TensorSpec((b, sampler.num_negatives + 1, f), values), tf.TensorSpec((b,), tf.float32),
+                     tf.TensorSpec((b, sampler.num_negatives + 1), tf.float32), tf.TensorSpec((b,), tf.int32))
+
+        def finish(context, candidates, m_context, m_candidates, labels):
+            context = tf.reshape(_tf_normalise(tf, context, m_context), (b, sampler.context_frames, f, 1))
+            return {"context": context, "candidates": _tf_normalise(tf, candidates, m_candidates)[..., None]}, labels
     else:
-        signature = (tf.TensorSpec((b, f, 1), tf.float32), tf.TensorSpec((b,), tf.int32))
+        signature = (tf.TensorSpec((b, f), values), tf.TensorSpec((b,), tf.float32), tf.TensorSpec((b,), tf.int32))
+
+        def finish(values, multiplier, labels):
+            return _tf_normalise(tf, values, multiplier)[..., None], labels
 
     def lane(index):
-        """Batches ``start_step + index``, ``+ lanes``, ... (generators, unlike numpy_function, end cleanly at exit)."""
+        """Raw batches ``start_step + index``, ``+ lanes``, ... until ``steps`` or interpreter exit."""
         step = start_step + int(index)
         while (steps is None or step < steps) and not _EXITING.is_set():
             with _BUSY_LOCK:
                 _BUSY[0] += 1
             try:
-                batch = sampler.batch(step)
+                batch = sampler.raw_batch(step)
             finally:
                 with _BUSY_LOCK:
                     _BUSY[0] -= 1
-            yield ({"context": batch[0], "candidates": batch[1]}, batch[2]) if task == "future" else batch
+            yield batch
             step += lanes
 
     def lane_dataset(index):
         return tf.data.Dataset.from_generator(lane, output_signature=signature, args=(index,))
 
-    # round-robin over the lanes keeps the order of the steps while ``lanes`` batches are built at once
-    return tf.data.Dataset.range(lanes).interleave(lane_dataset, cycle_length=lanes, block_length=1,
-                                                   num_parallel_calls=lanes, deterministic=True).prefetch(prefetch)
+    # round-robin over the lanes keeps the step order while ``lanes`` batches are built at once; the
+    # normalisation runs in tf.data's threads, outside the Python GIL
+    ds = tf.data.Dataset.range(lanes).interleave(lane_dataset, cycle_length=lanes, block_length=1,
+                                                 num_parallel_calls=lanes, deterministic=True)
+    return ds.map(finish, num_parallel_calls=max(2, lanes), deterministic=True).prefetch(prefetch)
+
+
+def _tf_normalise(tf, values, multiplier):
+    """The tf twin of ``normalise``."""
+    return tf.cast(values, tf.float32) * tf.expand_dims(multiplier, -1) - _OFFSET
