@@ -314,7 +314,11 @@ def beat_label(positions: np.ndarray, classes: np.ndarray, start: int, end: int)
 
 
 def rhythm_label(positions: np.ndarray, classes: np.ndarray, start: int, end: int) -> int:
-    """Rhythm label of frame ``[start, end]``: longest of undefined/afib/aflut, else of end/noise/normal, else 0."""
+    """Rhythm label of frame ``[start, end]``: longest of undefined/afib/aflut, else of end/noise/normal, else 0.
+
+    Episode ends after ``start`` up to the first at/after ``end``; the first duration runs from ``start``, the last
+    is cut at ``end`` (also when no end reaches ``end``). No end after ``start`` gives 0 (the authors' code fails).
+    """
     if start >= end:
         raise ValueError("`end` must be greater than `start`")
     lo = int(np.searchsorted(positions, start, side="right"))
