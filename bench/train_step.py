@@ -4,8 +4,9 @@
 Both feeds train the same compiled model in the same process, alternating over ``--rounds`` so that drift
 (thermal, other load) hits both alike; each measurement times the steps between the end of the first and the
 end of the last batch of a ``fit`` call (iterator start-up excluded). The in-memory feed holds batches drawn
-once from the same pipeline, so only the cost of producing batches differs. Prints frames/s of both, and the
-ratio pipeline / in-memory (1.0 = the pipeline costs nothing).
+once from the same pipeline, so only the cost of producing batches differs. Prints frames/s of both, the
+ratio pipeline / in-memory (1.0 = the pipeline costs nothing), and what the pipeline delivers alone (its
+headroom: a faster accelerator needs at most that many frames/s).
 
     python bench/train_step.py                        # a synthetic store in a temporary folder
     python bench/train_step.py --store STORE --frame-size 4096 --batch-size 512 --steps 50
@@ -80,6 +81,16 @@ def measure(model: tf.keras.Model, dataset: tf.data.Dataset, steps: int, batch_s
     return clock.frames_per_s(batch_size)
 
 
+def production_rate(dataset: tf.data.Dataset, steps: int, batch_size: int) -> float:
+    """Frames per second the feed alone delivers (no training), timed after its first batch."""
+    iterator = iter(dataset)
+    next(iterator)
+    began = time.perf_counter()
+    for _ in range(steps):
+        next(iterator)
+    return steps * batch_size / (time.perf_counter() - began)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark and print both throughputs and their ratio."""
     args = build_parser().parse_args(argv)
@@ -111,6 +122,8 @@ def main(argv: list[str] | None = None) -> int:
                 rates[name].append(rate)
                 print(f"  round {r + 1}: {name:9s} {rate:10.1f} frames/s", flush=True)
         fed, held_rate = statistics.median(rates["pipeline"]), statistics.median(rates["in-memory"])
+        alone = production_rate(pipeline, max(args.steps, 20), args.batch_size)
+        print(f"store pipeline alone (no training): {alone:.1f} frames/s")
         print(f"store pipeline: {fed:.1f} frames/s (median)")
         print(f"in-memory:      {held_rate:.1f} frames/s (median)")
         print(f"ratio pipeline / in-memory: {fed / held_rate:.3f}")
