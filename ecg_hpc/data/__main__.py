@@ -23,13 +23,18 @@ COMMANDS = {
 }
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The top-level parser with one sub-command per entry of ``COMMANDS``."""
+def build_parser(selected: str | None = None) -> argparse.ArgumentParser:
+    """The top-level parser with one sub-command per entry of ``COMMANDS``.
+
+    Only the ``selected`` command's module is imported (so one command's dependencies never break another).
+    """
     parser = argparse.ArgumentParser(prog="python -m ecg_hpc.data", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (module_name, help_text) in COMMANDS.items():
-        module = importlib.import_module(module_name)
         cmd = sub.add_parser(name, help=help_text, description=help_text)
+        if name != selected:
+            continue
+        module = importlib.import_module(module_name)
         adder = getattr(module, f"add_{name.replace('-', '_')}_arguments", None) or module.add_arguments
         adder(cmd)
         cmd.set_defaults(_module=module, _name=name)
@@ -38,7 +43,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Parse ``argv`` and run the chosen command; user errors print one line and return 2."""
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    selected = next((a for a in argv if not a.startswith("-")), None)
+    args = build_parser(selected if selected in COMMANDS else None).parse_args(argv)
     runner = getattr(args._module, f"run_{args._name.replace('-', '_')}", None) or args._module.run
     try:
         runner(args)
