@@ -140,10 +140,40 @@ def test_rank0_requeues_a_running_slurm_job(slurm_cluster, tmp_path: Path) -> No
     assert proc.returncode == 0, proc.stderr
     job_id = proc.stdout.strip().split(";")[0]
     log = Path(str(out).replace("%j", job_id))
-    deadline = time.monotonic() + 300
+    deadline = time.monotonic() + 600  # queue wait and the requeue delay
     while not (log.is_file() and "second run" in log.read_text()):
         assert time.monotonic() < deadline, log.read_text() if log.is_file() else "no output"
         time.sleep(1)
     text = log.read_text()
     assert "slurm restart 0 size 1" in text and f"requeued SLURM job {job_id}" in text
     assert "slurm restart 1 size 1" in text
+
+
+@pytest.mark.slurm
+def test_a_cancelled_slurm_job_is_not_requeued(slurm_cluster, tmp_path: Path) -> None:
+    root = Path(__file__).resolve().parent.parent
+    probe = ("import signal, time; from ecg_hpc.hpc import jobenv; job = jobenv.detect(); "
+             "signal.signal(signal.SIGTERM, lambda *a: print(jobenv.request_requeue(job), flush=True)); "
+             "print('ready', flush=True); time.sleep(60)")
+    out = tmp_path / "probe-%j.out"
+    proc = subprocess.run(["sbatch", "--parsable", f"--partition={slurm_cluster.partition}", "--requeue",
+                           "--open-mode=append", f"--output={out}", "--time=5",
+                           f"--wrap=srun -n 1 {sys.executable} -c \"{probe}\""],
+                          capture_output=True, text=True, cwd=root, env=dict(os.environ, PYTHONPATH=str(root)),
+                          timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    job_id = proc.stdout.strip().split(";")[0]
+    log = Path(str(out).replace("%j", job_id))
+    deadline = time.monotonic() + 600  # the job may wait in the queue
+    while not (log.is_file() and "ready" in log.read_text()):
+        assert time.monotonic() < deadline, "the probe did not start"
+        time.sleep(0.5)
+    subprocess.run(["scancel", job_id], check=True, timeout=60)
+    while "not requeued" not in log.read_text():
+        assert time.monotonic() < deadline, log.read_text()
+        time.sleep(0.5)
+    assert f"not requeued: SLURM job {job_id} is CANCELLED" in log.read_text()
+    time.sleep(3)
+    state = subprocess.run(["sacct", "-X", "-n", "-P", "-j", job_id, "-o", "State"], capture_output=True,
+                           text=True).stdout.split()
+    assert state and state[-1].startswith("CANCELLED")

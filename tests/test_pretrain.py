@@ -306,7 +306,7 @@ def test_sbatch_script_checkpoints_on_usr1_and_requeues(slurm_cluster, store: Pa
     assert proc.returncode == 0, proc.stderr
     job_id = proc.stdout.strip().split(";")[0]
     out = Path(str(log).replace("%j", job_id))
-    _wait_for(lambda: out.is_file() and "training epochs" in out.read_text(), 400, "training to start", 0.2)
+    _wait_for(lambda: out.is_file() and "training epochs" in out.read_text(), 900, "training to start", 0.2)
     # What SLURM sends 300 s before the time limit (--signal=USR1@300), to every task of the step.
     subprocess.run(["scancel", "--signal=USR1", job_id], check=True, timeout=60)
     _wait_for(lambda: _sacct_state(job_id) in ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT"), 600,
