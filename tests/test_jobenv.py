@@ -145,8 +145,8 @@ def test_rank0_requeues_a_running_slurm_job(slurm_cluster, tmp_path: Path) -> No
         assert time.monotonic() < deadline, log.read_text() if log.is_file() else "no output"
         time.sleep(1)
     text = log.read_text()
-    assert "slurm restart 0 size 1" in text and f"requeued SLURM job {job_id}" in text
-    assert "slurm restart 1 size 1" in text
+    # scontrol requeue ends the running job at once, so the first run may not live to report it.
+    assert "slurm restart 0 size 1" in text and "slurm restart 1 size 1" in text
 
 
 @pytest.mark.slurm
@@ -172,8 +172,8 @@ def test_a_cancelled_slurm_job_is_not_requeued(slurm_cluster, tmp_path: Path) ->
     while "not requeued" not in log.read_text():
         assert time.monotonic() < deadline, log.read_text()
         time.sleep(0.5)
-    assert f"not requeued: SLURM job {job_id} is CANCELLED" in log.read_text()
+    assert f"not requeued: SLURM job {job_id} is " in log.read_text()  # CANCELLED or COMPLETING
     time.sleep(3)
     state = subprocess.run(["sacct", "-X", "-n", "-P", "-j", job_id, "-o", "State"], capture_output=True,
-                           text=True).stdout.split()
-    assert state and state[-1].startswith("CANCELLED")
+                           text=True).stdout.strip().splitlines()
+    assert state and state[-1].startswith("CANCELLED")  # "CANCELLED by 0", and never requeued
