@@ -47,17 +47,18 @@ class Scale:
     finetune_epochs: int
     patience: int
     finetune_batch: int
+    val_size: float
 
 
 SCALES = {
     # About 10 minutes on 2 cores; pretraining on this synthetic data measurably helps (see README).
-    "full": Scale(patients=24, segments=2, segment_size=131072, records=400, fracs=(0.25, 1.0), width=0.25,
-                  frame_size=2048, pretrain_batch=32, pretrain_epochs=2, pretrain_steps=40, seeds=(1, 2, 3),
-                  finetune_epochs=12, patience=6, finetune_batch=32),
+    "full": Scale(patients=24, segments=2, segment_size=131072, records=300, fracs=(0.25, 1.0), width=0.125,
+                  frame_size=2048, pretrain_batch=64, pretrain_epochs=3, pretrain_steps=30, seeds=(1, 2, 3),
+                  finetune_epochs=10, patience=5, finetune_batch=32, val_size=0.2),
     # Minutes: the scaled-down run of the test suite (checks the flow, not the margin).
     "tiny": Scale(patients=6, segments=1, segment_size=65536, records=120, fracs=(0.5, 1.0), width=0.125,
                   frame_size=1024, pretrain_batch=16, pretrain_epochs=1, pretrain_steps=4, seeds=(1, 2),
-                  finetune_epochs=2, patience=2, finetune_batch=32),
+                  finetune_epochs=2, patience=2, finetune_batch=32, val_size=0.2),
 }
 
 
@@ -165,8 +166,8 @@ class Demo:
                  [sys.executable, "launch/finetune.py", *self.cluster_args, "--data", str(npz),
                   "--pretrain", *map(str, pretrain_runs), "--width", str(s.width), "--seeds",
                   ",".join(map(str, s.seeds)), "--epochs", str(s.finetune_epochs), "--patience", str(s.patience),
-                  "--batch-size", str(s.finetune_batch), "--sweep-dir", str(sweep_dir), "--time", "60",
-                  "--follow"])
+                  "--batch-size", str(s.finetune_batch), "--val-size", str(s.val_size),
+                  "--sweep-dir", str(sweep_dir), "--time", "60", "--follow"])
 
     def report(self, runs: Path, out: Path) -> None:
         """The paper's tables and figures from the run directories."""
