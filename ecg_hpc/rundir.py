@@ -35,11 +35,14 @@ import io
 import json
 import os
 import platform
+import shutil
 import socket
 import subprocess
 import tempfile
+import uuid
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 RUN_JSON = "run.json"
 STATUSES = ("running", "done", "failed")
@@ -94,6 +97,35 @@ def atomic_write_csv(path: str | os.PathLike[str], header: Sequence[str],
     writer.writerow(header)
     writer.writerows(rows)
     return atomic_write_text(path, buf.getvalue())
+
+
+def replace_dir(tmp: str | os.PathLike[str], final: str | os.PathLike[str]) -> None:
+    """Move the finished folder ``tmp`` to ``final`` (same file system), replacing any older one there."""
+    tmp, final = Path(tmp), Path(final)
+    old = final.parent / f".{final.name}.{uuid.uuid4().hex[:8]}.old" if final.exists() else None
+    if old is not None:
+        os.replace(final, old)
+    os.replace(tmp, final)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+@contextmanager
+def atomic_dir(final: str | os.PathLike[str], prefix: str | None = None) -> Iterator[Path]:
+    """Yield a new empty folder beside ``final``; when the block succeeds it replaces ``final``, else it is removed.
+
+    The folder gets the umask's permissions (unlike ``mkdtemp``'s 0700), so results stay readable by the group.
+    """
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = final.parent / f"{prefix or f'.{final.name}.'}{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
+    tmp.mkdir()
+    try:
+        yield tmp
+        replace_dir(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
 
 
 def read_run(job_dir: str | os.PathLike[str]) -> dict[str, Any] | None:

@@ -56,6 +56,8 @@ def main(argv: list[str] | None = None) -> int:
     job_dir = Path(args.job_dir or default_job_dir(args)).resolve()
     if not args.job_dir:
         trainer_argv += ["--job-dir", str(job_dir)]
+    if not any(a == "--store" or a.startswith("--store=") for a in trainer_argv):  # from $ECG_HPC_STORE
+        trainer_argv += ["--store", str(Path(args.store).resolve())]
     try:
         trainer_args = pretrain.build_parser().parse_args(trainer_argv)
         pretrain.check_arguments(trainer_args)

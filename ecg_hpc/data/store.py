@@ -20,7 +20,6 @@ import hashlib
 import json
 import os
 import shutil
-import tempfile
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -30,7 +29,7 @@ import numpy as np
 
 from ecg_hpc.data.icentia11k import Labels
 from ecg_hpc.errors import DataError
-from ecg_hpc.rundir import atomic_write_json, utc_now
+from ecg_hpc.rundir import atomic_dir, atomic_write_json, utc_now
 
 STORE_FORMAT = "ecg-hpc-icentia11k-store"
 STORE_VERSION = 1
@@ -158,9 +157,7 @@ def write_patient(store: str | os.PathLike[str], patient_id: int, signal: np.nda
     arrays = {"signal.npy": values, "beats.npy": beat_packed, "rhythms.npy": rhythm_packed,
               "offsets.npy": np.stack([beat_off, rhythm_off])}
     final = patient_dir(store, patient_id)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{int(patient_id):05d}-", dir=final.parent))
-    try:
+    with atomic_dir(final, prefix=f".tmp-{int(patient_id):05d}-") as tmp:
         files = {}
         for name, array in arrays.items():
             path = tmp / name
@@ -171,10 +168,6 @@ def write_patient(store: str | os.PathLike[str], patient_id: int, signal: np.nda
                 "signal_dtype": str(values.dtype), "scale": scale, "n_beats": int(beat_packed.size),
                 "n_rhythms": int(rhythm_packed.size), "files": files, "source": source, "converted_at": utc_now()}
         atomic_write_json(tmp / "meta.json", meta)
-        os.rename(tmp, final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return meta
 
 

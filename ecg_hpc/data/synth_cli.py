@@ -8,9 +8,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as _dt
-import os
-import shutil
-import tempfile
 import time
 from pathlib import Path
 
@@ -19,6 +16,7 @@ import numpy as np
 from ecg_hpc.data import icentia11k, physionet2017, synthetic
 from ecg_hpc.errors import ConfigError
 from ecg_hpc.progress import Progress
+from ecg_hpc.rundir import atomic_dir
 
 
 def add_synth_icentia_arguments(parser: argparse.ArgumentParser) -> None:
@@ -76,12 +74,9 @@ def run_synth_physionet(args: argparse.Namespace) -> None:
     dst: Path = args.dst
     if dst.exists() and (not dst.is_dir() or any(dst.iterdir())):
         raise ConfigError(f"--dst {dst} exists and is not an empty folder; choose a new path")
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dst.name}.", suffix=".tmp", dir=dst.parent))
-    tmp.chmod(0o755)  # mkdtemp makes it private; the data set is meant to be shared
-    try:
-        labels = physionet_labels(args.records, args.seed)
-        names = [f"A{i + 1:05d}" for i in range(args.records)]
+    labels = physionet_labels(args.records, args.seed)
+    names = [f"A{i + 1:05d}" for i in range(args.records)]
+    with atomic_dir(dst) as tmp:
         bar = Progress(args.records, "synth-physionet", unit="records")
         epoch = _dt.datetime(2013, 9, 1)
         for i, (name, label) in enumerate(zip(names, labels)):
@@ -91,9 +86,5 @@ def run_synth_physionet(args: argparse.Namespace) -> None:
             physionet2017.write_record(tmp, name, val, start)
             bar.update()
         physionet2017.write_index(tmp, names, labels)
-        os.replace(tmp, dst)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     counts = {c: labels.count(c) for c in physionet2017.CLASSES}
     print(f"{dst}: {args.records} records {counts}")

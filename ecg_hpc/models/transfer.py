@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +20,7 @@ import tensorflow as tf
 
 from ecg_hpc.errors import ConfigError
 from ecg_hpc.models.architectures import FEATURE_EXTRACTOR, FeatureSpec
-from ecg_hpc.rundir import atomic_write_json, utc_now
+from ecg_hpc.rundir import atomic_dir, atomic_write_json, utc_now
 
 keras = tf.keras
 
@@ -58,24 +56,11 @@ def _weight_shapes(model: keras.Model) -> list[list[Any]]:
     return [[w.name, list(w.shape)] for w in model.weights]
 
 
-def _replace_dir(tmp: Path, path: Path) -> None:
-    """Move the finished directory ``tmp`` to ``path``, replacing any older one there."""
-    old = None
-    if path.exists():
-        old = Path(tempfile.mkdtemp(prefix=f".{path.name}.old.", dir=path.parent))
-        os.replace(path, old / path.name)
-    os.replace(tmp, path)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
-
-
 def save_feature_extractor(model: keras.Model, path: str | os.PathLike[str]) -> Path:
     """Write the feature extractor of ``model`` (any task model) to directory ``path``; return ``path``."""
     feature_extractor = find_feature_extractor(model)
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
-    try:
+    with atomic_dir(path) as tmp:
         feature_extractor.save_weights(str(tmp / WEIGHTS_FILE))
         spec: FeatureSpec = feature_extractor.spec
         atomic_write_json(tmp / META_FILE, {
@@ -84,10 +69,6 @@ def save_feature_extractor(model: keras.Model, path: str | os.PathLike[str]) -> 
             "frame_size": feature_extractor.input_shape[1], "source_model": model.name, "saved_at": utc_now(),
             "weights": _weight_shapes(feature_extractor),
         })
-        _replace_dir(tmp, path)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return path
 
 

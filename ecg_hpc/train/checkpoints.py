@@ -19,7 +19,6 @@ import json
 import os
 import re
 import shutil
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,8 +26,7 @@ import tensorflow as tf
 
 from ecg_hpc.errors import DataError
 from ecg_hpc.models import save_feature_extractor
-from ecg_hpc.models.transfer import _replace_dir  # the one move-into-place helper (owned by models)
-from ecg_hpc.rundir import atomic_write_json
+from ecg_hpc.rundir import atomic_dir, atomic_write_json
 
 keras = tf.keras
 
@@ -112,18 +110,12 @@ def save(job_dir: str | os.PathLike[str], model: keras.Model, optimizer: keras.o
     job_dir.mkdir(parents=True, exist_ok=True)
     complete = steps_done >= steps_per_epoch
     final = job_dir / (epoch_dir_name(epoch) if complete else PREEMPTED_DIR)
-    tmp = job_dir / f".{final.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
-    tmp.mkdir()  # not mkdtemp: the checkpoint keeps the umask's permissions (readable by the project group)
-    try:
+    with atomic_dir(final) as tmp:
         tf.train.Checkpoint(model=model, optimizer=optimizer).write(str(tmp / STATE_PREFIX))
         save_feature_extractor(model, tmp / FEATURE_EXTRACTOR_DIR)
         atomic_write_json(tmp / INFO_FILE, {"epoch": epoch, "steps_done": steps_done,
                                             "steps_per_epoch": steps_per_epoch, "logs": logs,
                                             "epoch_time_s": epoch_time_s})
-        _replace_dir(tmp, final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     if complete:
         shutil.rmtree(job_dir / PREEMPTED_DIR, ignore_errors=True)
     return final

@@ -18,6 +18,7 @@ its step, rank 0 writes ``preempted/``, the job asks to be requeued and the work
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import statistics
 import sys
@@ -49,8 +50,12 @@ _FIXED = ("task", "arch", "width", "frac", "frame_size", "samples_per_patient", 
 
 def add_arguments(parser: argparse.ArgumentParser, job_dir_required: bool = True) -> None:
     """The trainer's options (defaults from the authors' code, DESIGN.md); launchers may derive ``--job-dir``."""
-    parser.add_argument("--store", required=True, help="Icentia11k shard store (python -m ecg_hpc.data convert-icentia)")
-    parser.add_argument("--task", required=True, choices=TASKS, help="pretraining task")
+    store = os.environ.get("ECG_HPC_STORE")
+    parser.add_argument("--store", required=store is None, default=store,
+                        help="Icentia11k shard store made by python -m ecg_hpc.data convert-icentia "
+                             f"(default: $ECG_HPC_STORE{f', now {store}' if store else ', which is not set'})")
+    parser.add_argument("--task", default="beat", choices=TASKS,
+                        help="pretraining task (default: beat, the paper's main one)")
     parser.add_argument("--arch", default="resnet18", choices=ARCHS, help="network (default: resnet18)")
     parser.add_argument("--width", type=float, default=1.0, help="channel width multiplier (default: 1.0)")
     parser.add_argument("--frac", type=float, default=1.0,
@@ -165,10 +170,9 @@ class _Run:
     def dataset(self, epoch: int, skip_steps: int) -> tf.data.Dataset:
         """This worker's batches of ``epoch`` (a function of seed, epoch and rank), the first ``skip_steps`` left out."""
         args = self.args
-        ds = make_dataset(self.store, args.task, self.patients, frame_size=args.frame_size,
-                          batch_size=args.batch_size, seed=args.seed, epoch=epoch, rank=self.world.rank,
-                          world_size=self.world.size, steps=args.steps_per_epoch)
-        return ds.skip(skip_steps) if skip_steps else ds
+        return make_dataset(self.store, args.task, self.patients, frame_size=args.frame_size,
+                            batch_size=args.batch_size, seed=args.seed, epoch=epoch, rank=self.world.rank,
+                            world_size=self.world.size, steps=args.steps_per_epoch, start_step=skip_steps)
 
     # -- job directory (rank 0) ---------------------------------------------------------------------------------
     def start_record(self) -> None:

@@ -1,0 +1,37 @@
+"""The headline command of the README, ``python launch/pretrain.py --nodes 2 --frac 0.1``, as a user types it."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _launch(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "launch/pretrain.py", *args], cwd=ROOT, capture_output=True, text=True,
+                          env=env, timeout=300)
+
+
+@pytest.mark.slurm
+def test_headline_command_takes_the_store_from_the_environment(slurm_cluster, tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    store.mkdir()
+    env = dict(os.environ, ECG_HPC_STORE=str(store))
+    proc = _launch("--nodes", "2", "--frac", "0.1", "--dry-run", "--job-dir", str(tmp_path / "run"), env=env)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "#SBATCH --nodes=2" in proc.stdout
+    command = next(line for line in proc.stdout.splitlines() if "python -m ecg_hpc.train.pretrain" in line)
+    assert "--frac 0.1" in command and f"--store {store}" in command
+    assert not (tmp_path / "run" / "run.json").exists()  # a dry run submits and writes nothing
+
+
+def test_headline_command_without_a_store_says_what_is_missing(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "ECG_HPC_STORE"}
+    proc = _launch("--nodes", "2", "--frac", "0.1", "--dry-run", env=env)
+    assert proc.returncode == 2
+    assert "--store" in proc.stderr and "Traceback" not in proc.stderr
