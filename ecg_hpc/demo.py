@@ -23,7 +23,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from ecg_hpc.errors import ConfigError, EcgHpcError
+from ecg_hpc.errors import ConfigError, EcgHpcError, user_error
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_REAL = REPO.parent / "shared" / "data" / "physionet2017-validation"
@@ -210,8 +210,7 @@ def main(argv: list[str] | None = None) -> int:
             demo.report(demo.w / "runs", demo.w / "reports")
             out = demo.w / "reports"
     except EcgHpcError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return user_error(exc)
     print(f"\ndemo finished in {time.monotonic() - started:.0f} s; report and figures in {out}", flush=True)
     return 0
 

@@ -11,3 +11,11 @@ class DataError(EcgHpcError, ValueError):
 
 class ConfigError(EcgHpcError, ValueError):
     """An option or combination of options is invalid (the message names the option)."""
+
+
+def user_error(exc: EcgHpcError) -> int:
+    """Print ``exc`` as one ``error:`` line on stderr and return the exit status CLIs use for it (2)."""
+    import sys
+
+    print(f"error: {exc}", file=sys.stderr, flush=True)
+    return 2

@@ -18,7 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from ecg_hpc.errors import ConfigError, EcgHpcError  # noqa: E402
+from ecg_hpc.errors import ConfigError, EcgHpcError, user_error  # noqa: E402
 from ecg_hpc.hpc import sweep  # noqa: E402
 from ecg_hpc.hpc.executor import (ModuleJob, add_cluster_arguments, describe_dry_run, make_executor,  # noqa: E402
                                   resolve_plan)
@@ -85,8 +85,7 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         submitted = executor.submit_array(jobs)
     except EcgHpcError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return user_error(exc)
     print(f"submitted {len(todo)} task(s): {executor.cluster} job {submitted[0].job_id.split('_')[0]}, "
           f"logs in {manifest.parent / 'logs'}")
     if args.follow:

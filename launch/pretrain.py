@@ -16,7 +16,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from ecg_hpc.errors import EcgHpcError  # noqa: E402
+from ecg_hpc.errors import EcgHpcError, user_error  # noqa: E402
 from ecg_hpc.hpc.executor import (ModuleJob, add_cluster_arguments, describe_dry_run, follow, job_log,  # noqa: E402
                                   make_executor)
 from ecg_hpc.train import pretrain  # noqa: E402
@@ -71,8 +71,7 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         submitted = executor.submit(job)
     except EcgHpcError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return user_error(exc)
     print(f"submitted {executor.cluster} job {submitted.job_id} "
           f"({submitted.num_tasks} worker{'s' if submitted.num_tasks > 1 else ''})")
     print(f"  rank 0 log: {job_log(submitted)}")

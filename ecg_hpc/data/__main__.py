@@ -10,7 +10,7 @@ import argparse
 import importlib
 import sys
 
-from ecg_hpc.errors import EcgHpcError
+from ecg_hpc.errors import EcgHpcError, user_error
 
 COMMANDS = {
     "convert-icentia": ("ecg_hpc.data.convert",
@@ -50,8 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         runner(args)
     except EcgHpcError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return user_error(exc)
     return 0
 
 

@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
-from ecg_hpc.errors import ConfigError, EcgHpcError
+from ecg_hpc.errors import ConfigError, EcgHpcError, user_error
 from ecg_hpc.rundir import atomic_write_text, read_run
 from ecg_hpc.train import finetune
 from ecg_hpc.train.init_source import DEFAULT_ARCH, FEATURE_EXTRACTOR, RANDOM, list_checkpoints, scenario_name
@@ -349,8 +349,7 @@ def main(argv: list[str] | None = None) -> int:
         print(summarize(tasks))
         return 0
     except EcgHpcError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return user_error(exc)
 
 
 if __name__ == "__main__":

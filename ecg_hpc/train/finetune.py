@@ -27,7 +27,7 @@ import traceback
 from pathlib import Path
 from typing import Any, Iterator
 
-from ecg_hpc.errors import ConfigError, EcgHpcError
+from ecg_hpc.errors import ConfigError, EcgHpcError, user_error
 from ecg_hpc.rundir import environment_info, is_done, read_run, utc_now, write_run
 from ecg_hpc.train.init_source import DEFAULT_ARCH, RANDOM, describe_init, require_checkpoint, scenario_name
 from ecg_hpc.train.job_lock import JobDirBusy, job_dir_lock
@@ -288,8 +288,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 128 + signal.SIGTERM
     except EcgHpcError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return user_error(exc)
     return 0
 
 

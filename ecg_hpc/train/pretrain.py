@@ -32,7 +32,7 @@ import tensorflow as tf
 from ecg_hpc.data.icentia11k import select_patients
 from ecg_hpc.data.pipeline import make_dataset
 from ecg_hpc.data.store import Store
-from ecg_hpc.errors import ConfigError, DataError, EcgHpcError
+from ecg_hpc.errors import ConfigError, DataError, EcgHpcError, user_error
 from ecg_hpc.hpc.jobenv import REQUEUE_EXIT_CODE, request_requeue
 from ecg_hpc.models import ARCHS, PRECISIONS, configure_precision
 from ecg_hpc.progress import Progress
@@ -162,13 +162,14 @@ class _Run:
         self.optimizer = distributed.distributed_optimizer(adam)
         self.task.compile_model(self.model, self.optimizer)
         self.optimizer.build(self.model.trainable_variables)
-        self.resume = distributed.broadcast_object(checkpoints.resume_point(self.job_dir) if self.world.is_chief else None)
+        local_resume = checkpoints.resume_point(self.job_dir) if self.world.is_chief else None
+        self.resume = distributed.broadcast_object(local_resume)
         if self.resume is not None and self.world.is_chief:
             checkpoints.restore(self.resume, self.model, self.optimizer)
         distributed.broadcast_state(self.model, self.optimizer)
 
     def dataset(self, epoch: int, skip_steps: int) -> tf.data.Dataset:
-        """This worker's batches of ``epoch`` (a function of seed, epoch and rank), the first ``skip_steps`` left out."""
+        """This worker's batches of ``epoch`` (a function of seed, epoch and rank) from step ``skip_steps`` on."""
         args = self.args
         return make_dataset(self.store, args.task, self.patients, frame_size=args.frame_size,
                             batch_size=args.batch_size, seed=args.seed, epoch=epoch, rank=self.world.rank,
@@ -348,8 +349,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         status = train(args)
     except EcgHpcError as exc:
-        print(f"error: {exc}", file=sys.stderr, flush=True)
-        return 2
+        return user_error(exc)
     except Exception:
         traceback.print_exc()
         return 1
