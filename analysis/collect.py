@@ -150,9 +150,8 @@ def _read_manifest(path: Path, root: Path) -> tuple[list[dict[str, Any]], list[d
             problems.append(_problem("malformed", "manifest", f"{_shown(path, root)}:{number}",
                                      f"line is not a JSON object with a job_dir ({exc})"))
             continue
-        if not job_dir.is_absolute():
-            candidates = [Path.cwd() / job_dir, path.parent / job_dir, root / job_dir, root.parent / job_dir]
-            job_dir = next((c for c in candidates if c.exists()), candidates[0])
+        if not job_dir.is_absolute():  # the sweep stores job dirs relative to the manifest's folder
+            job_dir = path.parent / job_dir
         planned.append({"job_dir": job_dir, "scenario": task.get("scenario"), "seed": task.get("seed"),
                         "source": f"{_shown(path, root)}:{number}"})
     return planned, problems

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from ecg_hpc.demo import REPO
+from ecg_hpc.hpc.sweep import read_manifest
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slurm, pytest.mark.slow]
 
@@ -27,12 +28,12 @@ def test_tiny_demo_runs_end_to_end_through_slurm(slurm_cluster, tmp_path: Path) 
         assert info["status"] == "done" and info["world_size"] == 2 and info["frac"] == float(frac)
         assert (work / "runs" / "pretrain" / f"beat_frac{frac}" / "epoch_01" / "feature_extractor").is_dir()
     # random + 2 checkpoints x 2 seeds, all done with their predictions.
-    manifest = [json.loads(line) for line in (work / "runs" / "finetune" / "manifest.jsonl").read_text().splitlines()]
-    assert len(manifest) == 6
+    manifest = read_manifest(work / "runs" / "finetune" / "manifest.jsonl")
+    assert len(manifest) == 6 and len({(t.scenario, t.seed) for t in manifest}) == 6
     for task in manifest:
-        run = json.loads((Path(task["job_dir"]) / "run.json").read_text())
+        run = json.loads((Path(task.job_dir) / "run.json").read_text())
         assert run["status"] == "done", run
-        assert (Path(task["job_dir"]) / "test_predictions.csv").is_file()
+        assert (Path(task.job_dir) / "test_predictions.csv").is_file()
     report = (work / "reports" / "report.md").read_text()
     assert "Table 1" in report and report.count("resnet18 x0.125") >= 3
     for fig in ("fig_val_f1.png", "fig_fraction.png", "fig_per_class.png"):

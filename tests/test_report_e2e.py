@@ -40,7 +40,10 @@ def test_report_of_a_real_sweep(tmp_path: Path, capsys: pytest.CaptureFixture) -
     make_checkpoint(runs / "pretrain" / "beat_tiny")
     assert sweep.main(["plan", "--data", str(data), "--pretrain", str(runs / "pretrain" / "beat_tiny"),
                        "--seeds", "1,2", "--sweep-dir", str(runs / "finetune"), *TINY]) == 0
-    tasks = [json.loads(line) for line in (runs / "finetune" / "manifest.jsonl").read_text().splitlines()]
+    manifest = runs / "finetune" / "manifest.jsonl"
+    # job_dir is stored relative to the manifest's folder (a copied runs tree still matches)
+    tasks = [{**t, "job_dir": str(manifest.parent / t["job_dir"])}
+             for t in map(json.loads, manifest.read_text().splitlines())]
     assert len(tasks) == 4
     left_out = tasks[-1]
     ran = [t for t in tasks if t is not left_out]
