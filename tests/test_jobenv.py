@@ -125,21 +125,26 @@ def test_requeue_outside_slurm_tells_the_user() -> None:
     assert jobenv.request_requeue(jobenv.detect(_slurm_env(1, 0, 1)), environ={}) == "rank 0 requeues"
 
 
-@pytest.mark.slurm
-def test_rank0_requeues_a_running_slurm_job(slurm_cluster, tmp_path: Path) -> None:
+def _submit_probe(partition: str, tmp_path: Path, probe: str) -> tuple[str, Path]:
+    """sbatch a requeueable one-task job running Python ``probe`` through srun; return its id and log path."""
     root = Path(__file__).resolve().parent.parent
-    probe = ("from ecg_hpc.hpc import jobenv; job = jobenv.detect(); "
-             "print(f'{job.launcher} restart {job.restart_count} size {job.size}', flush=True); "
-             "print(jobenv.request_requeue(job) if job.restart_count == 0 else 'second run', flush=True)")
     out = tmp_path / "probe-%j.out"
-    proc = subprocess.run(["sbatch", "--parsable", f"--partition={slurm_cluster.partition}", "--requeue",
+    proc = subprocess.run(["sbatch", "--parsable", f"--partition={partition}", "--requeue",
                            "--open-mode=append", f"--output={out}", "--time=5",
                            f"--wrap=srun -n 1 {sys.executable} -c \"{probe}\""],
                           capture_output=True, text=True, cwd=root, env=dict(os.environ, PYTHONPATH=str(root)),
                           timeout=60)
     assert proc.returncode == 0, proc.stderr
     job_id = proc.stdout.strip().split(";")[0]
-    log = Path(str(out).replace("%j", job_id))
+    return job_id, Path(str(out).replace("%j", job_id))
+
+
+@pytest.mark.slurm
+def test_rank0_requeues_a_running_slurm_job(slurm_cluster, tmp_path: Path) -> None:
+    probe = ("from ecg_hpc.hpc import jobenv; job = jobenv.detect(); "
+             "print(f'{job.launcher} restart {job.restart_count} size {job.size}', flush=True); "
+             "print(jobenv.request_requeue(job) if job.restart_count == 0 else 'second run', flush=True)")
+    _, log = _submit_probe(slurm_cluster.partition, tmp_path, probe)
     deadline = time.monotonic() + 600  # queue wait and the requeue delay
     while not (log.is_file() and "second run" in log.read_text()):
         assert time.monotonic() < deadline, log.read_text() if log.is_file() else "no output"
@@ -151,19 +156,10 @@ def test_rank0_requeues_a_running_slurm_job(slurm_cluster, tmp_path: Path) -> No
 
 @pytest.mark.slurm
 def test_a_cancelled_slurm_job_is_not_requeued(slurm_cluster, tmp_path: Path) -> None:
-    root = Path(__file__).resolve().parent.parent
     probe = ("import signal, time; from ecg_hpc.hpc import jobenv; job = jobenv.detect(); "
              "signal.signal(signal.SIGTERM, lambda *a: print(jobenv.request_requeue(job), flush=True)); "
              "print('ready', flush=True); time.sleep(60)")
-    out = tmp_path / "probe-%j.out"
-    proc = subprocess.run(["sbatch", "--parsable", f"--partition={slurm_cluster.partition}", "--requeue",
-                           "--open-mode=append", f"--output={out}", "--time=5",
-                           f"--wrap=srun -n 1 {sys.executable} -c \"{probe}\""],
-                          capture_output=True, text=True, cwd=root, env=dict(os.environ, PYTHONPATH=str(root)),
-                          timeout=60)
-    assert proc.returncode == 0, proc.stderr
-    job_id = proc.stdout.strip().split(";")[0]
-    log = Path(str(out).replace("%j", job_id))
+    job_id, log = _submit_probe(slurm_cluster.partition, tmp_path, probe)
     deadline = time.monotonic() + 600  # the job may wait in the queue
     while not (log.is_file() and "ready" in log.read_text()):
         assert time.monotonic() < deadline, "the probe did not start"
