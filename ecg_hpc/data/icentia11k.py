@@ -143,15 +143,19 @@ def load_patient(db_dir: str | os.PathLike[str], patient_id: int, unzipped: bool
     return Patient(signal=signal, beats=beats, rhythms=rhythms)
 
 
-def _load_signal_pkl(path: Path) -> np.ndarray:
+def _read_pkl_gz(path: Path, what: str) -> Any:
+    """The object of a gzip pickle through the restricted unpickler; DataError naming the file on any failure."""
     try:
         with gzip.open(path, "rb") as fh:
-            signal = restricted_load(fh, path)
+            return restricted_load(fh, path)
     except DataError:
         raise
     except _READ_ERRORS as exc:
-        raise DataError(f"{path}: cannot read signal ({type(exc).__name__}: {exc})") from None
-    return _check_signal(signal, path)
+        raise DataError(f"{path}: cannot read {what} ({type(exc).__name__}: {exc})") from None
+
+
+def _load_signal_pkl(path: Path) -> np.ndarray:
+    return _check_signal(_read_pkl_gz(path, "signal"), path)
 
 
 def _load_signal_npy(path: Path) -> np.ndarray:
@@ -172,13 +176,7 @@ def _check_signal(signal: Any, path: Path) -> np.ndarray:
 
 
 def _load_labels_pkl(path: Path) -> tuple[list[Labels], list[Labels]]:
-    try:
-        with gzip.open(path, "rb") as fh:
-            raw = restricted_load(fh, path)
-    except DataError:
-        raise
-    except _READ_ERRORS as exc:
-        raise DataError(f"{path}: cannot read labels ({type(exc).__name__}: {exc})") from None
+    raw = _read_pkl_gz(path, "labels")
     if not isinstance(raw, (list, tuple)):
         raise DataError(f"{path}: expected a list of per-segment label dicts, got {type(raw).__name__}")
     beats, rhythms = [], []
