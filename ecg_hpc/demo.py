@@ -24,6 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ecg_hpc.errors import ConfigError, EcgHpcError, user_error
+from ecg_hpc.hpc.executor import slurm_available
+from ecg_hpc.rundir import is_done
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_REAL = REPO.parent / "shared" / "data" / "physionet2017-validation"
@@ -79,9 +81,9 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def slurm_available() -> bool:
-    """True when a SLURM controller answers here (the project's test cluster or a real one)."""
-    if not shutil.which("sbatch") or not shutil.which("sinfo"):
+def slurm_answers() -> bool:
+    """True when SLURM's commands are here and its controller answers with a usable node (test or real cluster)."""
+    if not slurm_available() or not shutil.which("sinfo"):
         return False
     try:
         proc = subprocess.run(["sinfo", "-h", "-o", "%T"], capture_output=True, text=True, timeout=15)
@@ -95,7 +97,7 @@ class Demo:
 
     def __init__(self, workdir: Path, scale: Scale, local: bool) -> None:
         self.w, self.s = workdir.resolve(), scale
-        self.use_slurm = not local and slurm_available()
+        self.use_slurm = not local and slurm_answers()
         self.cluster_args = [] if self.use_slurm else ["--local"]
         self.env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONUNBUFFERED="1")
         self.stage_no = 0
@@ -155,7 +157,7 @@ class Demo:
                       "--batch-size", str(s.pretrain_batch), "--epochs", str(s.pretrain_epochs),
                       "--steps-per-epoch", str(s.pretrain_steps), "--seed", "0", "--job-dir", str(job_dir),
                       "--follow"],
-                     done=_run_done(job_dir))
+                     done=is_done(job_dir))
             runs.append(job_dir)
         return runs
 
@@ -172,11 +174,6 @@ class Demo:
     def report(self, runs: Path, out: Path) -> None:
         """The paper's tables and figures from the run directories."""
         self.run("report", self.data("analysis.report", "--runs", str(runs), "--out", str(out), "--quiet"))
-
-
-def _run_done(job_dir: Path) -> bool:
-    from ecg_hpc.rundir import is_done
-    return is_done(job_dir)
 
 
 def _shorten(arg: str, workdir: Path) -> str:

@@ -1,5 +1,7 @@
 """Errors that mean bad input or configuration: CLIs print them as one line and exit non-zero."""
 
+import sys
+
 
 class EcgHpcError(Exception):
     """Base of the errors a user can fix; the message names the file or option and the problem."""
@@ -15,7 +17,5 @@ class ConfigError(EcgHpcError, ValueError):
 
 def user_error(exc: EcgHpcError) -> int:
     """Print ``exc`` as one ``error:`` line on stderr and return the exit status CLIs use for it (2)."""
-    import sys
-
     print(f"error: {exc}", file=sys.stderr, flush=True)
     return 2
