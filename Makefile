@@ -11,10 +11,10 @@ setup:
 	ECG_HPC_VENV=$(VENV) bash container/install.sh
 
 demo: setup
-	$(PY) -m ecg_hpc.demo
+	$(PY) launch/demo.py
 
 demo-real: setup
-	$(PY) -m ecg_hpc.demo --real $(if $(RECORDS),--records $(RECORDS),)
+	$(PY) launch/demo.py --real $(if $(RECORDS),--records $(RECORDS),)
 
 test: setup
 	$(PY) -m pytest $(PYTEST_ARGS)

@@ -8,7 +8,8 @@ from pathlib import Path
 
 from analysis import figures, present, render, tables
 from analysis.collect import Collection
-from ecg_hpc.rundir import atomic_write_bytes, atomic_write_csv, atomic_write_text, utc_now
+from ecg_hpc.atomic import atomic_write_bytes, atomic_write_csv, atomic_write_text
+from ecg_hpc.provenance import utc_now
 
 FORMATS = ("md", "csv", "tex")
 REPORT_MD = "report.md"

@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import datetime as _dt
 import fnmatch
-import json
-import math
 import os
 import re
 from dataclasses import dataclass
@@ -26,11 +24,12 @@ from typing import Any
 
 import pandas as pd
 
-from ecg_hpc.errors import DataError
+from ecg_hpc.errors import ConfigError, DataError
+from ecg_hpc.hpc.manifest import iter_manifest
 from ecg_hpc.progress import Progress
-from ecg_hpc.rundir import RUN_JSON, STATUSES, read_run
+from ecg_hpc.records import (CLASSES, EPOCH_DIR, RANDOM, RUN_JSON, FinetuneRun, InitSource, PretrainRun, RecordError,
+                             RunRecord, read_pretrain_run, read_record)
 
-CLASSES = ("A", "N", "O", "~")
 KEY_COLUMNS = ("init", "task", "pretrain_arch", "frame_size", "frac", "pretrain_epoch", "arch", "width")
 RUN_COLUMNS = ("scenario", *KEY_COLUMNS, "seed", "status", "macro_f1", *(f"f1_{c}" for c in CLASSES),
                "epochs_run", "best_epoch", "sweep_scenario", "run_dir", "error")
@@ -39,7 +38,6 @@ PROBLEM_COLUMNS = ("problem", "kind", "run_dir", "scenario", "seed", "detail")
 HISTORY_CSV = "history.csv"
 MANIFEST_PATTERN = "*manifest*.jsonl"
 _SEED_DIR = re.compile(r"seed_\d+")
-_EPOCH_DIR = re.compile(r"epoch_(\d+)")
 
 
 class _Malformed(Exception):
@@ -134,108 +132,73 @@ def _problem(problem: str, kind: str, run_dir: str, detail: str, scenario: Any =
 
 
 def _read_manifest(path: Path, root: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """Planned tasks of a sweep manifest (job_dir resolved, scenario, seed) and problems with its lines."""
+    """Planned tasks of a sweep manifest (job_dir, scenario, seed) and problems with its lines."""
     planned, problems = [], []
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as exc:
-        return [], [_problem("malformed", "manifest", _shown(path, root), f"unreadable ({exc})")]
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            task = json.loads(line)
-            job_dir = Path(task["job_dir"])
-        except (json.JSONDecodeError, KeyError, TypeError) as exc:
-            problems.append(_problem("malformed", "manifest", f"{_shown(path, root)}:{number}",
-                                     f"line is not a JSON object with a job_dir ({exc})"))
-            continue
-        if not job_dir.is_absolute():  # the sweep stores job dirs relative to the manifest's folder
-            job_dir = path.parent / job_dir
-        planned.append({"job_dir": job_dir, "scenario": task.get("scenario"), "seed": task.get("seed"),
-                        "source": f"{_shown(path, root)}:{number}"})
+        for number, task in iter_manifest(path):
+            if isinstance(task, str):
+                problems.append(_problem("malformed", "manifest", f"{_shown(path, root)}:{number}", task))
+            else:
+                planned.append({"job_dir": Path(task.job_dir), "scenario": task.scenario, "seed": task.seed,
+                                "source": f"{_shown(path, root)}:{number}"})
+    except ConfigError as exc:
+        return [], [_problem("malformed", "manifest", _shown(path, root), str(exc))]
     return planned, problems
 
 
-def _pretrain_info(init: dict[str, Any], root: Path) -> dict[str, Any]:
-    """The run.json of the pretraining run an init names, when it can be found and read, else {}."""
-    name = init.get("pretrain_run")
-    if not isinstance(name, str):
-        return {}
-    path = Path(name)
+def _pretrain_run(init: InitSource, root: Path) -> PretrainRun | None:
+    """The record of the pretraining run an init names, when it can be found and read, else None."""
+    if init.pretrain_run is None:
+        return None
+    path = Path(init.pretrain_run)
     candidates = [path] if path.is_absolute() else [Path.cwd() / path, root / path, root.parent / path]
     for candidate in candidates:
         try:
-            info = read_run(candidate)
-        except (ValueError, OSError):
+            run = read_pretrain_run(candidate)
+        except RecordError:
             continue
-        if isinstance(info, dict):
-            return info
-    return {}
+        if run is not None:
+            return run
+    return None
 
 
-def _number(value: Any, what: str) -> float:
-    """``value`` as a finite float, else ``_Malformed`` naming ``what``."""
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        raise _Malformed(f"{what} is {value!r}, not a number") from None
-    if not math.isfinite(number):
-        raise _Malformed(f"{what} is {value!r}, not a finite number")
-    return number
-
-
-def _key(info: dict[str, Any], root: Path) -> dict[str, Any]:
-    """The scenario key of a fine-tuning run.json (see the module docstring)."""
-    config = info.get("config") if isinstance(info.get("config"), dict) else {}
-    arch = _first(info.get("arch"), config.get("arch"))
-    if not isinstance(arch, str):
-        raise _Malformed("no fine-tune 'arch'")
-    width = _first(info.get("width"), config.get("width"))
-    init = info.get("init")
-    if not isinstance(init, dict) or init.get("source") not in ("random", "checkpoint"):
-        raise _Malformed(f"'init' must be an object with source random or checkpoint, got {init!r}")
-    key: dict[str, Any] = {"init": init["source"], "task": None, "pretrain_arch": None, "frame_size": None,
-                           "frac": None, "pretrain_epoch": None, "arch": arch,
-                           "width": _number(width, "width") if not is_missing(width) else None}
-    if init["source"] == "random":
+def _key(run: FinetuneRun, root: Path) -> dict[str, Any]:
+    """The scenario key of a fine-tuning run (see the module docstring)."""
+    init = run.init
+    key: dict[str, Any] = {"init": init.source, "task": None, "pretrain_arch": None, "frame_size": None,
+                           "frac": None, "pretrain_epoch": None, "arch": run.arch,
+                           "width": float(run.width) if run.width is not None else None}
+    if init.source == RANDOM:
         return key
-    pre = _pretrain_info(init, root)
-    key["task"] = _first(init.get("task"), pre.get("task"))
-    if not isinstance(key["task"], str):
+    pre = _pretrain_run(init, root)
+    key["task"] = _first(init.task, pre.task if pre else None)
+    if key["task"] is None:
         raise _Malformed("checkpoint init names no pretraining 'task' (nor a readable pretrain_run)")
-    key["pretrain_arch"] = _first(init.get("arch"), pre.get("arch"))
-    frame = _first(init.get("frame_size"), pre.get("frame_size"))
-    key["frame_size"] = int(_number(frame, "init.frame_size")) if frame is not None else None
-    key["frac"] = _number(_first(init.get("frac"), pre.get("frac"), 1.0), "init.frac")
-    epoch = init.get("pretrain_epoch")
-    if epoch is None and isinstance(init.get("checkpoint"), str):
-        match = _EPOCH_DIR.search(init["checkpoint"])
-        epoch = match.group(1) if match else None
-    key["pretrain_epoch"] = int(_number(epoch, "init.pretrain_epoch")) if epoch is not None else None
+    key["pretrain_arch"] = _first(init.arch, pre.arch if pre else None)
+    key["frame_size"] = _first(init.frame_size, pre.frame_size if pre else None)
+    key["frac"] = float(_first(init.frac, pre.frac if pre else None, 1.0))
+    epoch = init.pretrain_epoch
+    if epoch is None and init.checkpoint is not None:
+        match = EPOCH_DIR.search(init.checkpoint)
+        epoch = int(match.group(1)) if match else None
+    key["pretrain_epoch"] = epoch
     return key
 
 
-def _finetune_row(info: dict[str, Any], run_dir: str, root: Path) -> dict[str, Any]:
-    """One tidy row from a fine-tuning run.json whose status is known (test metrics only when done)."""
-    status = info["status"]
+def _finetune_row(run: FinetuneRun, run_dir: str, root: Path) -> dict[str, Any]:
+    """One tidy row from a fine-tuning record (test metrics only when done)."""
     row: dict[str, Any] = dict.fromkeys(RUN_COLUMNS)
-    row.update(_key(info, root))
-    row.update(status=status, seed=info.get("seed"), run_dir=run_dir, sweep_scenario=info.get("scenario"))
+    row.update(_key(run, root))
+    row.update(status=run.status, seed=run.seed, run_dir=run_dir, sweep_scenario=run.scenario)
     row["scenario"] = scenario_label(row)
-    if status == "failed":
-        row["error"] = str(info.get("error") or "(run.json gives no error message)")
-    if status != "done":
+    if run.status == "failed":
+        row["error"] = run.error or "(run.json gives no error message)"
+    if run.status != "done" or run.test is None:
         return row
-    test = info.get("test")
-    if not isinstance(test, dict) or not isinstance(test.get("f1"), dict):
-        raise _Malformed("done but no 'test' object with 'macro_f1' and 'f1'")
-    row["macro_f1"] = _number(test.get("macro_f1"), "test.macro_f1")
+    row["macro_f1"] = float(run.test.macro_f1)
     for c in CLASSES:
-        row[f"f1_{c}"] = _number(test["f1"].get(c), f"test.f1.{c}")
-    row["epochs_run"] = int(_number(info.get("epochs_run"), "epochs_run"))
-    if not is_missing(info.get("best_epoch")):
-        row["best_epoch"] = int(_number(info["best_epoch"], "best_epoch"))
+        row[f"f1_{c}"] = float(run.test.f1[c])
+    row.update(epochs_run=run.epochs_run, best_epoch=run.best_epoch)
     return row
 
 
@@ -257,9 +220,8 @@ def _read_history(run_dir: Path) -> pd.DataFrame:
     return frame
 
 
-def _running_detail(info: dict[str, Any]) -> str:
+def _running_detail(started: str | None) -> str:
     """When a running run started and how long ago (a job killed by SLURM stays 'running' for ever)."""
-    started = info.get("started_at")
     try:
         since = _dt.datetime.now(_dt.timezone.utc) - _dt.datetime.fromisoformat(str(started))
         return f"started {started}, {since.total_seconds() / 3600:.1f} h ago (stale if its job has ended)"
@@ -267,14 +229,13 @@ def _running_detail(info: dict[str, Any]) -> str:
         return f"started {started or '?'}"
 
 
-def _status_problem(info: dict[str, Any], kind: str, shown: str, scenario: Any, seed: Any
-                    ) -> dict[str, Any] | None:
-    """The problem a failed or running run.json states (None for a finished run)."""
-    if info.get("status") == "failed":
-        return _problem("failed", kind, shown, str(info.get("error") or "(run.json gives no error message)"),
-                        scenario, seed)
-    if info.get("status") == "running":
-        return _problem("running", kind, shown, _running_detail(info), scenario, seed)
+def _status_problem(run: RunRecord, shown: str, scenario: Any) -> dict[str, Any] | None:
+    """The problem a failed or running run states (None for a finished run)."""
+    if run.status == "failed":
+        return _problem("failed", run.kind, shown, run.error or "(run.json gives no error message)", scenario,
+                        run.seed)
+    if run.status == "running":
+        return _problem("running", run.kind, shown, _running_detail(run.started_at), scenario, run.seed)
     return None
 
 
@@ -282,41 +243,35 @@ def _read_one(run_dir: Path, root: Path, rows: list, curves: list, problems: lis
     """Read one run directory into the row/curve/problem lists; return its kind when it was understood."""
     shown = _shown(run_dir, root)
     try:
-        info = read_run(run_dir)
-    except (ValueError, OSError, UnicodeDecodeError) as exc:
-        problems.append(_problem("malformed", "?", shown, f"{RUN_JSON} unreadable ({exc})"))
+        run = read_record(run_dir)
+    except RecordError as exc:
+        problems.append(_problem("malformed", "?", shown, str(exc)))
         return None
-    kind = info.get("kind") if isinstance(info, dict) else None
-    if kind not in ("pretrain", "finetune"):
-        problems.append(_problem("malformed", "?", shown, f"{RUN_JSON} kind is {kind!r}, not pretrain/finetune"))
+    if run is None:  # removed while the tree was read
         return None
-    if info.get("status") not in STATUSES:
-        problems.append(_problem("malformed", kind, shown, f"{RUN_JSON} status {info.get('status')!r} is not "
-                                 f"one of {', '.join(STATUSES)}", info.get("scenario"), info.get("seed")))
-        return None
-    if kind == "pretrain":
-        problem = _status_problem(info, kind, shown, None, info.get("seed"))
+    if isinstance(run, PretrainRun):
+        problem = _status_problem(run, shown, None)
         problems += [problem] if problem else []
-        return kind
+        return run.kind
     try:
-        row = _finetune_row(info, shown, root)
+        row = _finetune_row(run, shown, root)
     except _Malformed as exc:
         # a job that failed (or is still starting) before it recorded its init is listed as what it is
-        problem = _status_problem(info, kind, shown, info.get("scenario"), info.get("seed"))
-        problems.append(problem or _problem("malformed", kind, shown, f"{RUN_JSON}: {exc}", info.get("scenario"),
-                                            info.get("seed")))
-        return kind
+        problem = _status_problem(run, shown, run.scenario)
+        problems.append(problem or _problem("malformed", run.kind, shown, f"{RUN_JSON}: {exc}", run.scenario,
+                                            run.seed))
+        return run.kind
     rows.append(row)
-    problem = _status_problem(info, kind, shown, row["scenario"], row["seed"])
+    problem = _status_problem(run, shown, row["scenario"])
     if problem:
         problems.append(problem)
-        return kind
+        return run.kind
     try:
         curves.append(_read_history(run_dir).assign(scenario=row["scenario"], run_dir=shown))
     except _Malformed as exc:
-        problems.append(_problem("incomplete", kind, shown, f"{exc} (left out of the curves)", row["scenario"],
+        problems.append(_problem("incomplete", run.kind, shown, f"{exc} (left out of the curves)", row["scenario"],
                                  row["seed"]))
-    return kind
+    return run.kind
 
 
 def _duplicates(runs: pd.DataFrame) -> list[dict[str, Any]]:

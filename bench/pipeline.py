@@ -33,7 +33,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 from ecg_hpc.data import icentia11k  # noqa: E402
 from ecg_hpc.data.convert import convert  # noqa: E402
 from ecg_hpc.data.pipeline import make_dataset  # noqa: E402
-from ecg_hpc.data.synthetic import synth_icentia_patient  # noqa: E402
+from ecg_hpc.data.synth_icentia import synth_icentia_patient  # noqa: E402
 from ecg_hpc.progress import Progress  # noqa: E402
 
 

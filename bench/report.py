@@ -26,7 +26,7 @@ import numpy as np
 
 from analysis.build import make_report, write_report
 from analysis.collect import collect
-from analysis.synthetic import checkpoint_init, write_finetune_run, write_pretrain_run
+from tests.fake_runs import RANDOM_INIT, checkpoint_init, write_finetune_run, write_pretrain_run
 
 TARGET_S = 5.0
 _PRETRAIN = {"full": ("resnet18", 1.0), "f01": ("resnet18", 0.01), "f10": ("resnet18", 0.1),
@@ -46,7 +46,7 @@ def build_tree(root: Path, n_runs: int, rng: np.random.Generator) -> None:
         folder, source, epoch, arch = _SCENARIOS[i % len(_SCENARIOS)]
         seed = 10 * (i // len(_SCENARIOS) + 1)
         if source is None:
-            init = {"source": "random"}
+            init = RANDOM_INIT
         else:
             pre_arch, frac = _PRETRAIN[source]
             init = checkpoint_init(pretrain[source], epoch, arch=pre_arch, frac=frac)

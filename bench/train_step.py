@@ -25,12 +25,14 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import ecg_hpc  # noqa: E402,F401  (first: it sets the TensorFlow environment, oneDNN off)
+from ecg_hpc.runtime import configure_runtime  # noqa: E402
+
+configure_runtime()  # this script is an entry point: the runtime is set before TensorFlow is imported
 import tensorflow as tf  # noqa: E402
 
 from ecg_hpc.data.pipeline import make_dataset  # noqa: E402
 from ecg_hpc.data.store import Store, write_patient  # noqa: E402
-from ecg_hpc.data.synthetic import synth_icentia_patient  # noqa: E402
+from ecg_hpc.data.synth_icentia import synth_icentia_patient  # noqa: E402
 from ecg_hpc.tasks import get_task  # noqa: E402
 
 

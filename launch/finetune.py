@@ -16,13 +16,12 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from ecg_hpc.errors import ConfigError, EcgHpcError, user_error  # noqa: E402
-from ecg_hpc.hpc import sweep  # noqa: E402
-from ecg_hpc.hpc.executor import (ModuleJob, add_cluster_arguments, describe_dry_run, make_executor,  # noqa: E402
+from ecg_hpc.errors import ConfigError, EcgHpcError, user_error
+from ecg_hpc.hpc import design, sweep
+from ecg_hpc.hpc.manifest import read_manifest
+from ecg_hpc.hpc.executor import (ModuleJob, add_cluster_arguments, describe_dry_run, make_executor,
                                   resolve_plan)
-from ecg_hpc.progress import Progress  # noqa: E402
+from ecg_hpc.progress import Progress
 
 RUNNER = "ecg_hpc.hpc.sweep"
 DEFAULT_TIME = "04:00:00"
@@ -32,7 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     """Sweep planning, trainer and cluster options."""
     parser = argparse.ArgumentParser(prog="launch/finetune.py", description=__doc__.splitlines()[0],
                                      allow_abbrev=False)
-    sweep.add_plan_arguments(parser)
+    design.add_plan_arguments(parser)
     add_cluster_arguments(parser)
     parser.set_defaults(time=DEFAULT_TIME)
     parser.add_argument("--max-parallel", type=int, default=None,
@@ -66,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.max_parallel is not None and args.max_parallel < 1:
             raise ConfigError(f"--max-parallel {args.max_parallel}: must be at least 1")
-        manifest, tasks, planned = sweep.plan_from_args(args, write=not args.dry_run)
+        manifest, tasks, planned = design.plan_from_args(args, write=not args.dry_run)
         todo = [t.index for t in sweep.pending(planned)]
         print(f"{manifest}: {sweep.summarize(tasks)}")
         if not todo:
@@ -90,8 +89,8 @@ def main(argv: list[str] | None = None) -> int:
           f"logs in {manifest.parent / 'logs'}")
     if args.follow:
         _wait(submitted)
-        failed = [t for t in sweep.read_manifest(manifest) if t.index in todo and sweep.task_status(t) != "done"]
-        print(sweep.summarize(sweep.read_manifest(manifest)))
+        failed = [t for t in read_manifest(manifest) if t.index in todo and sweep.task_status(t) != "done"]
+        print(sweep.summarize(read_manifest(manifest)))
         for task in failed:
             print(f"  task {task.index} ({task.scenario} seed {task.seed}) not done: see {task.job_dir}/run.json",
                   file=sys.stderr)

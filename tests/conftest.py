@@ -10,8 +10,10 @@ from typing import Iterator
 
 import pytest
 
+from ecg_hpc.runtime import configure_runtime
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")  # see ecg_hpc/__init__.py
+configure_runtime()  # the test session is an entry point too: set before any test imports TensorFlow
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED_DATA = ROOT.parent / "shared" / "data"

@@ -3,43 +3,48 @@
 
 from __future__ import annotations
 
-import json
+import runpy
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from ecg_hpc.demo import REPO
-from ecg_hpc.hpc.sweep import read_manifest
+from ecg_hpc.hpc.manifest import read_manifest
+from ecg_hpc.records import read_record
+from ecg_hpc.train.pretrain import job_dir_name
 
+REPO = Path(__file__).resolve().parent.parent
+DEMO = REPO / "launch" / "demo.py"
+TINY = runpy.run_path(str(DEMO))["SCALES"]["tiny"]
 pytestmark = [pytest.mark.e2e, pytest.mark.slurm, pytest.mark.slow]
 
 
 def test_tiny_demo_runs_end_to_end_through_slurm(slurm_cluster, tmp_path: Path) -> None:
     work = tmp_path / "demo"
-    proc = subprocess.run([sys.executable, "-m", "ecg_hpc.demo", "--scale", "tiny", "--workdir", str(work)],
+    proc = subprocess.run([sys.executable, str(DEMO), "--scale", "tiny", "--workdir", str(work)],
                           cwd=REPO, capture_output=True, text=True, timeout=1500)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     assert "jobs run on the SLURM cluster" in proc.stdout
     # Two pretraining runs with two Horovod workers each, finished.
-    for frac in ("0.5", "1"):
-        info = json.loads((work / "runs" / "pretrain" / f"beat_frac{frac}" / "run.json").read_text())
-        assert info["status"] == "done" and info["world_size"] == 2 and info["frac"] == float(frac)
-        assert (work / "runs" / "pretrain" / f"beat_frac{frac}" / "epoch_01" / "feature_extractor").is_dir()
+    for frac in (0.5, 1.0):
+        run_dir = work / "runs" / "pretrain" / job_dir_name("beat", "resnet18", TINY.frame_size, frac, seed=0)
+        info = read_record(run_dir)
+        assert info.status == "done" and info.world_size == 2 and info.frac == frac
+        assert (run_dir / "epoch_01" / "feature_extractor").is_dir()
     # random + 2 checkpoints x 2 seeds, all done with their predictions.
     manifest = read_manifest(work / "runs" / "finetune" / "manifest.jsonl")
     assert len(manifest) == 6 and len({(t.scenario, t.seed) for t in manifest}) == 6
     for task in manifest:
-        run = json.loads((Path(task.job_dir) / "run.json").read_text())
-        assert run["status"] == "done", run
+        run = read_record(task.job_dir)
+        assert run.status == "done", run
         assert (Path(task.job_dir) / "test_predictions.csv").is_file()
     report = (work / "reports" / "report.md").read_text()
     assert "Table 1" in report and report.count("resnet18 x0.125") >= 3
     for fig in ("fig_val_f1.png", "fig_fraction.png", "fig_per_class.png"):
         assert (work / "reports" / fig).stat().st_size > 1000
     # Running it again finds every stage done and runs no job.
-    again = subprocess.run([sys.executable, "-m", "ecg_hpc.demo", "--scale", "tiny", "--workdir", str(work)],
+    again = subprocess.run([sys.executable, str(DEMO), "--scale", "tiny", "--workdir", str(work)],
                            cwd=REPO, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stdout[-4000:] + again.stderr[-4000:]
     assert "nothing to run: every planned task is done" in again.stdout

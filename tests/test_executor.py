@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -11,7 +12,8 @@ import pytest
 
 from ecg_hpc.errors import ConfigError
 from ecg_hpc.hpc import executor
-from ecg_hpc.hpc.jobenv import REQUEUE_EXIT_CODE
+from ecg_hpc.train import pretrain
+from ecg_hpc.train.environments import PREEMPTED_EXIT_CODE
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -93,11 +95,13 @@ def test_slurm_batch_script(tmp_path: Path) -> None:
     assert "srun" in script and "python -m ecg_hpc.train.pretrain --frac 0.1" in script
 
 
-def test_module_job_statuses() -> None:
+def test_module_job_statuses(capsys: pytest.CaptureFixture) -> None:
     assert executor.ModuleJob("tests.test_executor", ["0"])() == 0
     with pytest.raises(SystemExit) as exited:
-        executor.ModuleJob("tests.test_executor", [str(REQUEUE_EXIT_CODE)])()
-    assert exited.value.code == REQUEUE_EXIT_CODE
+        executor.ModuleJob("tests.test_executor", [str(PREEMPTED_EXIT_CODE)])()
+    assert exited.value.code == PREEMPTED_EXIT_CODE
+    # the launcher, not the trainer, decides about the requeue: outside SLURM and submitit the user restarts
+    assert "preempted: not requeued: start the same command again" in capsys.readouterr().out
     with pytest.raises(RuntimeError, match="exited with status 3"):
         executor.ModuleJob("tests.test_executor", ["3"])()
     assert executor.ModuleJob("m", ["--a", "x y"]).command_line() == "python -m m --a 'x y'"
@@ -111,7 +115,10 @@ def test_launcher_dry_run_submits_nothing(tmp_path: Path) -> None:
                            "--store", str(store), "--task", "beat", "--job-dir", str(job_dir), "--epochs", "3"],
                           capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert f"python -m ecg_hpc.train.pretrain --store {store} --task beat --job-dir {job_dir} --epochs 3" \
-        in proc.stdout
+    # the command shown is the checked config the workers receive, complete: parsed again it is the same config
+    shown = next(line for line in proc.stdout.splitlines() if "python -m ecg_hpc.train.pretrain " in line)
+    argv = shlex.split(shown.split("python -m ecg_hpc.train.pretrain ", 1)[1])
+    config = pretrain.config_from_args(pretrain.build_parser().parse_args(argv))
+    assert (config.store, config.job_dir, config.task, config.epochs) == (str(store), str(job_dir), "beat", 3)
     assert "worker process(es)" in proc.stdout
     assert not (job_dir / "run.json").exists() and not list((job_dir / "logs").glob("*.pkl"))

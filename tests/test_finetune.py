@@ -8,7 +8,6 @@ are ResNets at width 0.125, trained 2 epochs, so the whole module takes well und
 from __future__ import annotations
 
 import csv
-import json
 import signal
 import subprocess
 import sys
@@ -19,7 +18,7 @@ import numpy as np
 import pytest
 
 from ecg_hpc.data.__main__ import main as data_main
-from ecg_hpc.rundir import read_run, write_run
+from ecg_hpc.records import InitSource, PretrainRun, read_record, write_record
 from ecg_hpc.train import finetune
 from ecg_hpc.train.job_lock import job_dir_lock
 from ecg_hpc.train.metrics import f1_report
@@ -47,9 +46,8 @@ def make_checkpoint(pretrain_dir: Path, epoch: int = 1, width: float = 0.125, se
     model = build_model("resnet18", 5, (4096, 1), width=width)
     checkpoint = pretrain_dir / f"epoch_{epoch:02d}"
     save_feature_extractor(model, checkpoint / "feature_extractor")
-    write_run(pretrain_dir, {"kind": "pretrain", "status": "done", "seed": seed, "task": "beat",
-                             "arch": "resnet18", "width": width, "frame_size": 4096, "frac": 1.0,
-                             "epochs": epoch, "epochs_done": epoch})
+    write_record(pretrain_dir, PretrainRun(status="done", seed=seed, task="beat", arch="resnet18", width=width,
+                                           frame_size=4096, frac=1.0, epochs=epoch, epochs_done=epoch))
     return checkpoint
 
 
@@ -79,20 +77,20 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 def test_run_directory_has_the_published_files_and_run_json(runs):
     job = runs["random"]
-    info = read_run(job)
-    assert info["kind"] == "finetune" and info["status"] == "done"
-    assert info["init"] == {"source": "random"} and info["scenario"] == "random"
-    assert info["arch"] == "resnet18" and info["width"] == 0.125 and info["seed"] == 1
-    assert info["split"]["n_train"] + info["split"]["n_val"] == 38 and info["split"]["n_test"] == 10
-    assert info["split"]["test_seed"] == 2017 and info["split"]["n_val"] == round(0.25 * 38)
-    assert info["epochs_run"] == 2 and info["wall_time_s"] > 0 and info["finished_at"]
+    info = read_record(job)
+    assert info.kind == "finetune" and info.status == "done"
+    assert info.init == InitSource("random") and info.scenario == "random"
+    assert info.arch == "resnet18" and info.width == 0.125 and info.seed == 1
+    assert info.split["n_train"] + info.split["n_val"] == 38 and info.split["n_test"] == 10
+    assert info.split["test_seed"] == 2017 and info.split["n_val"] == round(0.25 * 38)
+    assert info.epochs_run == 2 and info.wall_time_s > 0 and info.finished_at
     assert (job / finetune.BEST_WEIGHTS).stat().st_size > 0
 
     history = read_csv(job / "history.csv")
     assert list(history[0]) == ["epoch", "loss", "val_loss", "f1", "f1_A", "f1_N", "f1_O", "f1_~"]
     assert [int(r["epoch"]) for r in history] == [1, 2]
     f1s = [float(r["f1"]) for r in history]
-    assert info["best_epoch"] == 1 + int(np.argmax(f1s))  # the first epoch with the best validation macro F1
+    assert info.best_epoch == 1 + int(np.argmax(f1s))  # the first epoch with the best validation macro F1
 
     names = {}
     for split in ("train", "val", "test"):
@@ -105,9 +103,9 @@ def test_run_directory_has_the_published_files_and_run_json(runs):
         names[split] = [r["record_name"] for r in rows]
         if split == "test":  # run.json's test scores are those of the written predictions
             report = f1_report(true.argmax(axis=1), prob, CLASSES)
-            assert report["macro_f1"] == pytest.approx(info["test"]["macro_f1"])
-            assert report["f1"] == pytest.approx(info["test"]["f1"])
-    assert len(names["train"]) == info["split"]["n_train"] and len(names["val"]) == info["split"]["n_val"]
+            assert report["macro_f1"] == pytest.approx(info.test.macro_f1)
+            assert report["f1"] == pytest.approx(info.test.f1)
+    assert len(names["train"]) == info.split["n_train"] and len(names["val"]) == info.split["n_val"]
     assert not set(names["train"]) & set(names["val"]) and not set(names["val"]) & set(names["test"])
 
 
@@ -118,11 +116,11 @@ def test_same_seed_same_data_gives_the_same_split_and_predictions(runs):
 
 
 def test_pretrained_init_changes_the_training_curves(runs):
-    info = read_run(runs["pretrained"])
-    assert info["status"] == "done"
-    assert info["init"]["source"] == "checkpoint" and info["init"]["pretrain_epoch"] == 1
-    assert info["init"]["task"] == "beat" and info["init"]["pretrain_run"] == str(runs["checkpoint"].parent)
-    assert info["scenario"] == "beat_tiny_epoch_01"
+    info = read_record(runs["pretrained"])
+    assert info.status == "done"
+    assert info.init.source == "checkpoint" and info.init.pretrain_epoch == 1
+    assert info.init.task == "beat" and info.init.pretrain_run == str(runs["checkpoint"].parent)
+    assert info.scenario == "beat_tiny_epoch_01"
     # same seed, so same split and head initialisation: only the transferred weights differ
     same_split = [r["record_name"] for r in read_csv(runs["random"] / "val_predictions.csv")]
     assert [r["record_name"] for r in read_csv(runs["pretrained"] / "val_predictions.csv")] == same_split
@@ -167,9 +165,9 @@ def test_sigterm_records_a_failed_run(runs, tmp_path):
         proc.kill()
     assert proc.returncode == 128 + signal.SIGTERM
     assert "terminated by SIGTERM" in err
-    info = read_run(job)
-    assert info["status"] == "failed" and "terminated by SIGTERM" in info["error"] and info["finished_at"]
-    assert "epochs_run" not in info and (job / "history.csv").is_file()
+    info = read_record(job)
+    assert info.status == "failed" and "terminated by SIGTERM" in info.error and info.finished_at
+    assert info.epochs_run is None and (job / "history.csv").is_file()
 
 
 def test_missing_checkpoint_fails_with_a_clear_error_in_run_json(runs, tmp_path, capsys):
@@ -179,10 +177,10 @@ def test_missing_checkpoint_fails_with_a_clear_error_in_run_json(runs, tmp_path,
                           "--seed", "3", *TINY]) == 2
     err = capsys.readouterr().err
     assert "checkpoint not found" in err and str(missing) in err
-    info = read_run(job)
-    assert info["status"] == "failed" and "checkpoint not found" in info["error"]
-    assert info["init"]["source"] == "checkpoint" and info["init"]["pretrain_epoch"] == 7
-    assert info["init"]["task"] == "beat"  # read from the pretraining run.json, so the report can name it
+    info = read_record(job)
+    assert info.status == "failed" and "checkpoint not found" in info.error
+    assert info.init.source == "checkpoint" and info.init.pretrain_epoch == 7
+    assert info.init.task == "beat"  # read from the pretraining run.json, so the report can name it
     assert visible_files(job) == ["run.json"]
 
 
@@ -191,15 +189,15 @@ def test_bad_data_file_fails_naming_it(tmp_path, capsys):
     bad.write_bytes(b"not a zip file")
     assert finetune.main(["--data", str(bad), "--job-dir", str(tmp_path / "job"), *TINY]) == 2
     assert str(bad) in capsys.readouterr().err
-    info = json.loads((tmp_path / "job" / "run.json").read_text())
-    assert info["status"] == "failed" and str(bad) in info["error"]
+    info = read_record(tmp_path / "job")
+    assert info.status == "failed" and str(bad) in info.error
 
 
 def test_arch_contradicting_the_checkpoint_is_refused(runs, tmp_path, capsys):
     job = tmp_path / "job"
     assert finetune.main(["--data", str(runs["data"]), "--job-dir", str(job), "--init", str(runs["checkpoint"]),
                           "--arch", "resnet34", *TINY]) == 2
-    assert "resnet34" in read_run(job)["error"] and "resnet18" in read_run(job)["error"]
+    assert "resnet34" in read_record(job).error and "resnet18" in read_record(job).error
 
 
 @pytest.mark.slow
@@ -208,6 +206,6 @@ def test_spectrogram_2d_arch_fine_tunes(runs, tmp_path):
     options = [*TINY[:2], "--epochs", "1", *TINY[4:]]
     assert finetune.main(["--data", str(runs["data"]), "--job-dir", str(job), "--arch", "resnet18_2d",
                           "--seed", "2", *options]) == 0
-    info = read_run(job)
-    assert info["status"] == "done" and info["arch"] == "resnet18_2d" and info["scenario"] == "random_resnet18_2d"
+    info = read_record(job)
+    assert info.status == "done" and info.arch == "resnet18_2d" and info.scenario == "random_resnet18_2d"
     assert len(read_csv(job / "test_predictions.csv")) == 10

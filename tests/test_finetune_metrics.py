@@ -8,7 +8,7 @@ from sklearn.metrics import f1_score
 
 from ecg_hpc.errors import ConfigError
 from ecg_hpc.train.metrics import f1_report, per_class_f1, predict_indicator
-from ecg_hpc.train.splits import stratified_holdout
+from ecg_hpc.data.splits import stratified_holdout
 
 CLASSES = ("A", "N", "O", "~")
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import importlib
 import os
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -35,3 +37,24 @@ def test_headline_command_without_a_store_says_what_is_missing(tmp_path: Path) -
     proc = _launch("--nodes", "2", "--frac", "0.1", "--dry-run", env=env)
     assert proc.returncode == 2
     assert "--store" in proc.stderr and "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("script", ["pretrain.py", "finetune.py", "demo.py"])
+def test_launcher_help_imports_no_tensorflow(script: str) -> None:
+    probe = ("import runpy, sys; sys.argv = [sys.argv[1], '--help']\n"
+             "try:\n    runpy.run_path(sys.argv[0], run_name='__main__')\n"
+             "except SystemExit as exc:\n    assert exc.code == 0, exc.code\n"
+             "heavy = sorted(m for m in ('tensorflow', 'horovod', 'submitit', 'pandas') if m in sys.modules)\n"
+             "print('heavy modules:', heavy, file=sys.stderr)")
+    proc = subprocess.run([sys.executable, "-c", probe, str(ROOT / "launch" / script)], cwd=ROOT, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "usage:" in proc.stdout and "heavy modules: []" in proc.stderr
+
+
+def test_console_scripts_name_the_cli_functions() -> None:
+    scripts = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]["scripts"]
+    assert {"ecg-hpc-pretrain", "ecg-hpc-finetune", "ecg-hpc-demo", "ecg-hpc-report"} <= set(scripts)
+    for name, target in scripts.items():
+        module, _, function = target.partition(":")
+        assert callable(getattr(importlib.import_module(module), function)), name

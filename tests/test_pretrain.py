@@ -8,7 +8,6 @@ bit-identical weights to an uninterrupted one (tolerance: none).
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -21,8 +20,9 @@ import pytest
 import tensorflow as tf
 
 from ecg_hpc.errors import ConfigError, DataError
+from ecg_hpc.records import read_record
 from ecg_hpc.tasks import get_task
-from ecg_hpc.train import checkpoints, distributed, pretrain
+from ecg_hpc.train import checkpoints, distributed, pretrain, pretraining
 
 ROOT = Path(__file__).resolve().parent.parent
 LAUNCH = ROOT / "launch" / "pretrain.py"
@@ -44,28 +44,33 @@ def test_linear_scaling_with_warmup() -> None:
 
 
 def test_partial_epoch_metrics_combine_by_steps() -> None:
-    combined = pretrain._combine({"loss": 2.0, "acc": 0.5, "lr": 9.0}, 3, {"loss": 1.0, "acc": 1.0}, 1)
+    combined = pretraining._combine({"loss": 2.0, "acc": 0.5, "lr": 9.0}, 3, {"loss": 1.0, "acc": 1.0}, 1)
     assert combined == {"loss": pytest.approx(1.75), "acc": pytest.approx(0.625)}
 
 
-def test_steps_per_epoch_resolution() -> None:
-    parse = pretrain.build_parser().parse_args
-    base = ["--store", "s", "--task", "beat", "--job-dir", "j"]
-    assert pretrain.steps_per_epoch(parse(base), 100, 4) == pretrain.DEFAULT_STEPS
-    assert pretrain.steps_per_epoch(parse(base + ["--steps-per-epoch", "7"]), 100, 4) == 7
+def _config(*argv: str) -> pretrain.PretrainConfig:
+    return pretrain.config_from_args(pretrain.build_parser().parse_args(list(argv)))
+
+
+def test_steps_per_epoch_resolution(tmp_path: Path) -> None:
+    base = ["--store", str(tmp_path), "--task", "beat", "--job-dir", "j"]
+    assert pretraining.steps_per_epoch(_config(*base), 100, 4) == pretraining.DEFAULT_STEPS
+    assert pretraining.steps_per_epoch(_config(*base, "--steps-per-epoch", "7"), 100, 4) == 7
     # 100 patients x 4096 frames / (512 per step x 4 workers) = 200 steps
-    assert pretrain.steps_per_epoch(parse(base + ["--samples-per-patient", "4096"]), 100, 4) == 200
+    assert pretraining.steps_per_epoch(_config(*base, "--samples-per-patient", "4096"), 100, 4) == 200
 
 
-def test_argument_errors(tmp_path: Path) -> None:
-    parse = pretrain.build_parser().parse_args
-    base = ["--store", str(tmp_path), "--task", "beat", "--job-dir", str(tmp_path / "j")]
+def test_argument_errors_and_the_one_job_dir_name(tmp_path: Path) -> None:
+    base = ["--store", str(tmp_path), "--task", "beat"]
     with pytest.raises(ConfigError, match="--frac"):
-        pretrain.check_arguments(parse(base + ["--frac", "1.5"]))
+        _config(*base, "--frac", "1.5")
     with pytest.raises(ConfigError, match="--batch-size"):
-        pretrain.check_arguments(parse(base + ["--batch-size", "0"]))
+        _config(*base, "--batch-size", "0")
     with pytest.raises(DataError, match="--store"):
-        pretrain.check_arguments(parse(["--store", str(tmp_path / "none"), "--task", "beat", "--job-dir", "j"]))
+        _config("--store", str(tmp_path / "none"), "--task", "beat", "--job-dir", "j")
+    config = _config(*base, "--frac", "1.0", "--arch", "resnet34")
+    assert config.job_dir == str(Path("runs") / "pretrain" / "beat_resnet34_f4096_frac1_s0")
+    assert _config(*config.to_argv()) == config  # what a dry run shows is the config itself
 
 
 def _model_and_optimizer(width: float = 0.125) -> tuple[tf.keras.Model, tf.keras.optimizers.Optimizer]:
@@ -186,12 +191,12 @@ def reference(store: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.mark.slow
 @pytest.mark.horovod
 def test_two_local_workers_train_in_sync(reference: Path) -> None:
-    info = json.loads((reference / "run.json").read_text())
-    assert info["status"] == "done" and info["world_size"] == 2 and info["epochs_done"] == 2
-    assert info["attempts"][0]["launcher"] == "submitit-local"
-    assert info["horovod"]["scaled_lr"] == pytest.approx(2e-3) and info["horovod"]["warmup_steps"] == 30
-    assert len(info["epoch_times_s"]) == 2 and info["frames_per_s"] > 0
-    assert info["weights_identical_across_ranks"] is True
+    info = read_record(reference)
+    assert info.status == "done" and info.world_size == 2 and info.epochs_done == 2
+    assert info.attempts[0]["launcher"] == "submitit-local"
+    assert info.horovod["scaled_lr"] == pytest.approx(2e-3) and info.horovod["warmup_steps"] == 30
+    assert len(info.epoch_times_s) == 2 and info.frames_per_s > 0
+    assert info.weights_identical_across_ranks is True
     history = (reference / "history.csv").read_text().splitlines()
     assert history[0].startswith("epoch,") and [row.split(",")[0] for row in history[1:]] == ["1", "2"]
     for epoch in (1, 2):
@@ -200,10 +205,10 @@ def test_two_local_workers_train_in_sync(reference: Path) -> None:
         assert (folder / "feature_extractor" / "weights.h5").is_file()
     # Both ranks printed the same weights, and rank 0's last checkpoint holds exactly those weights.
     prints = _rank_fingerprints(reference)
-    assert set(prints) == {"rank 0", "rank 1"} and prints["rank 0"] == prints["rank 1"] == info["weights_sha256"]
+    assert set(prints) == {"rank 0", "rank 1"} and prints["rank 0"] == prints["rank 1"] == info.weights_sha256
     model, optimizer = _model_and_optimizer()
     checkpoints.restore(checkpoints.resume_point(reference), model, optimizer)
-    assert distributed.weights_fingerprint(model) == info["weights_sha256"]
+    assert distributed.weights_fingerprint(model) == info.weights_sha256
     assert int(optimizer.iterations) == 60
 
 
@@ -218,16 +223,16 @@ def test_sigterm_mid_epoch_checkpoints_requeues_and_matches(store: Path, referen
     _wait_for(lambda: rank0_log.is_file() and "training epochs" in rank0_log.read_text(), 300, "training to start")
     os.kill(controller, signal.SIGTERM)  # submitit's local controller forwards it to both workers
     _wait_for(lambda: (job_dir / "run.json").is_file()
-              and json.loads((job_dir / "run.json").read_text())["status"] == "done", 400, "the resumed run", 0.5)
-    info = json.loads((job_dir / "run.json").read_text())
+              and read_record(job_dir).status == "done", 400, "the resumed run", 0.5)
+    info = read_record(job_dir)
     log = rank0_log.read_text()
     assert "received SIGTERM" in log and "the local submitit controller restarts the workers" in log
-    assert len(info["attempts"]) == 2 and info["attempts"][0]["preempted_at"]
-    assert info["attempts"][1]["resumed_from"].endswith(checkpoints.PREEMPTED_DIR)
+    assert len(info.attempts) == 2 and info.attempts[0]["preempted_at"]
+    assert info.attempts[1]["resumed_from"].endswith(checkpoints.PREEMPTED_DIR)
     assert "epoch 1 from step " in log and "(epoch 1 from step 0), resuming" not in log
     assert not (job_dir / checkpoints.PREEMPTED_DIR).exists()
-    assert info["epochs_done"] == 2 and info["weights_identical_across_ranks"] is True
-    assert info["weights_sha256"] == json.loads((reference / "run.json").read_text())["weights_sha256"]
+    assert info.epochs_done == 2 and info.weights_identical_across_ranks is True
+    assert info.weights_sha256 == read_record(reference).weights_sha256
 
 
 def _children(pid: int) -> list[int]:
@@ -246,13 +251,13 @@ def test_killed_after_first_epoch_resumes_to_the_same_weights(store: Path, refer
     for worker in _children(controller):
         os.kill(worker, signal.SIGKILL)  # no chance to checkpoint: the hard way a node dies
     # The checkpoint is the truth: run.json may not have caught up with it when the workers died.
-    assert json.loads((job_dir / "run.json").read_text())["status"] == "running"
+    assert read_record(job_dir).status == "running"
     status, output = _launch(store, job_dir)
     assert status == 0, output[-4000:]
-    info = json.loads((job_dir / "run.json").read_text())
-    assert info["status"] == "done" and info["epochs_done"] == 2 and len(info["attempts"]) == 2
-    assert Path(info["attempts"][1]["resumed_from"]).name in ("epoch_01", "epoch_02")
-    assert info["weights_sha256"] == json.loads((reference / "run.json").read_text())["weights_sha256"]
+    info = read_record(job_dir)
+    assert info.status == "done" and info.epochs_done == 2 and len(info.attempts) == 2
+    assert Path(info.attempts[1]["resumed_from"]).name in ("epoch_01", "epoch_02")
+    assert info.weights_sha256 == read_record(reference).weights_sha256
     assert len((job_dir / "history.csv").read_text().splitlines()) == 3
 
 
@@ -275,14 +280,14 @@ def test_slurm_job_of_two_workers(slurm_cluster, store: Path, reference: Path, t
     status, output = _launch_slurm(store, job_dir, slurm_cluster.partition, follow=True)
     assert status == 0, output[-4000:]
     assert "submitted slurm job" in output
-    info = json.loads((job_dir / "run.json").read_text())
-    assert info["status"] == "done" and info["world_size"] == 2 and info["epochs_done"] == 2
-    attempt = info["attempts"][0]
+    info = read_record(job_dir)
+    assert info.status == "done" and info.world_size == 2 and info.epochs_done == 2
+    attempt = info.attempts[0]
     assert attempt["launcher"] == "slurm" and attempt["job_id"] and attempt["world_size"] == 2
-    assert info["environment"]["slurm"]["SLURM_JOB_ID"] == attempt["job_id"]
-    assert info["weights_identical_across_ranks"] is True
+    assert info.environment["slurm"]["SLURM_JOB_ID"] == attempt["job_id"]
+    assert info.weights_identical_across_ranks is True
     # Same seed, same deterministic CPU kernels: srun-launched workers end where the local ones did.
-    assert info["weights_sha256"] == json.loads((reference / "run.json").read_text())["weights_sha256"]
+    assert info.weights_sha256 == read_record(reference).weights_sha256
 
 
 def _sacct_state(job_id: str) -> str:
@@ -314,8 +319,8 @@ def test_sbatch_script_checkpoints_on_usr1_and_requeues(slurm_cluster, store: Pa
     text = out.read_text()
     assert _sacct_state(job_id) == "COMPLETED", text[-4000:]
     assert "received SIGUSR1" in text and "preempted: requeueing job" in text
-    info = json.loads((job_dir / "run.json").read_text())
-    assert info["status"] == "done" and info["world_size"] == 2 and len(info["attempts"]) == 2
-    assert [a["restart_count"] for a in info["attempts"]] == [0, 1]
-    assert info["attempts"][1]["resumed_from"].endswith(checkpoints.PREEMPTED_DIR)
-    assert info["weights_sha256"] == json.loads((reference / "run.json").read_text())["weights_sha256"]
+    info = read_record(job_dir)
+    assert info.status == "done" and info.world_size == 2 and len(info.attempts) == 2
+    assert [a["restart_count"] for a in info.attempts] == [0, 1]
+    assert info.attempts[1]["resumed_from"].endswith(checkpoints.PREEMPTED_DIR)
+    assert info.weights_sha256 == read_record(reference).weights_sha256

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 import statistics
 from pathlib import Path
@@ -15,8 +14,11 @@ from analysis import tables
 from analysis.collect import collect
 from analysis.published import published_for
 from analysis.stats import bootstrap_ci, compare
-from analysis.synthetic import checkpoint_init, write_finetune_run, write_pretrain_run
 from ecg_hpc.errors import DataError
+from ecg_hpc.hpc.manifest import Task, write_manifest
+from ecg_hpc.records import InitSource, epoch_dir_name
+from ecg_hpc.train.finetune import FinetuneConfig
+from tests.fake_runs import RANDOM_INIT, checkpoint_init, write_finetune_run, write_pretrain_run
 
 # (seed, macro F1, per-class F1 A N O ~, epochs_run, best_epoch) per finished run, chosen by hand
 RANDOM = [(10, 0.70, (0.66, 0.89, 0.68, 0.57), 60, 10), (20, 0.72, (0.70, 0.90, 0.70, 0.58), 80, 30),
@@ -41,7 +43,12 @@ EXPECTED = {S_RANDOM: RANDOM, S_EP2: BEAT_EP2, S_EP1: BEAT_EP1, S_F10: BEAT_F10,
 CLASSES = ("A", "N", "O", "~")
 
 
-def _write(root: Path, folder: str, runs: list, init: dict, arch: str = "resnet18") -> None:
+def planned(index: int, job_dir: Path, seed: int, scenario: str | None = None) -> Task:
+    """A sweep task as the sweep plans it (only job dir, seed and scenario matter to the report)."""
+    return Task(index, FinetuneConfig(data="physionet2017.npz", job_dir=str(job_dir), seed=seed, scenario=scenario))
+
+
+def _write(root: Path, folder: str, runs: list, init: InitSource, arch: str = "resnet18") -> None:
     """Write the finished fine-tuning runs of one scenario, with validation curves rising to 0.5 + seed/1000."""
     for seed, macro, per_class, epochs_run, best_epoch in runs:
         curve = [0.5 + seed / 1000 * e / epochs_run for e in range(1, epochs_run + 1)]
@@ -57,30 +64,30 @@ def build_runs(root: Path) -> Path:
     f512 = write_pretrain_run(root / "pretrain" / "beat_f512", frame_size=512, frac=None, epochs=1)
     f10_2d = write_pretrain_run(root / "pretrain" / "beat_f10_2d", arch="resnet18_2d", frac=0.1)
     write_pretrain_run(root / "pretrain" / "crashed", status="failed", error="OSError: disk full")
-    _write(root, "random", RANDOM, {"source": "random"})
+    _write(root, "random", RANDOM, RANDOM_INIT)
     _write(root, "beat_full_epoch_02", BEAT_EP2, checkpoint_init(full, 2))
     _write(root, "beat_full_epoch_01", BEAT_EP1, checkpoint_init(full, 1))
     _write(root, "beat_f10_epoch_02", BEAT_F10, checkpoint_init(f10, 2, frac=0.1))
     # an init that records only the checkpoint: frame and fraction come from the pretraining run.json
     # (frac None there = all patients), the epoch from the epoch_NN path
-    _write(root, "beat_f512_epoch_01", BEAT_F512, {"source": "checkpoint", "pretrain_run": str(f512), "task": "beat",
-                                                   "arch": "resnet18", "checkpoint": str(f512 / "epoch_01")})
-    _write(root, "random_resnet18_2d", RANDOM_2D, {"source": "random"}, arch="resnet18_2d")
+    _write(root, "beat_f512_epoch_01", BEAT_F512, InitSource("checkpoint", pretrain_run=str(f512), task="beat",
+                                                             arch="resnet18", checkpoint=str(f512 / epoch_dir_name(1))))
+    _write(root, "random_resnet18_2d", RANDOM_2D, RANDOM_INIT, arch="resnet18_2d")
     _write(root, "beat_f10_2d_epoch_02_resnet18_2d", BEAT_F10_2D, checkpoint_init(f10_2d, 2, arch="resnet18_2d",
                                                                                    frac=0.1), arch="resnet18_2d")
     sweep = root / "finetune"
-    write_finetune_run(sweep / "random" / "seed_40", seed=40, init={"source": "random"}, status="failed",
+    write_finetune_run(sweep / "random" / "seed_40", seed=40, init=RANDOM_INIT, status="failed",
                        error="Traceback (most recent call last):\nValueError: NaN loss at epoch 3")
-    write_finetune_run(sweep / "random" / "seed_50", seed=50, init={"source": "random"}, status="running")
+    write_finetune_run(sweep / "random" / "seed_50", seed=50, init=RANDOM_INIT, status="running")
     broken = sweep / "random" / "seed_60"
     broken.mkdir(parents=True)
-    (broken / "run.json").write_text('{"kind": "finetune", "status": "done", ', encoding="utf-8")
-    no_history = write_finetune_run(sweep / "random_w" / "seed_10", seed=10, init={"source": "random"}, width=0.5,
+    whole = write_finetune_run(root.parent / "uncut", seed=60, init=RANDOM_INIT) / "run.json"
+    (broken / "run.json").write_text(whole.read_text(encoding="utf-8")[:60], encoding="utf-8")  # cut short
+    no_history = write_finetune_run(sweep / "random_w" / "seed_10", seed=10, init=RANDOM_INIT, width=0.5,
                                     f1={"A": 0.5, "N": 0.8, "O": 0.5, "~": 0.4}, macro_f1=0.55, epochs_run=4)
     (no_history / "history.csv").unlink()
-    planned = [{"index": i, "scenario": "random", "seed": s, "job_dir": str(sweep / "random" / f"seed_{s}")}
-               for i, s in enumerate((10, 20, 30, 40, 50, 70))]
-    (sweep / "manifest.jsonl").write_text("".join(json.dumps(p) + "\n" for p in planned), encoding="utf-8")
+    write_manifest(sweep / "manifest.jsonl", [planned(i, sweep / "random" / f"seed_{s}", s, "random")
+                                              for i, s in enumerate((10, 20, 30, 40, 50, 70))])
     return root
 
 
@@ -246,12 +253,11 @@ def test_bootstrap_is_seeded_and_degenerate_cases() -> None:
 def test_duplicates_relative_manifest_paths_and_unknown_status(tmp_path: Path) -> None:
     root = tmp_path / "runs"
     for folder in ("a", "b"):  # two folders, one scenario and seed: both kept, both flagged
-        write_finetune_run(root / folder / "seed_1", seed=1, init={"source": "random"}, macro_f1=0.7)
-    queued = root / "q" / "seed_2"
-    queued.mkdir(parents=True)
-    (queued / "run.json").write_text(json.dumps({"kind": "finetune", "status": "queued"}), encoding="utf-8")
-    (root / "manifest.jsonl").write_text(json.dumps({"job_dir": "a/seed_1", "seed": 1}) + "\n"
-                                         + json.dumps({"job_dir": "c/seed_3", "seed": 3}) + "\n", encoding="utf-8")
+        write_finetune_run(root / folder / "seed_1", seed=1, init=RANDOM_INIT, macro_f1=0.7)
+    queued = write_finetune_run(root / "q" / "seed_2", seed=2, init=RANDOM_INIT, status="running") / "run.json"
+    queued.write_text(queued.read_text().replace('"status": "running"', '"status": "queued"'), encoding="utf-8")
+    write_manifest(root / "manifest.jsonl", [planned(0, root / "a" / "seed_1", 1),
+                                             planned(1, root / "c" / "seed_3", 3)])
     found = collect(root, progress=False)
     problems = sorted((p.problem, p.run_dir, p.seed) for p in found.problems.itertuples())
     assert [p[:2] for p in problems[:3]] == [("duplicate", "a/seed_1"), ("duplicate", "b/seed_1"),

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from analysis.report import main
-from analysis.synthetic import write_finetune_run
+from tests.fake_runs import RANDOM_INIT, write_finetune_run
 from tests.test_report import BEAT_EP2, RANDOM, S_EP2, S_RANDOM, build_runs
 
 REPO = Path(__file__).resolve().parent.parent
@@ -68,7 +68,7 @@ def test_figures_that_no_longer_apply_are_removed(tmp_path: Path, capsys: pytest
     (out).mkdir()
     (out / "fig_fraction.png").write_bytes(b"stale")
     for seed in (1, 2):
-        write_finetune_run(tmp_path / "runs" / "random" / f"seed_{seed}", seed=seed, init={"source": "random"})
+        write_finetune_run(tmp_path / "runs" / "random" / f"seed_{seed}", seed=seed, init=RANDOM_INIT)
     assert main(["--runs", str(tmp_path / "runs"), "--out", str(out), "--quiet", "--resamples", "100"]) == 0
     assert not (out / "fig_fraction.png").exists()  # no pretrained scenario, so no fraction figure
     assert (out / "fig_per_class.png").stat().st_size > 0
@@ -87,7 +87,7 @@ def test_missing_directory_and_only_failed_runs(tmp_path: Path, capsys: pytest.C
     assert main(["--runs", str(tmp_path / "nope"), "--quiet"]) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "no such directory" in err
-    write_finetune_run(tmp_path / "runs" / "random" / "seed_1", seed=1, init={"source": "random"}, status="failed",
+    write_finetune_run(tmp_path / "runs" / "random" / "seed_1", seed=1, init=RANDOM_INIT, status="failed",
                        error="ConfigError: --data x.npz: no such file")
     assert main(["--runs", str(tmp_path / "runs"), "--out", str(tmp_path / "out"), "--quiet"]) == 1
     captured = capsys.readouterr()

@@ -12,7 +12,7 @@ import pytest
 
 from analysis.report import main as report_main
 from ecg_hpc.hpc import sweep
-from ecg_hpc.rundir import read_run
+from ecg_hpc.records import read_record
 from tests.test_finetune import TINY, make_checkpoint, make_prepared
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -57,13 +57,13 @@ def test_report_of_a_real_sweep(tmp_path: Path, capsys: pytest.CaptureFixture) -
         table1 = {row["scenario"]: row for row in csv.DictReader(fh)}
     by_scenario: dict[str, list[Path]] = {}
     for t in ran:
-        info = read_run(t["job_dir"])
-        label = "random -> resnet18 x0.125" if info["init"]["source"] == "random" else \
+        info = read_record(t["job_dir"])
+        label = "random -> resnet18 x0.125" if info.init.source == "random" else \
             "beat resnet18 f4096 100% ep1 -> resnet18 x0.125"
         by_scenario.setdefault(label, []).append(Path(t["job_dir"]))
     assert set(table1) == set(by_scenario)
     for label, dirs in by_scenario.items():
-        macro = [read_run(d)["test"]["macro_f1"] for d in dirs]
+        macro = [read_record(d).test.macro_f1 for d in dirs]
         # the report's number is run.json's, which is the DESIGN.md F1 of the run's test predictions
         assert macro == pytest.approx([f1_from_predictions(d / "test_predictions.csv") for d in dirs], abs=1e-9)
         assert int(table1[label]["n"]) == len(dirs)

@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from ecg_hpc.hpc import sweep
-from ecg_hpc.rundir import read_run
+from ecg_hpc.hpc import design, sweep
+from ecg_hpc.hpc.manifest import read_manifest
+from ecg_hpc.records import read_record
 from ecg_hpc.train import finetune
 from tests.test_cluster_slurm import _wait
 from tests.test_finetune import make_checkpoint, make_prepared, visible_files
@@ -49,31 +50,29 @@ def test_plan_writes_one_task_per_scenario_and_seed(world, tmp_path, capsys):
     assert "8 tasks: 8 missing; array indices 0-7" in capsys.readouterr().out
     tasks = lines(tmp_path / "manifest.jsonl")
     assert [t["index"] for t in tasks] == list(range(8))
-    assert [(t["scenario"], t["seed"]) for t in tasks] == [
+    assert [(t["config"]["scenario"], t["config"]["seed"]) for t in tasks] == [
         (s, seed) for s in ("random", "beat_tiny_epoch_01", "beat_tiny_epoch_02", "beat_tiny_epoch_03")
         for seed in (1, 2)]
-    for task, read in zip(tasks, sweep.read_manifest(tmp_path / "manifest.jsonl")):
-        assert task["job_dir"] == f"{task['scenario']}/seed_{task['seed']}"  # relative to the manifest
-        assert read.job_dir == str(tmp_path.resolve() / task["job_dir"])
-        assert "--job-dir" not in task["args"]
-        config = finetune.config_from_args(finetune.build_parser().parse_args(read.trainer_argv()))
-        assert (config.job_dir, config.seed, config.scenario, config.init) == (
-            read.job_dir, task["seed"], task["scenario"], task["init"])
-        assert (config.arch, config.width, config.epochs, config.data) == (
+    for task, read in zip(tasks, read_manifest(tmp_path / "manifest.jsonl")):
+        config = task["config"]
+        assert task["job_dir"] == f"{config['scenario']}/seed_{config['seed']}"  # relative to the manifest
+        assert read.job_dir == str(tmp_path.resolve() / task["job_dir"]) and "job_dir" not in config
+        assert read.config == finetune.FinetuneConfig(**config, job_dir=read.job_dir)
+        assert (read.config.arch, read.config.width, read.config.epochs, read.config.data) == (
             "resnet18", 0.125, 1, str(world["data"].resolve()))
-    assert tasks[2]["init"] == str(world["pretrain"].resolve() / "epoch_01")
+    assert tasks[2]["config"]["init"] == str(world["pretrain"].resolve() / "epoch_01")
 
 
 @pytest.mark.parametrize("which, scenarios", [("last", ["beat_tiny_epoch_03"]),
                                                ("3,1", ["beat_tiny_epoch_01", "beat_tiny_epoch_03"])])
 def test_checkpoint_selection(world, which, scenarios):
-    chosen = sweep.plan_scenarios([world["pretrain"]], which, include_random=False)
+    chosen = design.plan_scenarios([world["pretrain"]], which, include_random=False)
     assert [s.name for s in chosen] == scenarios
     assert all((s.arch, s.width) == ("resnet18", 0.125) for s in chosen)  # from the pretraining run.json
 
 
 def test_listed_missing_epoch_is_planned_with_a_warning(world, capsys):
-    chosen = sweep.plan_scenarios([world["pretrain"]], "9", include_random=False)
+    chosen = design.plan_scenarios([world["pretrain"]], "9", include_random=False)
     assert [s.name for s in chosen] == ["beat_tiny_epoch_09"]
     assert "epoch_09 does not exist yet" in capsys.readouterr().err
 
@@ -100,7 +99,7 @@ def test_replanning_keeps_indices_appends_and_refuses_changed_options(world, tmp
     assert plan(world, tmp_path, "--seeds", "2,3", "--pretrain", str(world["pretrain"])) == 0
     tasks = lines(manifest)
     assert manifest.read_text().startswith(first)
-    assert [(t["index"], t["scenario"], t["seed"]) for t in tasks] == [
+    assert [(t["index"], t["config"]["scenario"], t["config"]["seed"]) for t in tasks] == [
         (0, "random", 1), (1, "random", 2), (2, "random", 3), (3, "beat_tiny_epoch_03", 2),
         (4, "beat_tiny_epoch_03", 3)]
     capsys.readouterr()
@@ -112,12 +111,12 @@ def test_replanning_keeps_indices_appends_and_refuses_changed_options(world, tmp
 def test_a_copied_sweep_resolves_its_job_dirs_in_the_copy(world, tmp_path):
     assert plan(world, tmp_path / "a", "--seeds", "1,2") == 0
     shutil.copytree(tmp_path / "a", tmp_path / "b")
-    assert [t.job_dir for t in sweep.read_manifest(tmp_path / "b" / "manifest.jsonl")] == [
+    assert [t.job_dir for t in read_manifest(tmp_path / "b" / "manifest.jsonl")] == [
         str(tmp_path.resolve() / "b" / "random" / f"seed_{seed}") for seed in (1, 2)]
 
 
 def test_default_array_fits_the_default_sweep(world, tmp_path):
-    assert sweep.parse_seeds("10-100:10") == sweep.DEFAULT_SEEDS == tuple(range(10, 101, 10))
+    assert design.parse_seeds("10-100:10") == design.DEFAULT_SEEDS == tuple(range(10, 101, 10))
     assert sweep.main(["plan", "--data", str(world["data"]), "--sweep-dir", str(tmp_path),
                        "--pretrain", str(world["pretrain"])]) == 0
     n = len(lines(tmp_path / "manifest.jsonl"))
@@ -147,7 +146,7 @@ def test_launch_dry_run_submits_nothing_and_writes_no_manifest(world, tmp_path):
 
 
 def _statuses(sweep_dir: Path) -> dict[int, str]:
-    return {t.index: sweep.task_status(t) for t in sweep.read_manifest(sweep_dir / "manifest.jsonl")}
+    return {t.index: sweep.task_status(t) for t in read_manifest(sweep_dir / "manifest.jsonl")}
 
 
 @pytest.mark.slurm
@@ -166,15 +165,15 @@ def test_sweep_array_on_slurm(world, slurm_cluster, tmp_path):
     assert proc.returncode == 1, proc.stdout + proc.stderr  # the two tasks of the missing checkpoint failed
     assert "slurm job" in proc.stdout
     assert _statuses(sweep_dir) == {0: "done", 1: "done", 2: "done", 3: "done", 4: "failed", 5: "failed"}
-    tasks = sweep.read_manifest(sweep_dir / "manifest.jsonl")
+    tasks = read_manifest(sweep_dir / "manifest.jsonl")
     for task in tasks[:4]:
         job = Path(task.job_dir)
         assert {"history.csv", "train_predictions.csv", "val_predictions.csv", "test_predictions.csv",
                 "run.json", finetune.BEST_WEIGHTS} <= {p.name for p in job.iterdir()}
-        assert read_run(job)["environment"]["slurm"]["SLURM_ARRAY_TASK_ID"]
+        assert read_record(job).environment["slurm"]["SLURM_ARRAY_TASK_ID"]
     for task in tasks[4:]:
-        info = read_run(task.job_dir)
-        assert "checkpoint not found" in info["error"] and "epoch_02" in info["error"]
+        info = read_record(task.job_dir)
+        assert "checkpoint not found" in info.error and "epoch_02" in info.error
         assert visible_files(Path(task.job_dir)) == ["run.json"]
     # random and pretrained with the same seed: the same validation split, different curves
     random_dir, pretrained_dir = Path(tasks[0].job_dir), Path(tasks[2].job_dir)

@@ -11,6 +11,7 @@ import pytest
 import wfdb
 
 from ecg_hpc.data import icentia11k, physionet2017, store
+from ecg_hpc.data import synth_icentia, synth_physionet
 from ecg_hpc.data import synthetic as S
 from ecg_hpc.data.__main__ import main
 from ecg_hpc.data.synth_cli import physionet_labels
@@ -82,9 +83,9 @@ def test_beat_positions_are_r_peaks(mixed) -> None:
 
 def test_icentia_patient_format_grid_and_determinism() -> None:
     seg = 20_000
-    signal, beats, rhythms = S.synth_icentia_patient(np.random.default_rng(4), 3, seg)
+    signal, beats, rhythms = synth_icentia.synth_icentia_patient(np.random.default_rng(4), 3, seg)
     assert signal.dtype == np.float32 and signal.shape == (3, seg)
-    steps = signal.astype(np.float64) / S.ICENTIA_LSB
+    steps = signal.astype(np.float64) / synth_icentia.ICENTIA_LSB
     assert np.array_equal(steps, np.rint(steps)) and np.abs(steps).max() <= 32768
     for (bpos, bcls), (rpos, rcls) in zip(beats, rhythms):
         assert np.all(np.diff(bpos) > 0) and bpos.min() >= 0 and bpos.max() < seg
@@ -93,9 +94,9 @@ def test_icentia_patient_format_grid_and_determinism() -> None:
         assert set(rcls.tolist()) <= {S.RHYTHM_NOISE, S.RHYTHM_NORMAL, S.RHYTHM_AFIB, S.RHYTHM_AFLUT}
     values, scale = store.encode_signal(signal)  # the shard store keeps it losslessly as int16
     assert values.dtype == np.int16 and np.array_equal(store.decode_signal(values, scale), signal)
-    again = S.synth_icentia_patient(np.random.default_rng(4), 3, seg)
+    again = synth_icentia.synth_icentia_patient(np.random.default_rng(4), 3, seg)
     assert np.array_equal(again[0], signal)
-    other = S.synth_icentia_patient(np.random.default_rng(5), 3, seg)
+    other = synth_icentia.synth_icentia_patient(np.random.default_rng(5), 3, seg)
     assert not np.array_equal(other[0], signal)
 
 
@@ -107,7 +108,7 @@ def test_synth_icentia_cli_reads_back_through_load_patient(tmp_path: Path, unzip
     assert main(args) == 0
     assert icentia11k.list_patients(tmp_path) == [0, 1]
     for pid in (0, 1):
-        signal, beats, rhythms = S.synth_icentia_patient(np.random.default_rng([3, pid]), 2, seg)
+        signal, beats, rhythms = synth_icentia.synth_icentia_patient(np.random.default_rng([3, pid]), 2, seg)
         patient = icentia11k.load_patient(tmp_path, pid)
         assert np.array_equal(patient.signal, signal)
         for s in range(2):
@@ -137,7 +138,7 @@ def test_synth_physionet_cli_reads_back_with_intended_labels(tmp_path: Path) -> 
     assert {c: letters.count(c) for c in "NAO~"} == {"N": 59, "A": 9, "O": 29, "~": 3}
     assert names == [f"A{i:05d}" for i in range(1, 101)]
     for i in (0, 37, 99):
-        val = S.synth_physionet_record(np.random.default_rng([5, i]), letters[i])
+        val = synth_physionet.synth_physionet_record(np.random.default_rng([5, i]), letters[i])
         np.testing.assert_array_equal(signals[i], val.astype(np.float32) / 1000)
     lengths = np.array([s.size for s in signals])
     assert lengths.min() >= 9 * 300 and lengths.max() <= 60 * 300 and np.mean(lengths == 9000) > 0.5
@@ -159,10 +160,10 @@ def test_generation_rate_is_printed() -> None:
     """Samples generated per CPU second on one core (printed for the report; a loose floor only)."""
     rng = np.random.default_rng(0)
     t0 = time.process_time()
-    signal, _, _ = S.synth_icentia_patient(rng, 2, icentia11k.SEGMENT_SIZE)
+    signal, _, _ = synth_icentia.synth_icentia_patient(rng, 2, icentia11k.SEGMENT_SIZE)
     icentia_rate = signal.size / (time.process_time() - t0)
     t0 = time.process_time()
-    n = sum(S.synth_physionet_record(rng, "ANO~"[i % 4]).size for i in range(100))
+    n = sum(synth_physionet.synth_physionet_record(rng, "ANO~"[i % 4]).size for i in range(100))
     physionet_rate = n / (time.process_time() - t0)
     print(f"\nsynthetic generation: Icentia11k {icentia_rate / 1e6:.1f} M samples/s, "
           f"challenge records {physionet_rate / 1e6:.1f} M samples/s (CPU time, one core)")

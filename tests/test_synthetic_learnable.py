@@ -8,7 +8,7 @@ from sklearn.ensemble import RandomForestClassifier
 from sklearn.metrics import balanced_accuracy_score, recall_score
 from sklearn.model_selection import cross_val_predict
 
-from ecg_hpc.data import synthetic as S
+from ecg_hpc.data import synth_physionet
 from ecg_hpc.data.physionet2017 import CLASSES, FS
 
 PER_CLASS = 60
@@ -22,7 +22,7 @@ def features() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     rr_feats, amp_feats, labels = [], [], []
     for i in range(PER_CLASS * len(CLASSES)):
         label = i % len(CLASSES)
-        val, positions, _ = S.physionet_record(rng, CLASSES[label])
+        val, positions, _ = synth_physionet.physionet_record(rng, CLASSES[label])
         rr = np.diff(positions) / FS
         step = np.abs(np.diff(rr))
         rr_feats.append([rr.mean(), rr.std() / rr.mean(), np.sqrt(np.mean(step ** 2)) / rr.mean(),

@@ -28,7 +28,7 @@ from typing import Any, BinaryIO, Sequence
 import numpy as np
 
 from ecg_hpc.errors import ConfigError, DataError
-from ecg_hpc.rundir import atomic_write_bytes
+from ecg_hpc.atomic import atomic_write_bytes
 
 FS = 250
 SEGMENT_SIZE = 2 ** 20 + 1  # 1,048,577 samples per published segment

@@ -23,11 +23,11 @@ from pathlib import Path
 import numpy as np
 import scipy.io
 import scipy.signal
-from wfdb.io import _header as wfdb_header  # wfdb's record/signal line parsers (rdrecord fails on these files)
 
+from ecg_hpc.compat import parse_wfdb_record_line, parse_wfdb_signal_lines
 from ecg_hpc.errors import DataError
 from ecg_hpc.progress import Progress
-from ecg_hpc.rundir import atomic_write_bytes, atomic_write_text
+from ecg_hpc.atomic import atomic_write_bytes, atomic_write_text
 
 CLASSES = ("A", "N", "O", "~")
 FS = 300
@@ -75,9 +75,9 @@ def read_header(path: str | os.PathLike[str]) -> RecordHeader:
         record_line = f"{match['head']} {match['time']} {match['d']}/{match['m']}/{match['y']}"
         repaired = True
     try:
-        rec = wfdb_header._parse_record_line(record_line)
-        sig = wfdb_header._parse_signal_lines(lines[1:2]) if rec["n_sig"] == 1 and len(lines) == 2 else None
-    except (ValueError, wfdb_header.HeaderSyntaxError) as exc:
+        rec = parse_wfdb_record_line(record_line)
+        sig = parse_wfdb_signal_lines(lines[1:2]) if rec["n_sig"] == 1 and len(lines) == 2 else None
+    except ValueError as exc:
         raise DataError(f"{path}: malformed WFDB header ({exc})") from exc
     if sig is None:
         raise DataError(f"{path}: expected one signal line, header declares {rec['n_sig']} "

@@ -45,8 +45,8 @@ import numpy as np
 from ecg_hpc.data import icentia11k as ic
 from ecg_hpc.data.store import CLASS_BITS, CLASS_MASK, Store, StorePatient
 from ecg_hpc.errors import ConfigError, DataError
+from ecg_hpc.names import TASKS
 
-TASKS = ("beat", "rhythm", "hr", "future")
 CONTEXT_FRAMES = 8
 DEFAULT_NEGATIVES = 15
 _OFFSET = np.float32(ic.MEAN / ic.STD)

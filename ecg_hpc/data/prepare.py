@@ -22,8 +22,8 @@ import numpy as np
 from ecg_hpc.data.physionet2017 import CLASSES, INPUT_SIZE, load_records, preprocess
 from ecg_hpc.errors import ConfigError, DataError
 from ecg_hpc.progress import Progress
-from ecg_hpc.rundir import atomic_write_bytes
-from ecg_hpc.train.splits import stratified_holdout
+from ecg_hpc.atomic import atomic_write_bytes
+from ecg_hpc.data.splits import stratified_holdout
 
 FORMAT_VERSION = 1  # bump when preprocessing changes, so old caches are rebuilt
 _KEYS = ("x_train", "y_train", "names_train", "x_test", "y_test", "names_test", "classes", "test_size",

@@ -29,7 +29,8 @@ import numpy as np
 
 from ecg_hpc.data.icentia11k import Labels
 from ecg_hpc.errors import DataError
-from ecg_hpc.rundir import atomic_dir, atomic_write_json, utc_now
+from ecg_hpc.atomic import atomic_dir, atomic_write_json
+from ecg_hpc.provenance import utc_now
 
 STORE_FORMAT = "ecg-hpc-icentia11k-store"
 STORE_VERSION = 1

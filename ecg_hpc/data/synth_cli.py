@@ -13,10 +13,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ecg_hpc.data import icentia11k, physionet2017, synthetic
+from ecg_hpc.data import icentia11k, physionet2017, synth_icentia, synth_physionet
 from ecg_hpc.errors import ConfigError
 from ecg_hpc.progress import Progress
-from ecg_hpc.rundir import atomic_dir
+from ecg_hpc.atomic import atomic_dir
 
 
 def add_synth_icentia_arguments(parser: argparse.ArgumentParser) -> None:
@@ -43,7 +43,7 @@ def run_synth_icentia(args: argparse.Namespace) -> None:
     gen_s = 0.0
     for pid in range(args.patients):
         t0 = time.perf_counter()
-        signal, beats, rhythms = synthetic.synth_icentia_patient(np.random.default_rng([args.seed, pid]),
+        signal, beats, rhythms = synth_icentia.synth_icentia_patient(np.random.default_rng([args.seed, pid]),
                                                                  args.segments, args.segment_size)
         gen_s += time.perf_counter() - t0
         icentia11k.write_patient(args.dst, pid, signal, beats, rhythms, unzipped=args.unzipped)
@@ -62,7 +62,7 @@ def add_synth_physionet_arguments(parser: argparse.ArgumentParser) -> None:
 
 def physionet_labels(n: int, seed: int) -> list[str]:
     """Labels of ``n`` records in the class mix of the real training set, in a seeded random order."""
-    counts = synthetic.class_counts(n, synthetic.PHYSIONET_SHARES)
+    counts = synth_physionet.class_counts(n, synth_physionet.PHYSIONET_SHARES)
     labels = [c for c, k in counts.items() for _ in range(k)]
     return [labels[i] for i in np.random.default_rng([seed, n]).permutation(n)]
 
@@ -81,7 +81,7 @@ def run_synth_physionet(args: argparse.Namespace) -> None:
         epoch = _dt.datetime(2013, 9, 1)
         for i, (name, label) in enumerate(zip(names, labels)):
             rng = np.random.default_rng([args.seed, i])
-            val = synthetic.synth_physionet_record(rng, label)
+            val = synth_physionet.synth_physionet_record(rng, label)
             start = epoch + _dt.timedelta(seconds=int(rng.integers(0, 300 * 86400)))
             physionet2017.write_record(tmp, name, val, start)
             bar.update()

@@ -8,24 +8,21 @@ fibrillatory waves), atrial flutter (sawtooth F waves with 2:1 to 4:1 conduction
 baseline wander, mains hum, muscle noise with bursts, and in noise episodes motion artefacts and electrode pops.
 
 Everything is drawn from a ``numpy.random.Generator`` and rendered with array operations (no loop over beats or
-samples), so one core makes several million samples per second. Signals are in mV; ``synth_icentia_patient``
-converts to Icentia11k units on an int16 grid and ``synth_physionet_record`` to challenge ADC units (1000/mV).
+samples), so one core makes several million samples per second. Signals are in mV; the two format adapters
+turn them into the published formats: ``ecg_hpc.data.synth_icentia`` (Icentia11k units on an int16 grid) and
+``ecg_hpc.data.synth_physionet`` (challenge ADC units, 1000/mV).
 Beat positions are R-peak samples (where the Icentia11k annotation of a beat sits) and rhythm positions are the
 last sample of each episode, with the class ids of ``ecg_hpc.data.icentia11k``.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import numpy as np
 import scipy.signal
 
 from ecg_hpc.data import icentia11k
-from ecg_hpc.data.physionet2017 import CLASSES, FS as PHYSIONET_FS, GAIN as PHYSIONET_GAIN, STD_MV
-
-ICENTIA_UNITS_PER_MV = icentia11k.STD / STD_MV  # both data sets look alike after their own normalisation
-ICENTIA_LSB = 2.0 ** -10  # Icentia11k units per ADC step: int16 * LSB is exact in float32
 
 BEAT_UNDEFINED, BEAT_NORMAL, BEAT_PAC, BEAT_ABERRATED, BEAT_PVC = (
     icentia11k.BEAT_CLASSES.index(c) for c in ("undefined", "normal", "pac", "aberrated", "pvc"))
@@ -352,128 +349,7 @@ def synth_ecg(rng: np.random.Generator, pm: PatientModel, episodes: Episodes, fs
     return signal.astype(np.float32), positions[inside], classes[inside]
 
 
-def icentia_episodes(rng: np.random.Generator, n: int, fs: float, af_prone: float, flutter_prone: float,
-                     noise_per_hour: float) -> Episodes:
-    """Rhythm episodes of one Icentia11k segment: mostly sinus, with AF, flutter and noise by the patient's bent."""
-    classes, ends, t, total = [], [], 0.0, n / fs
-    per_hour = np.array([af_prone * 4.0, flutter_prone * 4.0, noise_per_hour])
-    onset = [RHYTHM_AFIB, RHYTHM_AFLUT, RHYTHM_NOISE]
-    mean_s = {RHYTHM_NORMAL: 3600.0 / per_hour.sum(), RHYTHM_AFIB: 600.0, RHYTHM_AFLUT: 300.0, RHYTHM_NOISE: 15.0}
-    state = RHYTHM_AFIB if rng.random() < af_prone / 2 else RHYTHM_NORMAL
-    while t < total:
-        t = min(total, t + rng.exponential(mean_s[state]) + 2.0)
-        classes.append(state)
-        ends.append(int(round(t * fs)) if t < total else n)
-        state = onset[rng.choice(3, p=per_hour / per_hour.sum())] if state == RHYTHM_NORMAL else RHYTHM_NORMAL
-    cls, end = np.array(classes, np.int64), np.array(ends, np.int64)
-    keep = np.diff(end, prepend=0) > 0  # drop zero-length episodes
-    return Episodes(cls[keep], end[keep])
-
-
-def synth_icentia_patient(rng: np.random.Generator, n_segments: int, segment_size: int = icentia11k.SEGMENT_SIZE,
-                          ) -> tuple[np.ndarray, list[tuple[np.ndarray, np.ndarray]],
-                                     list[tuple[np.ndarray, np.ndarray]]]:
-    """One Icentia11k-style patient: float32 signal ``(n_segments, segment_size)`` in Icentia11k units on an
-    int16 grid (times ``ICENTIA_LSB``), and per segment beats and rhythms as ``(positions, classes)``."""
-    fs = float(icentia11k.FS)
-    pm = random_patient(rng)
-    u = rng.random(4)
-    af_prone = 0.2 + 0.6 * u[0] if u[1] < 0.3 else 0.0  # 30 % of patients have AF episodes ...
-    flutter_prone = 0.2 + 0.4 * u[2] if u[3] < 0.25 else 0.0  # ... and 25 % flutter episodes
-    noise_per_hour = rng.uniform(0.5, 6.0)
-    signal = np.empty((n_segments, segment_size), np.float32)
-    beats, rhythms = [], []
-    for s in range(n_segments):
-        ep = icentia_episodes(rng, segment_size, fs, af_prone, flutter_prone, noise_per_hour)
-        x, pos, cls = synth_ecg(rng, pm, ep, fs, hr_scale=float(np.exp(rng.normal(0.0, 0.15))))
-        signal[s] = quantise(x * ICENTIA_UNITS_PER_MV, ICENTIA_LSB)
-        beats.append((pos, cls))
-        rhythms.append(ep.labels())
-    return signal, beats, rhythms
-
-
 def quantise(x: np.ndarray, lsb: float) -> np.ndarray:
     """Round to the nearest ADC step and saturate at the int16 range, like a real 16-bit ADC (float32 result)."""
     steps = np.clip(np.rint(np.asarray(x, np.float64) / lsb), -32768, 32767)
     return (steps * lsb).astype(np.float32)
-
-
-def physionet_model(rng: np.random.Generator, label: str) -> tuple[PatientModel, Episodes]:
-    """Physiology and rhythm episodes of one challenge record of class ``label``."""
-    if label not in CLASSES:
-        raise ValueError(f"label must be one of {CLASSES}, got {label!r}")
-    fs = PHYSIONET_FS
-    u = rng.random()
-    duration = 30.0 if u < 0.73 else 60.0 if u < 0.83 else rng.uniform(9.0, 60.0)
-    n = int(round(duration * fs))
-    pm = random_patient(rng)
-    # normal records carry at most rare ectopy; 'other' and 'noisy' draw their own below
-    u = rng.random(3)
-    pm = replace(pm, pac_rate=0.1 * u[0] if u[0] < 0.3 else 0.0, pvc_rate=0.1 * u[1] if u[1] < 0.3 else 0.0,
-                 hr_bpm=58.0 + 42.0 * u[2])
-    rhythm, noise_level, contact = RHYTHM_NORMAL, 1.0, 1.0
-    base = label if label != "~" else "NAO"[int(np.searchsorted([0.7, 0.85], rng.random()))]
-    if base == "A":
-        rhythm = RHYTHM_AFIB
-        pm = replace(pm, af_hr_bpm=rng.uniform(60.0, 150.0), af_irregularity=rng.uniform(0.06, 0.3),
-                     pvc_rate=0.05 if rng.random() < 0.2 else 0.0)
-    elif base == "O":
-        kind = ("pac", "pvc", "pattern", "flutter", "brady", "tachy")[
-            int(np.searchsorted([0.2, 0.4, 0.55, 0.7, 0.85], rng.random()))]
-        if kind == "pac":
-            pm = replace(pm, pac_rate=rng.uniform(0.08, 0.35))
-        elif kind == "pvc":
-            pm = replace(pm, pvc_rate=rng.uniform(0.08, 0.35))
-        elif kind == "pattern":
-            pm = replace(pm, pattern=2 + int(rng.random() < 0.5), pattern_pvc=bool(rng.random() < 0.7))
-        elif kind == "flutter":
-            rhythm = RHYTHM_AFLUT
-        elif kind == "brady":
-            pm = replace(pm, hr_bpm=rng.uniform(35.0, 55.0))
-        else:
-            pm = replace(pm, hr_bpm=rng.uniform(105.0, 150.0))
-    classes, ends = [rhythm], [n]
-    if label == "~":
-        a = int(rng.uniform(0.0, 0.3) * n) if rng.random() < 0.4 else 0
-        b = n if rng.random() < 0.7 else int(rng.uniform(0.8, 1.0) * n)
-        classes, ends = [rhythm, RHYTHM_NOISE, rhythm], [a, b, n]
-        if rng.random() < 0.4:  # poor contact: a faint ECG under moderate noise
-            noise_level, contact = rng.uniform(0.3, 1.0), rng.uniform(0.05, 0.3)
-        else:  # motion and muscle: heavy noise over a normal ECG
-            noise_level = rng.uniform(1.0, 3.0)
-    elif rng.random() < 0.15:  # a short noisy stretch in a readable record
-        a = int(rng.uniform(0.0, 0.8) * n)
-        classes, ends = [rhythm, RHYTHM_NOISE, rhythm], [a, min(n, a + int(rng.uniform(0.5, 2.5) * fs)), n]
-        noise_level = 0.3
-    cls, end = np.array(classes), np.array(ends)
-    keep = np.diff(end, prepend=0) > 0
-    return pm, Episodes(cls[keep], end[keep], noise_level, contact)
-
-
-def physionet_record(rng: np.random.Generator, label: str, fs: int = PHYSIONET_FS
-                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """A challenge-style record of class ``label`` with its beats: (int16 ADC values, R-peak samples, classes)."""
-    pm, episodes = physionet_model(rng, label)
-    if fs != PHYSIONET_FS:
-        episodes = replace(episodes, ends=np.rint(episodes.ends * (fs / PHYSIONET_FS)).astype(np.int64))
-    x, positions, classes = synth_ecg(rng, pm, episodes, float(fs))
-    return np.clip(np.rint(x * PHYSIONET_GAIN), -32768, 32767).astype(np.int16), positions, classes
-
-
-def synth_physionet_record(rng: np.random.Generator, label: str, fs: int = PHYSIONET_FS) -> np.ndarray:
-    """One PhysioNet/CinC 2017-style record of class ``label`` (A, N, O or ~): int16 ADC values, 1000/mV."""
-    return physionet_record(rng, label, fs)[0]
-
-
-def class_counts(n: int, shares: dict[str, float]) -> dict[str, int]:
-    """Split ``n`` into whole counts in proportion to ``shares`` (largest remainders, ties to the first listed)."""
-    total = sum(shares.values())
-    exact = {k: n * v / total for k, v in shares.items()}
-    counts = {k: int(np.floor(v)) for k, v in exact.items()}
-    order = sorted(shares, key=lambda k: -(exact[k] - counts[k]))
-    for k in order[:n - sum(counts.values())]:
-        counts[k] += 1
-    return counts
-
-
-PHYSIONET_SHARES = {"N": 0.59, "A": 0.09, "O": 0.29, "~": 0.03}  # class mix of the 8,528 training records

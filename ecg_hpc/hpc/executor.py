@@ -3,8 +3,8 @@
 ``add_cluster_arguments`` gives every launcher the same cluster options; ``make_executor`` turns them into a
 submitit executor (SLURM when ``sbatch`` is on PATH and ``--local`` is not given, else submitit's local
 executor, which starts the same number of worker processes on this machine); ``ModuleJob`` is what gets
-submitted: it runs ``python -m MODULE ARGS`` in-process, so a submitted job and a hand-written batch script
-run the very same entry point. ``describe_dry_run`` and ``follow`` serve ``--dry-run`` and ``--follow``.
+submitted: it runs ``python -m MODULE ARGS`` in-process (``ConfigJob``: the module's ``run(config)``), so a
+submitted job and a hand-written batch script run the very same entry point. ``describe_dry_run`` and ``follow`` serve ``--dry-run`` and ``--follow``.
 """
 
 from __future__ import annotations
@@ -20,12 +20,15 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence, TextIO
+from typing import TYPE_CHECKING, Any, Sequence, TextIO
 
-import submitit
-
+from ecg_hpc.compat import executor_parameters, submission_text
 from ecg_hpc.errors import ConfigError
-from ecg_hpc.hpc.jobenv import REQUEUE_EXIT_CODE
+from ecg_hpc.hpc.requeue import request_requeue
+from ecg_hpc.train.environments import PREEMPTED_EXIT_CODE, detect
+
+if TYPE_CHECKING:
+    import submitit
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_TIME = "24:00:00"
@@ -185,8 +188,10 @@ def make_executor(args: argparse.Namespace, folder: str | os.PathLike[str], *, j
 
     SLURM: one job of ``nodes x tasks`` srun tasks, ``--requeue``, a warning signal before the time limit.
     Local: the same number of worker processes on this machine, restarted when one exits with
-    ``REQUEUE_EXIT_CODE``. ``tasks_per_node`` overrides ``--tasks`` (e.g. 1 for single-process jobs).
+    ``PREEMPTED_EXIT_CODE``. ``tasks_per_node`` overrides ``--tasks`` (e.g. 1 for single-process jobs).
     """
+    import submitit  # here, not at the top: a launcher's --help need not load it
+
     plan = resolve_plan(args, tasks_per_node)
     executor = submitit.AutoExecutor(folder=folder, cluster=plan.cluster,
                                      slurm_python=plan.python, local_python=_local_python(plan.python))
@@ -212,27 +217,27 @@ def make_executor(args: argparse.Namespace, folder: str | os.PathLike[str], *, j
     return executor
 
 
-def describe_dry_run(executor: submitit.AutoExecutor, job: "ModuleJob") -> str:
+def describe_dry_run(executor: submitit.AutoExecutor, job: ModuleJob) -> str:
     """What submitting ``job`` with ``executor`` would do: the batch script (or local plan) and the command."""
-    inner = executor._executor  # the concrete SlurmExecutor or LocalExecutor behind the AutoExecutor
+    script, command = submission_text(executor)
     lines = [f"# command each worker runs (in-process, through submitit): {job.command_line()}"]
     if executor.cluster == "slurm":
         lines.append("# batch script submitit would submit with sbatch:")
-        lines.append(inner._make_submission_file_text(inner._submitit_command_str, "dry-run"))
+        lines.append(script)
     else:
-        params = inner.parameters
+        params = executor_parameters(executor)
         lines.append(f"# local run: {params.get('tasks_per_node', 1)} worker process(es) on this machine, "
-                     f"time limit {params.get('timeout_min')} min, logs in {inner.folder}; each runs:")
-        lines.append(inner._submitit_command_str)
+                     f"time limit {params.get('timeout_min')} min, logs in {executor.folder}; each runs:")
+        lines.append(command)
     return "\n".join(lines)
 
 
 class ModuleJob:
     """A submittable call of ``MODULE.main(argv)``, the same entry point as ``python -m MODULE ARGV``.
 
-    Exit status 0 is success; ``REQUEUE_EXIT_CODE`` means the job checkpointed and asked to be requeued,
-    so the worker exits with it (no result is written, which would end the job for submitit); any other
-    status is a failure.
+    Exit status 0 is success; ``PREEMPTED_EXIT_CODE`` means the job checkpointed on a stop signal: rank 0 asks
+    for a requeue (``ecg_hpc.hpc.requeue``) and the worker exits with that status (no result is written, which
+    would end the job for submitit); any other status is a failure.
     """
 
     def __init__(self, module: str, argv: Sequence[str]) -> None:
@@ -243,15 +248,33 @@ class ModuleJob:
         """The equivalent shell command."""
         return shlex.join(["python", "-m", self.module, *self.argv])
 
+    def entry(self) -> int:
+        """Run the entry point in this process; its exit status."""
+        return int(importlib.import_module(self.module).main(self.argv))
+
     def __call__(self) -> int:
         """Run the entry point in this worker process and return its exit status 0."""
-        main = importlib.import_module(self.module).main
-        status = main(self.argv)
-        if status == REQUEUE_EXIT_CODE:
+        launched = detect()  # before the entry point, which exports Horovod's variables for its workers
+        status = self.entry()
+        if status == PREEMPTED_EXIT_CODE:
+            print(f"preempted: {request_requeue(launched)}", flush=True)
             raise SystemExit(status)
         if status:
             raise RuntimeError(f"{self.command_line()} exited with status {status} (see the worker logs)")
         return 0
+
+
+class ConfigJob(ModuleJob):
+    """A submittable call of ``MODULE.run(config)``: the launcher's checked config reaches the workers as it is,
+    not as arguments to parse again (``command_line`` shows the equivalent command)."""
+
+    def __init__(self, module: str, config: Any) -> None:
+        super().__init__(module, config.to_argv())
+        self.config = config
+
+    def entry(self) -> int:
+        """Run the entry point's ``run(config)`` in this process; its exit status."""
+        return int(importlib.import_module(self.module).run(self.config))
 
 
 def job_log(job: submitit.Job, rank: int = 0) -> Path:

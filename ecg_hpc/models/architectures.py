@@ -15,6 +15,7 @@ from typing import Sequence
 import tensorflow as tf
 
 from ecg_hpc.errors import ConfigError
+from ecg_hpc.names import ARCHS
 from ecg_hpc.models.resnet import ResNetSpec, resnet_body
 from ecg_hpc.models.spectrogram import WINDOW, Spectrogram
 
@@ -28,8 +29,7 @@ _SPECS = {
     "resnet34": ResNetSpec(blocks=(3, 4, 6, 3), kernels=(7, 5, 5, 3), bottleneck=False, dims=1),
     "resnet50": ResNetSpec(blocks=(3, 4, 6, 3), kernels=(7, 5, 5, 3), bottleneck=True, dims=1),
     "resnet18_2d": ResNetSpec(blocks=(2, 2, 2, 2), kernels=(3, 3, 3, 3), bottleneck=False, dims=2),
-}
-ARCHS = tuple(_SPECS)
+}  # one per name of ecg_hpc.names.ARCHS
 
 
 @dataclass(frozen=True)

@@ -18,10 +18,9 @@ from __future__ import annotations
 import tensorflow as tf
 
 from ecg_hpc.errors import ConfigError
+from ecg_hpc.names import PRECISIONS
 
 keras = tf.keras
-
-PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
 
 
 def configure_precision(name: str = "float32") -> keras.mixed_precision.Policy:

@@ -20,7 +20,8 @@ import tensorflow as tf
 
 from ecg_hpc.errors import ConfigError
 from ecg_hpc.models.architectures import FEATURE_EXTRACTOR, FeatureSpec
-from ecg_hpc.rundir import atomic_dir, atomic_write_json, utc_now
+from ecg_hpc.atomic import atomic_dir, atomic_write_json
+from ecg_hpc.provenance import utc_now
 
 keras = tf.keras
 

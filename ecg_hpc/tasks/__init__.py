@@ -5,9 +5,9 @@ from __future__ import annotations
 import importlib
 
 from ecg_hpc.errors import ConfigError
+from ecg_hpc.names import TASKS
 from ecg_hpc.tasks.base import Task
 
-TASKS = ("beat", "rhythm", "hr", "future")
 
 
 def get_task(name: str) -> Task:

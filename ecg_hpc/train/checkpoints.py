@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,20 +25,14 @@ import tensorflow as tf
 
 from ecg_hpc.errors import DataError
 from ecg_hpc.models import save_feature_extractor
-from ecg_hpc.rundir import atomic_dir, atomic_write_json
+from ecg_hpc.atomic import atomic_dir, atomic_write_json
+from ecg_hpc.records import EPOCH_DIR, FEATURE_EXTRACTOR, epoch_dir_name
 
 keras = tf.keras
 
 INFO_FILE = "checkpoint.json"
 STATE_PREFIX = "state/ckpt"
-FEATURE_EXTRACTOR_DIR = "feature_extractor"
 PREEMPTED_DIR = "preempted"
-_EPOCH_RE = re.compile(r"epoch_(\d{2,})")
-
-
-def epoch_dir_name(epoch: int) -> str:
-    """Folder name of the checkpoint after ``epoch`` (1-based): ``epoch_01``, ..., ``epoch_100``."""
-    return f"epoch_{epoch:02d}"
 
 
 @dataclass(frozen=True)
@@ -77,7 +70,7 @@ def complete_epochs(job_dir: str | os.PathLike[str]) -> list[CheckpointInfo]:
     if not root.is_dir():
         return []
     for child in root.iterdir():
-        match = _EPOCH_RE.fullmatch(child.name)
+        match = EPOCH_DIR.fullmatch(child.name)
         if match and (child / INFO_FILE).is_file():
             info = read_info(child)
             if info.epoch != int(match.group(1)):
@@ -112,7 +105,7 @@ def save(job_dir: str | os.PathLike[str], model: keras.Model, optimizer: keras.o
     final = job_dir / (epoch_dir_name(epoch) if complete else PREEMPTED_DIR)
     with atomic_dir(final) as tmp:
         tf.train.Checkpoint(model=model, optimizer=optimizer).write(str(tmp / STATE_PREFIX))
-        save_feature_extractor(model, tmp / FEATURE_EXTRACTOR_DIR)
+        save_feature_extractor(model, tmp / FEATURE_EXTRACTOR)
         atomic_write_json(tmp / INFO_FILE, {"epoch": epoch, "steps_done": steps_done,
                                             "steps_per_epoch": steps_per_epoch, "logs": logs,
                                             "epoch_time_s": epoch_time_s})

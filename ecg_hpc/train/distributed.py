@@ -1,7 +1,8 @@
 """Horovod data-parallel training for Keras: start the workers, share state, scale the learning rate, average.
 
 One code path for any world size: a single process is a world of one (``hvd.init()`` alone). ``start`` finds
-this worker's place (``ecg_hpc.hpc.jobenv``), serves or waits for the rendezvous when needed, initialises
+this worker's place (``ecg_hpc.train.environments``), serves or waits for the rendezvous when needed
+(``ecg_hpc.train.rendezvous``), initialises
 Horovod and gives each local rank its own GPU (or its share of the CPU threads). The learning rate is scaled
 by the number of workers (Goyal et al., 2017) and warmed up linearly from the single-worker rate over the
 first steps; the schedule is a function of the optimizer's step counter, so a resumed run follows exactly
@@ -18,7 +19,8 @@ from typing import Any, Mapping
 
 import tensorflow as tf
 
-from ecg_hpc.hpc import jobenv
+from ecg_hpc.train.environments import JobEnv, detect
+from ecg_hpc.train.rendezvous import RendezvousServer, start_horovod_rendezvous
 
 keras = tf.keras
 
@@ -27,12 +29,12 @@ keras = tf.keras
 class World:
     """The running Horovod world as seen by this worker."""
 
-    job: jobenv.JobEnv
+    job: JobEnv
     rank: int
     size: int
     local_rank: int
     device: str
-    _server: jobenv.RendezvousServer | None = None
+    _server: RendezvousServer | None = None
 
     @property
     def is_chief(self) -> bool:
@@ -61,10 +63,10 @@ def _assign_device(local_rank: int, local_size: int) -> str:
     return f"CPU ({threads} threads)"
 
 
-def start(job: jobenv.JobEnv | None = None) -> World:
+def start(job: JobEnv | None = None) -> World:
     """Initialise Horovod for this worker (rendezvous first where no horovodrun did it) and pick its device."""
-    job = job if job is not None else jobenv.detect()
-    server = jobenv.start_horovod_rendezvous(job)
+    job = job if job is not None else detect()
+    server = start_horovod_rendezvous(job)
     import horovod.tensorflow.keras as hvd
 
     hvd.init()

@@ -3,12 +3,12 @@
 One run, one job directory: a seeded stratified validation split of the training records, Adam and categorical
 cross-entropy, early stopping on ``val_loss``, the weights of the best validation macro F1 kept; then
 ``history.csv``, ``train|val|test_predictions.csv``, ``best_model.weights.h5`` and ``run.json`` (keys in
-``ecg_hpc.rundir``). A job directory whose run.json says done is left alone (delete it to redo the run).
+``ecg_hpc.records``). A job directory whose run.json says done is left alone (delete it to redo the run).
 
 Determinism: the seed drives the validation split (a ``numpy.random.Generator``) and, through
 ``tf.keras.utils.set_random_seed`` plus ``tf.config.experimental.enable_op_determinism``, the weight
 initialisation, the batch order and every TF op, so the same seed on the same data and the same CPU build gives
-the same split and the same predictions (tested; oneDNN is switched off for this, see below). On a GPU the same
+the same split and the same predictions (tested; oneDNN is off, see ``ecg_hpc.runtime``). On a GPU the same
 setting selects deterministic kernels (TF raises for an op that has none); its numbers differ from the CPU's.
 ``set_random_seed`` also seeds Python's and NumPy's global generators, which Keras uses; this code does not.
 """
@@ -28,7 +28,9 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from ecg_hpc.errors import ConfigError, EcgHpcError, user_error
-from ecg_hpc.rundir import environment_info, is_done, read_run, utc_now, write_run
+from ecg_hpc.records import FinetuneRun, InitSource, Scores, is_done, read_record, write_record
+from ecg_hpc.provenance import environment_info, utc_now
+from ecg_hpc.runtime import configure_runtime
 from ecg_hpc.train.init_source import DEFAULT_ARCH, RANDOM, describe_init, require_checkpoint, scenario_name
 from ecg_hpc.train.job_lock import JobDirBusy, job_dir_lock
 from ecg_hpc.train.metrics import VAL_METRICS
@@ -57,14 +59,19 @@ class FinetuneConfig:
     learning_rate: float = 1e-3
     scenario: str | None = None
 
-    def to_argv(self, exclude: tuple[str, ...] = ()) -> list[str]:
-        """The command-line arguments that reproduce this config (None and ``exclude`` fields omitted)."""
-        argv: list[str] = []
-        for field in dataclasses.fields(self):
-            value = getattr(self, field.name)
-            if value is not None and field.name not in exclude:
-                argv += [f"--{field.name.replace('_', '-')}", str(value)]
-        return argv
+    def __post_init__(self) -> None:
+        """ConfigError naming the first option out of range."""
+        for name in ("batch_size", "epochs", "patience"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+        if self.width is not None and self.width <= 0:
+            raise ConfigError(f"--width must be positive, got {self.width}")
+        if not 0.0 < self.val_size < 1.0:
+            raise ConfigError(f"--val-size must lie strictly between 0 and 1, got {self.val_size}")
+        if self.learning_rate <= 0:
+            raise ConfigError(f"--learning-rate must be positive, got {self.learning_rate}")
+        if self.val_metric not in VAL_METRICS:
+            raise ConfigError(f"--val-metric {self.val_metric!r}: choose one of {', '.join(VAL_METRICS)}")
 
 
 def add_training_arguments(parser: argparse.ArgumentParser) -> None:
@@ -98,34 +105,30 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--scenario", help="name of the init in a sweep (default: derived from --init/--arch)")
 
 
-def config_from_args(args: argparse.Namespace) -> FinetuneConfig:
-    """Build the config from parsed arguments, checking ranges."""
-    for name in ("batch_size", "epochs", "patience"):
-        if getattr(args, name) < 1:
-            raise ConfigError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
-    if args.width is not None and args.width <= 0:
-        raise ConfigError(f"--width must be positive, got {args.width}")
-    if not 0.0 < args.val_size < 1.0:
-        raise ConfigError(f"--val-size must lie strictly between 0 and 1, got {args.val_size}")
-    if args.learning_rate <= 0:
-        raise ConfigError(f"--learning-rate must be positive, got {args.learning_rate}")
-    if args.arch is not None:
-        from ecg_hpc.models.architectures import arch_spec  # imports TensorFlow, so only when needed
+def check_arch(arch: str) -> None:
+    """ConfigError naming the known archs when ``arch`` is not one."""
+    from ecg_hpc.models.architectures import arch_spec  # imports TensorFlow, so only when needed
 
-        arch_spec(args.arch)
+    arch_spec(arch)
+
+
+def config_from_args(args: argparse.Namespace) -> FinetuneConfig:
+    """Build the config from parsed arguments, checking ranges and the arch."""
+    if args.arch is not None:
+        check_arch(args.arch)
     fields = {f.name for f in dataclasses.fields(FinetuneConfig)}
     return FinetuneConfig(**{k: v for k, v in vars(args).items() if k in fields})
 
 
-def _resolve_model(config: FinetuneConfig, init: dict[str, Any]) -> tuple[str, float]:
+def _resolve_model(config: FinetuneConfig, init: InitSource) -> tuple[str, float]:
     """Arch and width: given ones, else the checkpoint's, else resnet18 at width 1; a contradiction is refused."""
     for option, given in (("arch", config.arch), ("width", config.width)):
-        recorded = init.get(option)
+        recorded = getattr(init, option)
         if given is not None and recorded is not None and given != recorded:
-            raise ConfigError(f"--{option} {given} contradicts the checkpoint {init['checkpoint']}, pretrained "
+            raise ConfigError(f"--{option} {given} contradicts the checkpoint {init.checkpoint}, pretrained "
                               f"with {option} {recorded}")
-    arch = config.arch or init.get("arch") or DEFAULT_ARCH
-    width = config.width if config.width is not None else (init.get("width") or 1.0)
+    arch = config.arch or init.arch or DEFAULT_ARCH
+    width = config.width if config.width is not None else (init.width or 1.0)
     return arch, float(width)
 
 
@@ -138,9 +141,9 @@ def _seed_tensorflow(seed: int) -> None:
     tf.config.experimental.enable_op_determinism()
 
 
-def _train(config: FinetuneConfig, init: dict[str, Any], arch: str, width: float,
+def _train(config: FinetuneConfig, init: InitSource, arch: str, width: float,
            job_dir: Path) -> dict[str, Any]:
-    """Split, build, train, select and predict; write the CSVs and weights; return the run.json results."""
+    """Split, build, train, select and predict; write the CSVs and weights; return the record's results."""
     import numpy as np
     import tensorflow as tf
 
@@ -148,7 +151,7 @@ def _train(config: FinetuneConfig, init: dict[str, Any], arch: str, width: float
     from ecg_hpc.models import build_model, load_feature_extractor
     from ecg_hpc.train.metrics import f1_report, one_hot
     from ecg_hpc.train.predictions import write_predictions
-    from ecg_hpc.train.splits import stratified_holdout
+    from ecg_hpc.data.splits import stratified_holdout
     from ecg_hpc.train.validation import ValidationMonitor
 
     data = load_prepared(config.data)
@@ -163,7 +166,7 @@ def _train(config: FinetuneConfig, init: dict[str, Any], arch: str, width: float
 
     _seed_tensorflow(config.seed)
     model = build_model(arch, len(classes), tuple(data.x_train.shape[1:]), head_activation="softmax", width=width)
-    if init["source"] != RANDOM:
+    if init.source != RANDOM:
         load_feature_extractor(model, require_checkpoint(init))
     model.compile(optimizer=tf.keras.optimizers.Adam(learning_rate=config.learning_rate),
                   loss=tf.keras.losses.CategoricalCrossentropy())
@@ -185,7 +188,8 @@ def _train(config: FinetuneConfig, init: dict[str, Any], arch: str, width: float
     for split, (x, y, names) in sets.items():
         prob = model.predict(x, batch_size=config.batch_size, verbose=0)
         write_predictions(job_dir / f"{split}_predictions.csv", names, y, prob, classes)
-        scores[split] = f1_report(y, prob, classes)
+        report = f1_report(y, prob, classes)
+        scores[split] = Scores(macro_f1=float(report["macro_f1"]), f1=dict(report["f1"]))  # type: ignore[arg-type]
     return {
         "split": {"test_seed": int(data.test_seed), "test_size": float(data.test_size),
                   "val_size": config.val_size, "fingerprint": str(data.fingerprint),
@@ -195,8 +199,8 @@ def _train(config: FinetuneConfig, init: dict[str, Any], arch: str, width: float
     }
 
 
-def finetune(config: FinetuneConfig) -> dict[str, Any]:
-    """Run (or skip, if already done) one fine-tuning job; return its run.json content.
+def finetune(config: FinetuneConfig) -> FinetuneRun:
+    """Run (or skip, if already done) one fine-tuning job; return its run record.
 
     The run.json says ``running`` from the start and ``failed`` with the error if anything goes wrong, which is
     then re-raised; only this job directory is written, under its lock (``JobDirBusy`` if another process has
@@ -207,7 +211,9 @@ def finetune(config: FinetuneConfig) -> dict[str, Any]:
     with job_dir_lock(job_dir):
         if is_done(job_dir):
             print(f"{job_dir}: already done, skipping", flush=True)
-            return read_run(job_dir) or {}
+            record = read_record(job_dir)
+            assert isinstance(record, FinetuneRun), f"{job_dir} holds a {record.kind} run"  # is_done read it
+            return record
         return _run(config, job_dir)
 
 
@@ -232,41 +238,40 @@ def _sigterm_raises() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
-def _run(config: FinetuneConfig, job_dir: Path) -> dict[str, Any]:
+def _run(config: FinetuneConfig, job_dir: Path) -> FinetuneRun:
     """The body of ``finetune`` for a job directory that is locked and not done."""
     for name in _OUTPUTS:  # leftovers of an interrupted or failed attempt
         (job_dir / name).unlink(missing_ok=True)
     start = time.monotonic()
-    info: dict[str, Any] = {"kind": "finetune", "status": "running", "seed": config.seed,
-                            "config": dataclasses.asdict(config), "scenario": config.scenario,
-                            "environment": environment_info(), "started_at": utc_now()}
     # Provisional init and arch, so that even a run failing on a bad --init says what it was meant to be.
-    info["init"] = ({"source": RANDOM} if config.init == RANDOM else {
-        "source": "checkpoint", "checkpoint": config.init, "pretrain_run": str(Path(config.init).parent)})
-    info["arch"], info["width"] = config.arch or DEFAULT_ARCH, config.width
-    write_run(job_dir, info)
+    init = (InitSource(RANDOM) if config.init == RANDOM else
+            InitSource("checkpoint", checkpoint=config.init, pretrain_run=str(Path(config.init).parent)))
+    record = FinetuneRun(status="running", seed=config.seed, config=dataclasses.asdict(config),
+                         scenario=config.scenario, environment=environment_info(), started_at=utc_now(),
+                         init=init, arch=config.arch or DEFAULT_ARCH, width=config.width)
+    write_record(job_dir, record)
     try:
         with _sigterm_raises():
-            init = info["init"] = describe_init(config.init)
-            info["arch"], info["width"] = _resolve_model(config, init)
-            info["scenario"] = config.scenario or scenario_name(config.init, info["arch"])
-            if init["source"] != RANDOM:
+            init = describe_init(config.init)
+            record = dataclasses.replace(record, init=init)
+            arch, width = _resolve_model(config, init)
+            record = dataclasses.replace(record, arch=arch, width=width,
+                                         scenario=config.scenario or scenario_name(config.init, arch))
+            if init.source != RANDOM:
                 require_checkpoint(init)
-            info.update(_train(config, init, info["arch"], info["width"], job_dir))
-            info["status"] = "done"
+            record = dataclasses.replace(record, **_train(config, init, arch, width, job_dir), status="done")
     except BaseException as exc:
-        info["status"] = "failed"
-        info["error"] = str(exc) if isinstance(exc, EcgHpcError) else f"{type(exc).__name__}: {exc}"
-        if not isinstance(exc, EcgHpcError):
-            info["traceback"] = traceback.format_exc()
+        error = str(exc) if isinstance(exc, EcgHpcError) else f"{type(exc).__name__}: {exc}"
+        record = dataclasses.replace(record, status="failed", error=error,
+                                     traceback=None if isinstance(exc, EcgHpcError) else traceback.format_exc())
         raise
     finally:
-        info["finished_at"] = utc_now()
-        info["wall_time_s"] = round(time.monotonic() - start, 3)
-        write_run(job_dir, info)
-    print(f"{job_dir}: done, best epoch {info['best_epoch']} of {info['epochs_run']}, "
-          f"test macro F1 {info['test']['macro_f1']:.4f}", flush=True)
-    return info
+        record = dataclasses.replace(record, finished_at=utc_now(), wall_time_s=round(time.monotonic() - start, 3))
+        write_record(job_dir, record)
+    assert record.test is not None
+    print(f"{job_dir}: done, best epoch {record.best_epoch} of {record.epochs_run}, "
+          f"test macro F1 {record.test.macro_f1:.4f}", flush=True)
+    return record
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -278,10 +283,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Parse ``argv``, run, and turn user errors into one line and exit status 2."""
+    """Parse ``argv`` and run; a bad option is one line and exit status 2."""
     args = build_parser().parse_args(argv)
     try:
-        finetune(config_from_args(args))
+        config = config_from_args(args)
+    except EcgHpcError as exc:
+        return user_error(exc)
+    return run(config)
+
+
+def run(config: FinetuneConfig) -> int:
+    """Run one fine-tuning job as a process does: its exit status, user errors as one line (status 2)."""
+    configure_runtime()
+    try:
+        finetune(config)
     except JobDirBusy as exc:  # the run is in progress elsewhere: nothing to do here
         print(f"skipping: {exc}", flush=True)
     except Terminated as exc:

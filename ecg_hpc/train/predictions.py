@@ -1,6 +1,6 @@
 """``train|val|test_predictions.csv``: one row per record with its true one-hot label and class probabilities.
 
-Layout (the authors' published one, see ``ecg_hpc.rundir``): ``record_name, true_A, true_N, true_O, true_~,
+Layout (the authors' published one, see ``ecg_hpc.records``): ``record_name, true_A, true_N, true_O, true_~,
 prob_A, prob_N, prob_O, prob_~`` with the class order of the prepared data. Probabilities are written with the
 shortest repr that round-trips the float32 value, so equal predictions give byte-identical files.
 """
@@ -12,7 +12,7 @@ from typing import Sequence
 
 import numpy as np
 
-from ecg_hpc.rundir import atomic_write_csv
+from ecg_hpc.atomic import atomic_write_csv
 from ecg_hpc.train.metrics import one_hot
 
 

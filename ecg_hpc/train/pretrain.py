@@ -1,55 +1,112 @@
 """``python -m ecg_hpc.train.pretrain``: Horovod data-parallel pretraining of one task on the shard store.
 
+This module is the entry point and the configuration (``PretrainConfig``), free of TensorFlow so that launchers
+build and check a config in a fraction of a second; the training itself is ``ecg_hpc.train.pretraining``.
 Runs as one process, under ``horovodrun``, or as the tasks of an ``srun`` step / submitit job (ranks from the
 job environment, rendezvous served by rank 0; see ``ecg_hpc.train.distributed``). ``--batch-size`` is per
 worker; the learning rate is scaled by the number of workers with a linear warm-up, as run.json records.
+Without ``--job-dir`` a run goes to ``runs/pretrain/<job_dir_name>`` (the one naming rule of the launcher,
+``slurm/pretrain.sbatch`` and the demo).
 
 Rank 0 alone writes the job directory: ``epoch_NN/`` checkpoints (``ecg_hpc.train.checkpoints``),
 ``history.csv`` (one row per epoch: ``epoch``, the metrics averaged over workers, ``time_s``, ``frames_per_s``,
-``lr``) and ``run.json`` (keys documented in ``ecg_hpc.rundir`` plus ``attempts``, one per start).
+``lr``) and ``run.json`` (``ecg_hpc.records.PretrainRun``, with ``attempts``, one per start).
 
-Resume: starting again with the same ``--job-dir`` continues after the last checkpoint and ends with the same
+Resume: starting again with the same job directory continues after the last checkpoint and ends with the same
 epochs; the data of (seed, epoch, rank) is fixed, so a resumed run trains on what an uninterrupted one would.
 On SIGUSR1/SIGUSR2 (SLURM's and submitit's warning before the time limit) or SIGTERM, every worker finishes
-its step, rank 0 writes ``preempted/``, the job asks to be requeued and the workers exit with status
-``REQUEUE_EXIT_CODE``. A run whose run.json says done is left alone.
+its step, rank 0 writes ``preempted/`` and the workers exit with status ``PREEMPTED_EXIT_CODE``; whoever
+launched them decides whether to requeue (``ecg_hpc.hpc.requeue``, ``slurm/pretrain.sbatch``). A run whose
+run.json says done is left alone.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
-import signal
-import statistics
 import sys
-import time
 import traceback
 from pathlib import Path
 from typing import Any
 
-import tensorflow as tf
-
-from ecg_hpc.data.icentia11k import select_patients
-from ecg_hpc.data.pipeline import make_dataset
-from ecg_hpc.data.store import Store
 from ecg_hpc.errors import ConfigError, DataError, EcgHpcError, user_error
-from ecg_hpc.hpc.jobenv import REQUEUE_EXIT_CODE, request_requeue
-from ecg_hpc.models import ARCHS, PRECISIONS, configure_precision
-from ecg_hpc.progress import Progress
-from ecg_hpc.rundir import atomic_write_csv, environment_info, is_done, read_run, utc_now, write_run
-from ecg_hpc.tasks import TASKS, get_task
-from ecg_hpc.train import checkpoints, distributed
+from ecg_hpc.names import ARCHS, PRECISIONS, TASKS
+from ecg_hpc.records import is_done, read_pretrain_run
+from ecg_hpc.runtime import configure_runtime
+from ecg_hpc.train.environments import PREEMPTED_EXIT_CODE
 
-HISTORY = "history.csv"
-DEFAULT_STEPS = 1024
-STOP_SIGNALS = (signal.SIGUSR1, signal.SIGUSR2, signal.SIGTERM)
-# Options that decide what a run computes: a resumed run must agree on them with the run.json it continues.
-_FIXED = ("task", "arch", "width", "frac", "frame_size", "samples_per_patient", "batch_size",
-          "steps_per_epoch", "seed", "precision", "lr", "lr_scaling", "warmup_epochs")
+PRETRAIN_ROOT = Path("runs") / "pretrain"
+LR_SCALINGS = ("linear", "none")
 
 
-def add_arguments(parser: argparse.ArgumentParser, job_dir_required: bool = True) -> None:
-    """The trainer's options (defaults from the authors' code, DESIGN.md); launchers may derive ``--job-dir``."""
+def job_dir_name(task: str, arch: str, frame_size: int, frac: float, seed: int) -> str:
+    """The name of a pretraining run directory, from the options that define the run: TASK_ARCH_fFRAME_fracFRAC_sSEED
+    (``beat_resnet18_f4096_frac0.1_s0``)."""
+    return f"{task}_{arch}_f{frame_size}_frac{frac:g}_s{seed}"
+
+
+@dataclasses.dataclass(frozen=True)
+class PretrainConfig:
+    """The resolved options of one pretraining run (recorded as run.json ``config``), checked when built."""
+
+    store: str
+    job_dir: str
+    task: str = "beat"
+    arch: str = "resnet18"
+    width: float = 1.0
+    frac: float = 1.0
+    frame_size: int = 4096
+    samples_per_patient: int | None = None
+    batch_size: int = 512
+    epochs: int = 16
+    steps_per_epoch: int | None = None
+    lr: float = 1e-3
+    lr_scaling: str = "linear"
+    warmup_epochs: float = 1.0
+    precision: str = "float32"
+    deterministic: bool = False
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        """ConfigError naming the first option out of range (the store is checked by ``check_store``)."""
+        for name, known in (("task", TASKS), ("arch", ARCHS), ("precision", PRECISIONS), ("lr_scaling", LR_SCALINGS)):
+            if getattr(self, name) not in known:
+                raise ConfigError(f"--{name.replace('_', '-')} {getattr(self, name)!r}: choose one of "
+                                  f"{', '.join(known)}")
+        positive = ("width", "frame_size", "samples_per_patient", "batch_size", "epochs", "steps_per_epoch", "lr")
+        for name in positive:
+            if getattr(self, name) is not None and getattr(self, name) <= 0:
+                raise ConfigError(f"--{name.replace('_', '-')} {getattr(self, name)}: must be positive")
+        if not 0 < self.frac <= 1:
+            raise ConfigError(f"--frac {self.frac}: must lie in (0, 1]")
+        if self.warmup_epochs < 0:
+            raise ConfigError(f"--warmup-epochs {self.warmup_epochs}: must not be negative")
+
+    def check_store(self) -> None:
+        """DataError when the store is not a directory."""
+        if not Path(self.store).is_dir():
+            raise DataError(f"--store {self.store}: no such directory")
+
+    def to_argv(self) -> list[str]:
+        """The arguments of ``python -m ecg_hpc.train.pretrain`` that give this config (how it is shown)."""
+        argv: list[str] = []
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            flag = f"--{field.name.replace('_', '-')}"
+            if field.type == "bool":
+                argv += [flag] if value else []
+            elif value is not None:
+                argv += [flag, str(value)]
+        return argv
+
+    def as_record(self) -> dict[str, Any]:
+        """The config as run.json records it (keys sorted)."""
+        return dict(sorted(dataclasses.asdict(self).items()))
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The trainer's options (defaults from the authors' code, DESIGN.md) on ``parser`` or an argument group."""
     store = os.environ.get("ECG_HPC_STORE")
     parser.add_argument("--store", required=store is None, default=store,
                         help="Icentia11k shard store made by python -m ecg_hpc.data convert-icentia "
@@ -68,272 +125,56 @@ def add_arguments(parser: argparse.ArgumentParser, job_dir_required: bool = True
     parser.add_argument("--batch-size", type=int, default=512, help="frames per step and worker (default: 512)")
     parser.add_argument("--epochs", type=int, default=16, help="epochs in all, resumed ones included (default: 16)")
     parser.add_argument("--steps-per-epoch", type=int, default=None,
-                        help=f"steps per epoch (default: {DEFAULT_STEPS} unless --samples-per-patient is given)")
+                        help="steps per epoch (default: 1024 unless --samples-per-patient is given)")
     parser.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate of one worker (default: 1e-3)")
-    parser.add_argument("--lr-scaling", choices=("linear", "none"), default="linear",
+    parser.add_argument("--lr-scaling", choices=LR_SCALINGS, default="linear",
                         help="scale the learning rate by the number of workers (default: linear)")
     parser.add_argument("--warmup-epochs", type=float, default=1.0,
                         help="epochs of linear warm-up to the scaled learning rate (default: 1)")
     parser.add_argument("--precision", default="float32", choices=PRECISIONS, help="dtype policy (default: float32)")
     parser.add_argument("--deterministic", action="store_true",
                         help="deterministic TF ops (slower on GPUs; exact resume checks)")
-    parser.add_argument("--job-dir", required=job_dir_required, help="job directory, e.g. runs/pretrain/NAME")
+    parser.add_argument("--job-dir", default=None,
+                        help="job directory (default: runs/pretrain/TASK_ARCH_fFRAME_fracFRAC_sSEED)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the patient subset, weights and data (default: 0)")
 
 
-def check_arguments(args: argparse.Namespace) -> None:
-    """ConfigError naming the first option out of range."""
-    positive = ("width", "frame_size", "samples_per_patient", "batch_size", "epochs", "steps_per_epoch", "lr")
-    for name in positive:
-        if getattr(args, name) is not None and getattr(args, name) <= 0:
-            raise ConfigError(f"--{name.replace('_', '-')} {getattr(args, name)}: must be positive")
-    if not 0 < args.frac <= 1:
-        raise ConfigError(f"--frac {args.frac}: must lie in (0, 1]")
-    if args.warmup_epochs < 0:
-        raise ConfigError(f"--warmup-epochs {args.warmup_epochs}: must not be negative")
-    if not Path(args.store).is_dir():
-        raise DataError(f"--store {args.store}: no such directory")
-
-
-def config_of(args: argparse.Namespace) -> dict[str, Any]:
-    """The resolved options as recorded in run.json ``config``."""
-    return {k: v for k, v in sorted(vars(args).items()) if not k.startswith("_")}
-
-
-class StopFlag:
-    """Records that a stop signal arrived; installed for ``STOP_SIGNALS`` while training, restored after."""
-
-    def __init__(self) -> None:
-        self.signal_name: str | None = None
-        self._previous: dict[int, Any] = {}
-
-    def __enter__(self) -> "StopFlag":
-        for sig in STOP_SIGNALS:
-            self._previous[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
-
-    def _handle(self, signum: int, frame: Any) -> None:
-        if self.signal_name is None:
-            self.signal_name = signal.Signals(signum).name
-            print(f"received {self.signal_name}: finishing the current step, then checkpointing", flush=True)
-
-    @property
-    def raised(self) -> bool:
-        """True once a stop signal arrived."""
-        return self.signal_name is not None
-
-
-def _combine(first: dict[str, float], n_first: int, second: dict[str, float], n_second: int) -> dict[str, float]:
-    """Step-weighted means of two runs of the same epoch (batches are equal-sized, so this is exact)."""
-    total = n_first + n_second
-    return {k: (first.get(k, 0.0) * n_first + second[k] * n_second) / total for k in second}
-
-
-class _Run:
-    """One pretraining run of this worker: model, data, checkpoints and the job directory."""
-
-    def __init__(self, args: argparse.Namespace, world: Any) -> None:
-        self.args, self.world = args, world
-        self.job_dir = Path(args.job_dir)
-        self.info: dict[str, Any] = {}
-
-    # -- setup -------------------------------------------------------------------------------------------------
-    def build(self) -> None:
-        """Select the patients, build and compile the model, restore the resume point, share rank 0's state."""
-        args = self.args
-        tf.keras.utils.set_random_seed(args.seed)
-        if args.deterministic:
-            tf.config.experimental.enable_op_determinism()
-        configure_precision(args.precision)
-        self.store = Store(args.store)
-        if not self.store.patient_ids:
-            raise DataError(f"--store {args.store}: holds no converted patients")
-        self.patients = select_patients(self.store.patient_ids, frac=args.frac, seed=args.seed)
-        args.steps_per_epoch = steps_per_epoch(args, len(self.patients), self.world.size)
-        self.task = get_task(args.task)
-        self.model = self.task.build_model(args.arch, args.frame_size, width=args.width)
-        warmup_steps = round(args.warmup_epochs * args.steps_per_epoch)
-        self.schedule = distributed.learning_rate(args.lr, self.world.size, args.lr_scaling, warmup_steps)
-        adam = tf.keras.optimizers.Adam(self.schedule, beta_1=0.9, beta_2=0.98, epsilon=1e-9)
-        self.optimizer = distributed.distributed_optimizer(adam)
-        self.task.compile_model(self.model, self.optimizer)
-        self.optimizer.build(self.model.trainable_variables)
-        local_resume = checkpoints.resume_point(self.job_dir) if self.world.is_chief else None
-        self.resume = distributed.broadcast_object(local_resume)
-        if self.resume is not None and self.world.is_chief:
-            checkpoints.restore(self.resume, self.model, self.optimizer)
-        distributed.broadcast_state(self.model, self.optimizer)
-
-    def dataset(self, epoch: int, skip_steps: int) -> tf.data.Dataset:
-        """This worker's batches of ``epoch`` (a function of seed, epoch and rank) from step ``skip_steps`` on."""
-        args = self.args
-        return make_dataset(self.store, args.task, self.patients, frame_size=args.frame_size,
-                            batch_size=args.batch_size, seed=args.seed, epoch=epoch, rank=self.world.rank,
-                            world_size=self.world.size, steps=args.steps_per_epoch, start_step=skip_steps)
-
-    # -- job directory (rank 0) ---------------------------------------------------------------------------------
-    def start_record(self) -> None:
-        """Check a previous run.json agrees with these options, then record this start (status running)."""
-        previous = read_run(self.job_dir) or {}
-        old_config = previous.get("config", {})
-        for key in _FIXED:
-            if key in old_config and old_config[key] != getattr(self.args, key):
-                raise ConfigError(f"--{key.replace('_', '-')} {getattr(self.args, key)!r}: the run in {self.job_dir} "
-                                  f"used {old_config[key]!r}; use another --job-dir")
-        job = self.world.job
-        attempt = {"started_at": utc_now(), "launcher": job.launcher, "job_id": job.job_id,
-                   "restart_count": job.restart_count, "world_size": self.world.size, "hosts": list(job.hosts),
-                   "resumed_from": str(self.resume.path) if self.resume else None}
-        self.info = {
-            "kind": "pretrain", "status": "running", "seed": self.args.seed, "config": config_of(self.args),
-            "environment": environment_info(), "started_at": previous.get("started_at", attempt["started_at"]),
-            "task": self.args.task, "arch": self.args.arch, "width": self.args.width,
-            "frame_size": self.args.frame_size, "frac": self.args.frac, "n_patients": len(self.patients),
-            "epochs": self.args.epochs, "epochs_done": 0, "world_size": self.world.size, "hosts": list(job.hosts),
-            "device": self.world.device,
-            "horovod": distributed.lr_record(self.schedule, self.world.size, self.args.lr_scaling),
-            "epoch_times_s": [], "frames_per_s": None,
-            "attempts": previous.get("attempts", []) + [attempt],
-        }
-        self.write_history()
-
-    def write_history(self) -> None:
-        """Rebuild history.csv and the per-epoch run.json fields from the complete checkpoints."""
-        epochs = [c for c in checkpoints.complete_epochs(self.job_dir) if c.epoch <= self.args.epochs]
-        metric_names = sorted({k for c in epochs for k in c.logs} - {"frames_per_s"})
-        rows = [[c.epoch, *(c.logs.get(k, "") for k in metric_names), round(c.epoch_time_s, 3),
-                 round(c.logs.get("frames_per_s", 0.0), 2)] for c in epochs]
-        atomic_write_csv(self.job_dir / HISTORY, ["epoch", *metric_names, "time_s", "frames_per_s"], rows)
-        self.info.update(epochs_done=len(epochs), epoch_times_s=[row[-2] for row in rows],
-                         frames_per_s=statistics.median([row[-1] for row in rows]) if rows else None)
-        write_run(self.job_dir, self.info)
-
-    def finish_record(self, status: str, error: str | None = None) -> None:
-        """Mark the run done or failed (``finished_at``, ``wall_time_s`` = summed epoch times), or preempted."""
-        if status == "preempted":
-            self.info["attempts"][-1]["preempted_at"] = utc_now()
-        else:
-            self.info.update(status=status, finished_at=utc_now(),
-                             wall_time_s=round(sum(self.info.get("epoch_times_s") or []), 3))
-        if error:
-            self.info["error"] = error
-        write_run(self.job_dir, self.info)
-
-    # -- training ---------------------------------------------------------------------------------------------
-    def fit(self, stop: StopFlag) -> str:
-        """Train the remaining epochs; return ``"done"``, or ``"preempted"`` after a stop signal."""
-        args, world = self.args, self.world
-        start_epoch, skip, prior_logs = 1, 0, {}
-        if self.resume is not None:
-            start_epoch = self.resume.epoch + (1 if self.resume.complete else 0)
-            if not self.resume.complete:
-                skip, prior_logs = self.resume.steps_done, dict(self.resume.logs)
-        if world.is_chief:
-            origin = f"resuming {self.resume.path.name}" if self.resume else "from scratch"
-            print(f"training epochs {start_epoch}..{args.epochs} (epoch {start_epoch} from step {skip}), {origin}, "
-                  f"{world.size} worker(s) on {world.device}, {len(self.patients)} patients", flush=True)
-        for epoch in range(start_epoch, args.epochs + 1):
-            steps = args.steps_per_epoch - skip
-            watcher = StepWatcher(stop, steps, f"epoch {epoch}/{args.epochs}" if world.is_chief else None)
-            began = time.monotonic()
-            history = self.model.fit(self.dataset(epoch, skip), epochs=1, steps_per_epoch=steps, verbose=0,
-                                     callbacks=[watcher])
-            elapsed = time.monotonic() - began
-            local = {k: float(v[-1]) for k, v in history.history.items()}
-            logs = distributed.average(_combine(prior_logs, skip, local, watcher.steps))
-            done_steps = skip + watcher.steps
-            epoch_time = float(prior_logs.get("_time_s", 0.0)) + elapsed
-            logs["lr"] = float(self.schedule(self.optimizer.iterations))
-            logs["frames_per_s"] = done_steps * args.batch_size * world.size / epoch_time
-            if world.is_chief:
-                record = dict(logs, _time_s=epoch_time) if done_steps < args.steps_per_epoch else logs
-                checkpoints.save(self.job_dir, self.model, self.optimizer, epoch=epoch, steps_done=done_steps,
-                                 steps_per_epoch=args.steps_per_epoch, logs=record, epoch_time_s=epoch_time)
-                self.write_history()
-                metrics = ", ".join(f"{k} {v:.4g}" for k, v in logs.items())
-                print(f"epoch {epoch}/{args.epochs}: {done_steps} steps, {epoch_time:.1f} s, {metrics}", flush=True)
-            distributed.barrier()
-            if watcher.stopped and (done_steps < args.steps_per_epoch or epoch < args.epochs):
-                return "preempted"
-            skip, prior_logs = 0, {}
-        return "done"
-
-    def check_in_sync(self) -> None:
-        """Log this worker's weight fingerprint; rank 0 records whether all workers hold the same weights."""
-        mine = distributed.weights_fingerprint(self.model)
-        print(f"rank {self.world.rank}: trainable weights sha256 {mine}", flush=True)
-        every = distributed.gather(mine)
-        if self.world.is_chief:
-            self.info.update(weights_sha256=mine, weights_identical_across_ranks=len(set(every)) == 1)
-
-
-class StepWatcher(tf.keras.callbacks.Callback):
-    """Counts steps, shows progress on rank 0, and stops all workers at the same step after a signal."""
-
-    def __init__(self, stop: StopFlag, total: int, label: str | None) -> None:
-        super().__init__()
-        self.stop, self.steps, self.stopped = stop, 0, False
-        self.progress = Progress(total, label, unit="steps", interval=10.0) if label else None
-
-    def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
-        """After each step: count it, and agree with the other workers whether to stop now."""
-        self.steps += 1
-        if self.progress is not None:
-            self.progress.update()
-        if distributed.any_worker(self.stop.raised):
-            self.stopped = True
-            self.model.stop_training = True
-
-
-def steps_per_epoch(args: argparse.Namespace, n_patients: int, world_size: int) -> int:
-    """``--steps-per-epoch``, else the steps that draw ``--samples-per-patient`` frames per patient, else 1024."""
-    if args.steps_per_epoch is not None:
-        return int(args.steps_per_epoch)
-    if args.samples_per_patient is not None:
-        return max(1, -(-n_patients * args.samples_per_patient // (args.batch_size * world_size)))
-    return DEFAULT_STEPS
+def config_from_args(args: argparse.Namespace, name: str | None = None) -> PretrainConfig:
+    """The checked config of parsed options: the job directory ``--job-dir``, else ``runs/pretrain/NAME`` with
+    ``name`` or the run's ``job_dir_name``; the store must exist."""
+    fields = {f.name for f in dataclasses.fields(PretrainConfig)} - {"job_dir"}
+    given = {k: v for k, v in vars(args).items() if k in fields}
+    job_dir = args.job_dir or str(PRETRAIN_ROOT / (name or job_dir_name(args.task, args.arch, args.frame_size,
+                                                                        args.frac, args.seed)))
+    config = PretrainConfig(job_dir=job_dir, **given)
+    config.check_store()
+    return config
 
 
 def finished(job_dir: str | Path, epochs: int) -> bool:
     """True when ``job_dir`` holds a run that is done with at least ``epochs`` epochs (asking for more resumes it)."""
-    info = read_run(job_dir) if is_done(job_dir) else None
-    return bool(info) and int(info.get("epochs_done", 0)) >= epochs
+    record = read_pretrain_run(job_dir) if is_done(job_dir) else None
+    return record is not None and record.epochs_done >= epochs
 
 
-def train(args: argparse.Namespace) -> str:
-    """Run (or resume) the pretraining job of ``args`` on this worker; return ``"done"`` or ``"preempted"``."""
-    check_arguments(args)
-    if finished(args.job_dir, args.epochs):
-        print(f"{args.job_dir}: run.json says done with {args.epochs} epochs; nothing to do", flush=True)
-        return "done"
-    world = distributed.start()
-    run = _Run(args, world)
+def run(config: PretrainConfig) -> int:
+    """Train (or resume) ``config`` on this worker: 0 when done, ``PREEMPTED_EXIT_CODE`` when preempted, 2 on a
+    user error, 1 on any other failure (its traceback printed)."""
+    configure_runtime()
     try:
-        with StopFlag() as stop:
-            run.build()
-            if world.is_chief:
-                run.start_record()
-            status = run.fit(stop)
-            run.check_in_sync()
-        if status == "preempted":
-            if world.is_chief:
-                run.finish_record("preempted")
-                print(f"preempted by {stop.signal_name}: {request_requeue(world.job)}", flush=True)
-            return status
-        if world.is_chief:
-            run.finish_record("done")
-            print(f"done: {args.job_dir}", flush=True)
-        return status
-    except BaseException as exc:
-        if world.is_chief and run.info:
-            run.finish_record("failed", f"{type(exc).__name__}: {exc}")
-        raise
-    finally:
-        distributed.stop(world)
+        config.check_store()
+        if finished(config.job_dir, config.epochs):
+            print(f"{config.job_dir}: run.json says done with {config.epochs} epochs; nothing to do", flush=True)
+            return 0
+        from ecg_hpc.train.pretraining import train  # TensorFlow: only once the runtime is set
+
+        status = train(config)
+    except EcgHpcError as exc:
+        return user_error(exc)
+    except Exception:
+        traceback.print_exc()
+        return 1
+    return PREEMPTED_EXIT_CODE if status == "preempted" else 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -344,16 +185,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Parse ``argv`` and train: 0 when done, ``REQUEUE_EXIT_CODE`` when preempted, 2 on a user error."""
+    """Parse ``argv``, build the config and train (exit statuses of ``run``)."""
     args = build_parser().parse_args(argv)
     try:
-        status = train(args)
+        config = config_from_args(args)
     except EcgHpcError as exc:
         return user_error(exc)
-    except Exception:
-        traceback.print_exc()
-        return 1
-    return REQUEUE_EXIT_CODE if status == "preempted" else 0
+    return run(config)
 
 
 if __name__ == "__main__":

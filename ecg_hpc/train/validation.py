@@ -14,7 +14,7 @@ from typing import Any, Sequence
 import numpy as np
 import tensorflow as tf
 
-from ecg_hpc.rundir import atomic_write_csv
+from ecg_hpc.atomic import atomic_write_csv
 from ecg_hpc.train.metrics import VAL_METRICS, f1_report
 
 

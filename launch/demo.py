@@ -1,4 +1,4 @@
-"""``python -m ecg_hpc.demo``: the whole study at small scale, through the same commands a cluster user runs.
+"""``python launch/demo.py``: the whole study at small scale, through the same commands a cluster user runs.
 
 Stages: synthesise Icentia11k-format patients and challenge-format records; convert the patients to the shard store;
 prepare the challenge arrays; pretrain (beat task) on two patient fractions with two Horovod workers through
@@ -25,7 +25,8 @@ from pathlib import Path
 
 from ecg_hpc.errors import ConfigError, EcgHpcError, user_error
 from ecg_hpc.hpc.executor import slurm_available
-from ecg_hpc.rundir import is_done
+from ecg_hpc.records import is_done
+from ecg_hpc.train.pretrain import job_dir_name
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_REAL = REPO.parent / "shared" / "data" / "physionet2017-validation"
@@ -66,7 +67,7 @@ SCALES = {
 
 def build_parser() -> argparse.ArgumentParser:
     """Options of the demo."""
-    parser = argparse.ArgumentParser(prog="python -m ecg_hpc.demo", description=__doc__.split("\n\n")[0],
+    parser = argparse.ArgumentParser(prog="launch/demo.py", description=__doc__.split("\n\n")[0],
                                      epilog="Outputs: WORKDIR/{icentia,store,challenge,challenge.npz,runs,reports}"
                                             " (and runs-real, reports-real with --real).")
     parser.add_argument("--workdir", type=Path, default=REPO / "demo", help="where everything goes (default: demo/)")
@@ -148,7 +149,7 @@ class Demo:
         """Pretrain the beat task on each patient fraction with two Horovod workers; return the run dirs."""
         s, runs = self.s, []
         for frac in s.fracs:
-            job_dir = self.w / "runs" / "pretrain" / f"beat_frac{frac:g}"
+            job_dir = self.w / "runs" / "pretrain" / job_dir_name("beat", "resnet18", s.frame_size, frac, seed=0)
             where = "the test SLURM" if self.use_slurm else "local worker processes"
             self.run(f"pretrain beat task on {frac:.0%} of the patients, 2 Horovod workers on {where}",
                      [sys.executable, "launch/pretrain.py", *self.cluster_args, "--nodes", "1", "--tasks", "2",
