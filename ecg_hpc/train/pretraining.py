@@ -27,6 +27,7 @@ from ecg_hpc.provenance import environment_info, utc_now
 from ecg_hpc.records import PretrainRun, RecordError, read_pretrain_run, write_record
 from ecg_hpc.tasks import get_task
 from ecg_hpc.train import checkpoints, distributed
+from ecg_hpc.train.environments import PREEMPTED_EXIT_CODE
 from ecg_hpc.train.pretrain import PretrainConfig
 
 HISTORY = "history.csv"
