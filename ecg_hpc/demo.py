@@ -9,7 +9,7 @@ they run as local worker processes. Each stage is skipped when its output is alr
 demo resumes where it stopped.
 
 ``--real`` runs the same fine-tuning sweep and report on real challenge records (default: the 300 records of
-``../shared/data/physionet2017-validation``) from random init and from the synthetic demo's pretrained checkpoint.
+``tests/data/physionet2017-validation``) from random init and from the synthetic demo's pretrained checkpoint.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from ecg_hpc.hpc.executor import slurm_available
 from ecg_hpc.rundir import is_done
 
 REPO = Path(__file__).resolve().parent.parent
-DEFAULT_REAL = REPO.parent / "shared" / "data" / "physionet2017-validation"
+DEFAULT_REAL = REPO / "tests" / "data" / "physionet2017-validation"
 
 
 @dataclass(frozen=True)

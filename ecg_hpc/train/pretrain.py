@@ -49,7 +49,7 @@ _FIXED = ("task", "arch", "width", "frac", "frame_size", "samples_per_patient", 
 
 
 def add_arguments(parser: argparse.ArgumentParser, job_dir_required: bool = True) -> None:
-    """The trainer's options (defaults from the authors' code, DESIGN.md); launchers may derive ``--job-dir``."""
+    """The trainer's options (the authors' defaults, docs/design-facts.md); launchers may derive ``--job-dir``."""
     store = os.environ.get("ECG_HPC_STORE")
     parser.add_argument("--store", required=store is None, default=store,
                         help="Icentia11k shard store made by python -m ecg_hpc.data convert-icentia "
