@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from ecg_hpc.errors import ConfigError, EcgHpcError, user_error  # noqa: E402
 from ecg_hpc.hpc import sweep  # noqa: E402
 from ecg_hpc.hpc.executor import (ModuleJob, add_cluster_arguments, describe_dry_run, make_executor,  # noqa: E402
-                                  resolve_plan)
+                                  submit_jobs)
 from ecg_hpc.progress import Progress  # noqa: E402
 
 RUNNER = "ecg_hpc.hpc.sweep"
@@ -72,10 +72,8 @@ def main(argv: list[str] | None = None) -> int:
         if not todo:
             print("nothing to run: every planned task is done")
             return 0
-        if args.gpus_per_node is None:  # one GPU per fine-tuning task where the cluster has GPUs
-            args.gpus_per_node = min(1, resolve_plan(args, tasks_per_node=1).gpus_per_node)
         executor = make_executor(args, manifest.parent / "logs", job_name="finetune", tasks_per_node=1,
-                                 array_parallelism=args.max_parallel)
+                                 array_parallelism=args.max_parallel, array_task=True)
         jobs = task_jobs(manifest, todo, local=executor.cluster == "local")
         if args.dry_run:
             limit = f", at most {args.max_parallel} at once" if args.max_parallel else ""
@@ -83,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
                   f"{len(jobs)} {executor.cluster} job(s){limit}; the first one:")
             print(describe_dry_run(executor, jobs[0]))
             return 0
-        submitted = executor.submit_array(jobs)
+        submitted = submit_jobs(executor, jobs, array=True)
     except EcgHpcError as exc:
         return user_error(exc)
     print(f"submitted {len(todo)} task(s): {executor.cluster} job {submitted[0].job_id.split('_')[0]}, "

@@ -16,9 +16,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from ecg_hpc.errors import EcgHpcError, user_error  # noqa: E402
+if __name__ == "__main__":  # a Python without the project's packages: one line saying how to activate the venv
+    from ecg_hpc.venvcheck import exit_unless_installed
+    exit_unless_installed(("numpy", "submitit", "tensorflow"))
+
+from ecg_hpc.errors import ConfigError, EcgHpcError, user_error  # noqa: E402
 from ecg_hpc.hpc.executor import (ModuleJob, add_cluster_arguments, describe_dry_run, follow, job_log,  # noqa: E402
-                                  make_executor)
+                                  make_executor, submit_jobs)
+from ecg_hpc.project_config import resolve_store  # noqa: E402
 from ecg_hpc.train import pretrain  # noqa: E402
 
 TRAINER = "ecg_hpc.train.pretrain"
@@ -38,7 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     """Launcher options plus every trainer option (shown by --help, checked before submitting)."""
     parser = _launcher_parser(add_help=True)
     pretrain.add_arguments(parser.add_argument_group("training (python -m ecg_hpc.train.pretrain)"),
-                           job_dir_required=False)
+                           job_dir_required=False, store_required=False)
     return parser
 
 
@@ -56,11 +61,20 @@ def main(argv: list[str] | None = None) -> int:
     job_dir = Path(args.job_dir or default_job_dir(args)).resolve()
     if not args.job_dir:
         trainer_argv += ["--job-dir", str(job_dir)]
-    if not any(a == "--store" or a.startswith("--store=") for a in trainer_argv):  # from $ECG_HPC_STORE
-        trainer_argv += ["--store", str(Path(args.store).resolve())]
     try:
+        store, source = resolve_store(args.store)
+        if store is None and not args.dry_run:
+            raise ConfigError(source)
+        if not args.store:
+            trainer_argv += ["--store", str(store or "STORE")]
         trainer_args = pretrain.build_parser().parse_args(trainer_argv)
-        pretrain.check_arguments(trainer_args)
+        store_ok = store is not None and store.is_dir()
+        if store_ok or not args.dry_run:
+            pretrain.check_arguments(trainer_args)
+        else:  # a dry run shows the job without a store; every other option is still checked
+            pretrain.check_arguments(argparse.Namespace(**{**vars(trainer_args), "store": str(job_dir.anchor)}))
+            print(f"note: {source if store is None else f'the store {store} (from {source}) does not exist'}; "
+                  "the job below would fail until it does", file=sys.stderr)
         if pretrain.finished(job_dir, trainer_args.epochs):
             print(f"{job_dir}: run.json says done; not submitted (delete the folder to redo the run)")
             return 0
@@ -69,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.dry_run:
             print(describe_dry_run(executor, job))
             return 0
-        submitted = executor.submit(job)
+        submitted = submit_jobs(executor, [job])[0]
     except EcgHpcError as exc:
         return user_error(exc)
     print(f"submitted {executor.cluster} job {submitted.job_id} "

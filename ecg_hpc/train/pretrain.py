@@ -48,12 +48,15 @@ _FIXED = ("task", "arch", "width", "frac", "frame_size", "samples_per_patient", 
           "steps_per_epoch", "seed", "precision", "lr", "lr_scaling", "warmup_epochs")
 
 
-def add_arguments(parser: argparse.ArgumentParser, job_dir_required: bool = True) -> None:
-    """The trainer's options (the authors' defaults, docs/design-facts.md); launchers may derive ``--job-dir``."""
-    store = os.environ.get("ECG_HPC_STORE")
-    parser.add_argument("--store", required=store is None, default=store,
-                        help="Icentia11k shard store made by python -m ecg_hpc.data convert-icentia "
-                             f"(default: $ECG_HPC_STORE{f', now {store}' if store else ', which is not set'})")
+def add_arguments(parser: argparse.ArgumentParser, job_dir_required: bool = True,
+                  store_required: bool = True) -> None:
+    """The trainer's options (the authors' defaults, docs/design-facts.md); launchers may derive ``--job-dir`` and
+    find ``--store`` themselves (``store_required=False``: no default, see ``ecg_hpc.project_config``)."""
+    store = os.environ.get("ECG_HPC_STORE") if store_required else None
+    where = (f"$ECG_HPC_STORE{f', now {store}' if store else ', which is not set'}" if store_required
+             else "$ECG_HPC_STORE, else the store named in ecg-hpc.toml, which make demo writes")
+    parser.add_argument("--store", required=store_required and store is None, default=store,
+                        help=f"Icentia11k shard store made by python -m ecg_hpc.data convert-icentia (default: {where})")
     parser.add_argument("--task", default="beat", choices=TASKS,
                         help="pretraining task (default: beat, the paper's main one)")
     parser.add_argument("--arch", default="resnet18", choices=ARCHS, help="network (default: resnet18)")
