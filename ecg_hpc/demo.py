@@ -4,9 +4,10 @@ Stages: synthesise Icentia11k-format patients and challenge-format records; conv
 prepare the challenge arrays; pretrain (beat task) on two patient fractions with two Horovod workers through
 ``launch/pretrain.py``; plan and run the fine-tuning sweep (random init plus each pretrained checkpoint, several
 seeds) through ``launch/finetune.py``, as ``sbatch slurm/finetune_array.sh`` would; end with
-``python -m analysis.report``. Jobs go to the test SLURM when one answers (``tests/cluster/slurm.sh start``), else
-they run as local worker processes. Each stage is skipped when its output is already complete, so an interrupted
-demo resumes where it stopped.
+``python -m analysis.report``. Jobs go to the project's own test SLURM when it answers (``tests/cluster/slurm.sh
+start``; another SLURM only with ``--slurm``), else they run as local worker processes. Each stage is skipped when
+its output is already complete, so an interrupted demo resumes where it stopped. The demo names its store and runs
+in ``ecg-hpc.toml``, so ``python launch/pretrain.py`` and ``python -m analysis.report`` find them afterwards.
 
 ``--real`` runs the same fine-tuning sweep and report on real challenge records (default: the 300 records of
 ``tests/data/physionet2017-validation``) from random init and from the synthetic demo's pretrained checkpoint.
@@ -25,9 +26,12 @@ from pathlib import Path
 
 from ecg_hpc.errors import ConfigError, EcgHpcError, user_error
 from ecg_hpc.hpc.executor import slurm_available
+from ecg_hpc.hpc.partition import slurm_conf_path
+from ecg_hpc.project_config import config_path, update_config
 from ecg_hpc.rundir import is_done
 
 REPO = Path(__file__).resolve().parent.parent
+TEST_CLUSTER_NAME = "ecghpc"  # ClusterName in the slurm.conf of tests/cluster/slurm.sh
 DEFAULT_REAL = REPO / "tests" / "data" / "physionet2017-validation"
 
 
@@ -77,8 +81,20 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--records", type=Path, default=DEFAULT_REAL,
                         help=f"challenge records for --real (default: {DEFAULT_REAL})")
     parser.add_argument("--local", action="store_true", help="never use SLURM, even when a cluster answers")
+    parser.add_argument("--slurm", action="store_true",
+                        help="submit to the SLURM cluster that answers even when it is not the project's test "
+                             "cluster (tests/cluster/slurm.sh); by default only that one is used")
     parser.add_argument("--fresh", action="store_true", help="delete WORKDIR first")
     return parser
+
+
+def is_test_cluster() -> bool:
+    """True when SLURM's configuration is the one ``tests/cluster/slurm.sh`` writes (its cluster name)."""
+    try:
+        text = slurm_conf_path().read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return False
+    return any(line.replace(" ", "") == f"ClusterName={TEST_CLUSTER_NAME}" for line in text.splitlines())
 
 
 def slurm_answers() -> bool:
@@ -95,9 +111,9 @@ def slurm_answers() -> bool:
 class Demo:
     """Runs the stages in order, printing each with its duration."""
 
-    def __init__(self, workdir: Path, scale: Scale, local: bool) -> None:
+    def __init__(self, workdir: Path, scale: Scale, local: bool, any_slurm: bool = False) -> None:
         self.w, self.s = workdir.resolve(), scale
-        self.use_slurm = not local and slurm_answers()
+        self.use_slurm = not local and (any_slurm or is_test_cluster()) and slurm_answers()
         self.cluster_args = [] if self.use_slurm else ["--local"]
         self.env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONUNBUFFERED="1")
         self.stage_no = 0
@@ -187,10 +203,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.fresh and args.workdir.exists():
             shutil.rmtree(args.workdir)
-        demo = Demo(args.workdir, SCALES[args.scale], args.local)
+        demo = Demo(args.workdir, SCALES[args.scale], args.local, args.slurm)
         print(f"ecg-hpc demo ({args.scale}) in {demo.w}; jobs run on "
               f"{'the SLURM cluster' if demo.use_slurm else 'this machine (local worker processes)'}", flush=True)
         demo.synthetic_inputs()
+        update_config({"store": demo.w / "store"})
         pretrained = demo.pretrain()
         if args.real:
             if not (args.records / "REFERENCE.csv").is_file():
@@ -204,11 +221,14 @@ def main(argv: list[str] | None = None) -> int:
             npz = demo.w / "challenge.npz"
             demo.challenge(None, npz)
             demo.finetune(npz, pretrained, demo.w / "runs" / "finetune")
+            update_config({"runs": demo.w / "runs"})
             demo.report(demo.w / "runs", demo.w / "reports")
             out = demo.w / "reports"
     except EcgHpcError as exc:
         return user_error(exc)
-    print(f"\ndemo finished in {time.monotonic() - started:.0f} s; report and figures in {out}", flush=True)
+    print(f"\ndemo finished in {time.monotonic() - started:.0f} s; report and figures in {out}\n"
+          f"{config_path().name} now names its store and runs: `python launch/pretrain.py --dry-run` and "
+          "`python -m analysis.report` use them (activate the venv first: source .venv/bin/activate)", flush=True)
     return 0
 
 

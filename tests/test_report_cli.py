@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import os
 import statistics
 import subprocess
 import sys
@@ -12,6 +13,7 @@ import pytest
 
 from analysis.report import main
 from analysis.synthetic import write_finetune_run
+from ecg_hpc.project_config import update_config
 from tests.test_report import BEAT_EP2, RANDOM, S_EP2, S_RANDOM, build_runs
 
 REPO = Path(__file__).resolve().parent.parent
@@ -100,3 +102,27 @@ def test_unknown_format_is_refused(tmp_path: Path) -> None:
     with pytest.raises(SystemExit) as exc:
         main(["--runs", str(tmp_path), "--format", "pdf"])
     assert exc.value.code == 2
+
+
+def test_no_arguments_finds_runs_here_or_the_demos(runs_root: Path, tmp_path: Path) -> None:
+    def report(cwd: Path, config: Path) -> subprocess.CompletedProcess:
+        env = {**os.environ, "PYTHONPATH": str(REPO), "ECG_HPC_CONFIG": str(config)}
+        return subprocess.run([sys.executable, "-m", "analysis.report", "--quiet", "--no-figures",
+                               "--resamples", "100"], cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    proc = report(empty, tmp_path / "ecg-hpc.toml")
+    assert proc.returncode == 1 and proc.stdout == ""
+    assert proc.stderr.splitlines() == [f"error: runs: no such directory here and no demo runs named in "
+                                        f"{tmp_path / 'ecg-hpc.toml'}: give --runs DIR (make demo writes demo/runs; "
+                                        "a sweep writes runs/finetune)"]
+    update_config({"runs": runs_root}, tmp_path / "ecg-hpc.toml")
+    proc = report(empty, tmp_path / "ecg-hpc.toml")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr.splitlines()[0].startswith(f"no runs/ here: reading the demo's runs in {runs_root}")
+    assert (empty / "reports" / "table1.csv").is_file()
+    here = tmp_path / "here"
+    (here / "runs").mkdir(parents=True)
+    proc = report(here, tmp_path / "ecg-hpc.toml")  # runs/ in the working directory comes first
+    assert proc.returncode == 1 and "error: runs: no run directories" in proc.stderr
