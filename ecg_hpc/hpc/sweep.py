@@ -25,6 +25,9 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from ecg_hpc.errors import ConfigError, EcgHpcError, user_error
+from ecg_hpc.hpc.array_script import sbatch_line
+from ecg_hpc.hpc.executor import slurm_available
+from ecg_hpc.hpc.partition import Partition
 from ecg_hpc.rundir import atomic_write_text, read_run
 from ecg_hpc.train import finetune
 from ecg_hpc.train.init_source import DEFAULT_ARCH, FEATURE_EXTRACTOR, RANDOM, list_checkpoints, scenario_name
@@ -318,12 +321,28 @@ def summarize(tasks: Sequence[Task]) -> str:
     return f"{len(tasks)} tasks: " + ", ".join(parts)
 
 
+def submit_hint(manifest: Path, n_tasks: int, max_parallel: int | None) -> str:
+    """The sbatch line for the manifest on the SLURM cluster here (its partition checked), or why there is none."""
+    if not slurm_available():
+        line = sbatch_line(manifest, n_tasks, max_parallel, None)
+        return f"no SLURM here; on a GPU cluster submit it with:\n  {line}"
+    try:
+        partition = Partition.query(None)
+    except ConfigError as exc:
+        line = sbatch_line(manifest, n_tasks, max_parallel, None)
+        return f"submit it with this line once SLURM answers ({exc}):\n  {line}"
+    line = sbatch_line(manifest, n_tasks, max_parallel, partition)
+    return f"submit it on partition {partition.name} with:\n  {line}"
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The parser of ``python -m ecg_hpc.hpc.sweep`` with its plan / run-task / status commands."""
     parser = argparse.ArgumentParser(prog="python -m ecg_hpc.hpc.sweep", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    plan = sub.add_parser("plan", help="write or extend a sweep manifest")
+    plan = sub.add_parser("plan", help="write or extend a sweep manifest and print the sbatch line that runs it")
     add_plan_arguments(plan)
+    plan.add_argument("--max-parallel", type=int, default=None,
+                      help="throttle of the printed sbatch line: most array tasks running at once (default: none)")
     run = sub.add_parser("run-task", help="run manifest tasks by index (what each SLURM array task calls)")
     run.add_argument("--manifest", type=Path, required=True, help="the sweep's manifest.jsonl")
     run.add_argument("--index", type=_parse_index, action="append", required=True,
@@ -338,8 +357,11 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         if args.command == "plan":
+            if args.max_parallel is not None and args.max_parallel < 1:
+                raise ConfigError(f"--max-parallel {args.max_parallel}: must be at least 1")
             path, tasks, _ = plan_from_args(args)
             print(f"{path}: {summarize(tasks)}; array indices 0-{len(tasks) - 1}")
+            print(submit_hint(path, len(tasks), args.max_parallel))
             return 0
         if args.command == "run-task":
             return run_tasks(args.manifest, args.index)
