@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from analysis.report import main
-from analysis.synthetic import write_finetune_run
+from analysis.synthetic import checkpoint_init, write_finetune_run, write_pretrain_run
 from ecg_hpc.project_config import update_config
 from tests.test_report import BEAT_EP2, RANDOM, S_EP2, S_RANDOM, build_runs
 
@@ -126,3 +126,27 @@ def test_no_arguments_finds_runs_here_or_the_demos(runs_root: Path, tmp_path: Pa
     (here / "runs").mkdir(parents=True)
     proc = report(here, tmp_path / "ecg-hpc.toml")  # runs/ in the working directory comes first
     assert proc.returncode == 1 and "error: runs: no run directories" in proc.stderr
+
+
+def test_unlike_pairs_are_not_compared_and_the_report_says_so(tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+    pretrain = write_pretrain_run(runs / "pretrain" / "beat_small", frame_size=4096, frac=1.0)
+    for seed, (r, p) in enumerate([(0.50, 0.60), (0.52, 0.61), (0.49, 0.63)], start=1):
+        write_finetune_run(runs / "finetune" / "random" / f"seed_{seed}", seed=seed, init={"source": "random"},
+                           macro_f1=r, width=1.0)
+        write_finetune_run(runs / "finetune" / "beat_small_epoch_02" / f"seed_{seed}", seed=seed,
+                           init=checkpoint_init(pretrain, 2), macro_f1=p, width=0.125)
+    out = tmp_path / "out"
+    assert main(["--runs", str(runs), "--out", str(out), "--quiet", "--no-figures", "--resamples", "100"]) == 0
+    (row,) = _csv(out / "comparisons.csv").values()
+    assert row["baseline"].startswith("not compared: no 'random -> resnet18 x0.125' runs (random init ran as "
+                                      "resnet18)")
+    assert row["diff"] == row["ci_low"] == row["p_value"] == ""
+    # the same pair at one width is compared
+    for seed in (1, 2, 3):
+        write_finetune_run(runs / "finetune" / "random_w" / f"seed_{seed}", seed=seed, init={"source": "random"},
+                           macro_f1=0.5 + seed / 100, width=0.125)
+    assert main(["--runs", str(runs), "--out", str(out), "--quiet", "--no-figures", "--resamples", "100"]) == 0
+    (row,) = _csv(out / "comparisons.csv").values()
+    assert row["baseline"] == "random -> resnet18 x0.125" and float(row["diff"]) == pytest.approx(
+        (0.60 + 0.61 + 0.63) / 3 - 0.52)

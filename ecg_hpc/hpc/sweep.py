@@ -122,18 +122,26 @@ def _agree(option: str, given: Any, recorded: Any, where: Path) -> Any:
     return given if given is not None else recorded
 
 
+def random_scenarios(pretrained: Sequence[Scenario], arch: str | None, width: float | None) -> list[Scenario]:
+    """Random init for each (arch, width) of ``pretrained`` unless ``arch``/``width`` are given (resnet18, 1.0 when
+    there is nothing to follow)."""
+    pairs = {(arch or s.arch, float(width if width is not None else s.width)): None for s in pretrained}
+    pairs = pairs or {(arch or DEFAULT_ARCH, float(width if width is not None else 1.0)): None}
+    per_arch = Counter(a for a, _ in pairs)
+    return [Scenario(scenario_name(RANDOM, a) + (f"_w{w:g}" if per_arch[a] > 1 else ""), RANDOM, a, w)
+            for a, w in pairs]
+
+
 def plan_scenarios(pretrain_dirs: Sequence[str | Path], checkpoints: str = "last", include_random: bool = True,
                    arch: str | None = None, width: float | None = None) -> list[Scenario]:
     """Random init (unless excluded) plus the chosen checkpoints of each pretraining run, arch/width resolved.
 
     A checkpoint scenario takes arch and width from its pretraining run.json; ``arch``/``width`` fill in what
-    that run does not record and must not contradict it. Random init uses ``arch``/``width`` (resnet18, 1.0).
+    that run does not record and must not contradict it. Random init is like for like: it takes ``arch``/``width``
+    when given, else those of the pretraining runs (one random scenario per distinct pair, named ``_w<width>`` when
+    an arch has several), else resnet18 at width 1.0.
     """
     scenarios = []
-    if include_random:
-        random_arch = arch or DEFAULT_ARCH
-        scenarios.append(Scenario(scenario_name(RANDOM, random_arch), RANDOM, random_arch,
-                                  float(width if width is not None else 1.0)))
     for pretrain_dir in pretrain_dirs:
         pretrain_dir = Path(pretrain_dir).resolve()
         try:
@@ -145,6 +153,8 @@ def plan_scenarios(pretrain_dirs: Sequence[str | Path], checkpoints: str = "last
         for checkpoint in select_checkpoints(pretrain_dir, checkpoints):
             scenarios.append(Scenario(scenario_name(str(checkpoint), run_arch), str(checkpoint), run_arch,
                                       float(run_width if run_width is not None else 1.0)))
+    if include_random:
+        scenarios[:0] = random_scenarios(scenarios, arch, width)
     names = Counter(s.name for s in scenarios)
     clashes = sorted(n for n, k in names.items() if k > 1)
     if clashes:
