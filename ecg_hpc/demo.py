@@ -16,10 +16,14 @@ in ``ecg-hpc.toml``, so ``python launch/pretrain.py`` and ``python -m analysis.r
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
+import re
 import shutil
+import signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +31,7 @@ from pathlib import Path
 from ecg_hpc.errors import ConfigError, EcgHpcError, user_error
 from ecg_hpc.hpc.executor import slurm_available
 from ecg_hpc.hpc.partition import slurm_conf_path
+from ecg_hpc.interrupt import interrupted
 from ecg_hpc.project_config import config_path, update_config
 from ecg_hpc.rundir import is_done
 
@@ -127,11 +132,33 @@ class Demo:
             return
         print("    $ " + " ".join(_shorten(c, self.w) for c in cmd), flush=True)
         start = time.monotonic()
-        proc = subprocess.run(cmd, cwd=REPO, env=self.env)
-        if proc.returncode != 0:
-            raise ConfigError(f"stage '{title}' failed (exit {proc.returncode}); fix the cause and run the demo "
+        returncode = self._stage(title, cmd)
+        if returncode != 0:
+            raise ConfigError(f"stage '{title}' failed (exit {returncode}); fix the cause and run the demo "
                               f"again: finished stages are skipped")
         print(f"    ({time.monotonic() - start:.0f} s)", flush=True)
+
+    def _stage(self, title: str, cmd: list[str]) -> int:
+        """Run one stage's command in its own session, relaying its output; on Ctrl-C stop it as a terminal would
+        (SIGINT to its process group), cancel a SLURM job it submitted, drop its output and raise DemoInterrupted."""
+        proc = subprocess.Popen(cmd, cwd=REPO, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                text=True, errors="replace", start_new_session=True)
+        relay = _Relay(proc)
+        try:
+            return proc.wait()
+        except KeyboardInterrupt:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the stop short
+            relay.silence()
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGINT)
+            proc.wait()
+            cancelled = ""
+            if relay.slurm_job:
+                subprocess.run(["scancel", relay.slurm_job], capture_output=True, timeout=60)
+                cancelled = f", its SLURM job {relay.slurm_job} cancelled"
+            raise DemoInterrupted(f"stage [{self.stage_no}] {title}{cancelled}") from None
+        finally:
+            relay.join()
 
     def data(self, module: str, *args: str) -> list[str]:
         """Command line of ``python -m MODULE ARGS``."""
@@ -192,6 +219,36 @@ class Demo:
         self.run("report", self.data("analysis.report", "--runs", str(runs), "--out", str(out), "--quiet"))
 
 
+class DemoInterrupted(Exception):
+    """Ctrl-C stopped the demo; the message names the stage."""
+
+
+class _Relay:
+    """Copies a stage's output to ours line by line until silenced; notes the id of a SLURM job it submits."""
+
+    def __init__(self, proc: subprocess.Popen) -> None:
+        self.slurm_job: str | None = None
+        self._silent = threading.Event()
+        self._thread = threading.Thread(target=self._copy, args=(proc,), daemon=True)
+        self._thread.start()
+
+    def _copy(self, proc: subprocess.Popen) -> None:
+        for line in proc.stdout:
+            found = re.match(r"submitted slurm job (\d+)", line)
+            self.slurm_job = found.group(1) if found else self.slurm_job
+            if not self._silent.is_set():
+                sys.stdout.write(line)
+                sys.stdout.flush()
+
+    def silence(self) -> None:
+        """Drop the rest of the output (what a stopped stage prints about stopping)."""
+        self._silent.set()
+
+    def join(self) -> None:
+        """Wait until the output has been copied (a stage's background workers may hold it open a little longer)."""
+        self._thread.join(timeout=60)
+
+
 def _shorten(arg: str, workdir: Path) -> str:
     return arg.replace(str(workdir), "WORKDIR").replace(sys.executable, "python").replace(str(REPO) + "/", "")
 
@@ -226,6 +283,10 @@ def main(argv: list[str] | None = None) -> int:
             out = demo.w / "reports"
     except EcgHpcError as exc:
         return user_error(exc)
+    except (KeyboardInterrupt, DemoInterrupted) as exc:
+        stage = f" during {exc}" if isinstance(exc, DemoInterrupted) else ""
+        return interrupted(f"interrupted: the demo stopped{stage}; finished stages are kept in {args.workdir}; run "
+                           "it again (make demo) to resume from there")
     print(f"\ndemo finished in {time.monotonic() - started:.0f} s; report and figures in {out}\n"
           f"{config_path().name} now names its store and runs: `python launch/pretrain.py --dry-run` and "
           "`python -m analysis.report` use them (activate the venv first: source .venv/bin/activate)", flush=True)

@@ -10,11 +10,13 @@ run the very same entry point. ``describe_dry_run`` and ``follow`` serve ``--dry
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import os
 import re
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -27,6 +29,7 @@ import submitit
 from ecg_hpc.errors import ConfigError
 from ecg_hpc.hpc.jobenv import REQUEUE_EXIT_CODE
 from ecg_hpc.hpc.partition import Partition
+from ecg_hpc.interrupt import EXIT_INTERRUPTED
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_TIME = "24:00:00"
@@ -261,8 +264,8 @@ class ModuleJob:
     """A submittable call of ``MODULE.main(argv)``, the same entry point as ``python -m MODULE ARGV``.
 
     Exit status 0 is success; ``REQUEUE_EXIT_CODE`` means the job checkpointed and asked to be requeued,
-    so the worker exits with it (no result is written, which would end the job for submitit); any other
-    status is a failure.
+    so the worker exits with it (no result is written, which would end the job for submitit); so does
+    ``EXIT_INTERRUPTED`` (stopped by Ctrl-C, checkpoint kept); any other status is a failure.
     """
 
     def __init__(self, module: str, argv: Sequence[str]) -> None:
@@ -277,11 +280,43 @@ class ModuleJob:
         """Run the entry point in this worker process and return its exit status 0."""
         main = importlib.import_module(self.module).main
         status = main(self.argv)
-        if status == REQUEUE_EXIT_CODE:
+        if status in (REQUEUE_EXIT_CODE, EXIT_INTERRUPTED):  # checkpointed: requeue, or stopped by Ctrl-C
             raise SystemExit(status)
         if status:
             raise RuntimeError(f"{self.command_line()} exited with status {status} (see the worker logs)")
         return 0
+
+
+def _children(pid: int) -> list[int]:
+    """Process ids whose parent is ``pid`` (from /proc)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(entry.name))
+    return found
+
+
+def interrupt_local_job(job: submitit.Job, timeout_s: float = 300.0, poll_s: float = 1.0) -> bool:
+    """Send SIGINT to the workers of a local job (not to submitit's controller) until the job ends.
+
+    Workers that were still importing when Ctrl-C came started with SIGINT ignored, so the signal is repeated
+    until each has installed its handler and stopped. True when the job ended within ``timeout_s``.
+    """
+    controller = getattr(job, "_process", None)
+    deadline = time.monotonic() + timeout_s
+    while not job.done():
+        if time.monotonic() > deadline:
+            return False
+        for pid in _children(controller.pid) if controller is not None else []:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGINT)
+        time.sleep(poll_s)
+    return True
 
 
 def job_log(job: submitit.Job, rank: int = 0) -> Path:

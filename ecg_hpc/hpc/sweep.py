@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import threading
 import traceback
 from collections import Counter
 from dataclasses import asdict, dataclass, replace
@@ -28,6 +29,7 @@ from ecg_hpc.errors import ConfigError, EcgHpcError, user_error
 from ecg_hpc.hpc.array_script import sbatch_line
 from ecg_hpc.hpc.executor import slurm_available
 from ecg_hpc.hpc.partition import Partition
+from ecg_hpc.interrupt import EXIT_INTERRUPTED, interrupt_raises
 from ecg_hpc.rundir import atomic_write_text, read_run
 from ecg_hpc.train import finetune
 from ecg_hpc.train.init_source import DEFAULT_ARCH, FEATURE_EXTRACTOR, RANDOM, list_checkpoints, scenario_name
@@ -257,10 +259,13 @@ def run_tasks(manifest: str | Path, indices: Sequence[int]) -> int:
     """Run the manifest's tasks at ``indices`` one after another; 0 if all succeeded (or were past the end).
 
     A task whose run is done (or running elsewhere) is skipped by the trainer; a failed task is recorded in its
-    run.json and the others still run. Returns 1 if any task failed, else 0 (the process's exit status).
+    run.json and the others still run. Returns 1 if any task failed, else 0 (the process's exit status); Ctrl-C
+    stops the loop with 130, the interrupted task recorded as failed.
     """
     tasks = read_manifest(manifest)
     failed = 0
+    if threading.current_thread() is threading.main_thread():
+        interrupt_raises()  # a local sweep's worker starts with SIGINT ignored (see ecg_hpc.interrupt)
     for index in indices:
         if not 0 <= index < len(tasks):
             print(f"task index {index} is past the end of {manifest} ({len(tasks)} tasks): nothing to do",
@@ -270,6 +275,9 @@ def run_tasks(manifest: str | Path, indices: Sequence[int]) -> int:
         print(f"task {index}: {task.scenario} seed {task.seed} -> {task.job_dir}", flush=True)
         try:
             status = finetune.main(task.trainer_argv())
+        except KeyboardInterrupt:  # Ctrl-C: run.json records the task as failed, so submitting again reruns it
+            print(f"task {index} interrupted (SIGINT); the tasks after it were not started", flush=True)
+            return EXIT_INTERRUPTED
         except Exception as exc:  # recorded in the task's run.json; the next task still runs
             traceback.print_exc()
             print(f"task {index} failed: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
