@@ -20,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from ecg_hpc.data import convert, store  # noqa: E402
 from ecg_hpc.errors import ConfigError, EcgHpcError, user_error  # noqa: E402
 from ecg_hpc.hpc.executor import (ModuleJob, add_cluster_arguments, describe_dry_run, follow,  # noqa: E402
-                                  make_executor)
+                                  make_executor, submit_jobs)
 
 RUNNER = "ecg_hpc.data.__main__"
 DEFAULT_TIME = "04:00:00"
@@ -90,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.dry_run:
             print(describe_dry_run(executor, jobs[0]))
             return 0
-        submitted = executor.submit_array(jobs)
+        submitted = submit_jobs(executor, jobs, array=True)
         array_id = submitted[0].job_id.split("_")[0]
         print(f"submitted {executor.cluster} job {array_id} ({len(submitted)} task(s)), logs in {logs}")
         if executor.cluster == "slurm":
