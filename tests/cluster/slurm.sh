@@ -267,7 +267,8 @@ stop() {
         BASE="$active"
     fi
     if [ -n "$active" ] && [ "$active" != "$BASE" ] && running_in "$active"; then
-        die "the running test cluster belongs to another checkout (state in $active): stop it there, or with ECG_HPC_SLURM_DIR=$active $0 stop"
+        die "the running test cluster belongs to another checkout (state in $active): stop it there," \
+            "or with ECG_HPC_SLURM_DIR=$active $0 stop"
     fi
     [ -d "$BASE" ] || { log "not running"; return 0; }
     stop_daemons
