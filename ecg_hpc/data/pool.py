@@ -4,7 +4,8 @@ Why: the uniform sampler (``pipeline.BatchSampler``) touches a random patient, s
 per frame. When the store is far larger than the page cache (1.1 TB on a parallel file system), every frame is a
 page fault with kernel readahead that is evicted before use. Here each Horovod rank instead reads whole segments
 (or chunks of ``chunk_samples``) with one ``preadv`` each (``store.SegmentReader``) into a pool and draws the
-frames of a batch uniformly among all frame starts in the pool.
+frames of a batch among all frame starts in the pool, each weighted ``1 / (segments x starts per segment)`` of
+its patient, so that patients and segments weigh as under the uniform sampler.
 
 Data order, a pure function of ``(seed, epoch, rank, step)``:
 
@@ -34,16 +35,17 @@ from typing import Any, Sequence
 import numpy as np
 
 from ecg_hpc.data import icentia11k as ic
-from ecg_hpc.data.pipeline import (CONTEXT_FRAMES, DEFAULT_NEGATIVES, TASKS, frame_labels, label_keys,
-                                   normalise)
+from ecg_hpc.data.pipeline import CONTEXT_FRAMES, DEFAULT_NEGATIVES, TASKS, label_keys, normalise, ragged_labels
 from ecg_hpc.data.store import PATIENTS_DIR, SegmentReader, Store, patient_dir
 from ecg_hpc.errors import ConfigError, DataError
 from ecg_hpc.rundir import atomic_dir
 
 DEFAULT_POOL_MB = 1024
-DEFAULT_READ_RATIO = 2.0
+DEFAULT_READ_RATIO = 1.0
 _NEGATIVE_TRIES = 32  # redraws of a future-task negative that came from the positive's patient
 _TAG = 0x9001  # keeps the pool's random streams apart from the uniform sampler's
+_SLOT_SHIFT = 32  # label keys of the pool: logical slot << 32 | packed label (packed labels are int32 >= 0)
+_PAD = (1 << 32) - 1  # fills a slot's row of label keys after its labels (above every packed label)
 
 
 @dataclass(frozen=True)
@@ -184,10 +186,29 @@ class PoolSampler:
         self._phys = np.zeros(self.slots, np.int64)  # logical slot -> row of ``_pool``
         self._chunk = np.zeros((self.slots, 4), np.int64)  # logical slot -> (patient, segment, first, n_starts)
         self._mult = np.zeros(self.slots, np.float32)
-        self._labels: list[np.ndarray | None] = [None] * self.slots
         self._occupied = np.zeros(self.slots, bool)
+        # labels of all slots as one sorted int64 array (row = logical slot), so a batch finds its frames' labels
+        # with one vectorised searchsorted; rows grow when a segment has more labels than they hold
+        self._label_keys = self._empty_label_rows(np.arange(self.slots), 1024)
+        self._n_labels = np.zeros(self.slots, np.int64)
         self._weight = np.zeros(self.slots, np.float64)  # chance of a slot: its starts x their weight
         self._cum = np.zeros(self.slots, np.float64)
+
+    @staticmethod
+    def _empty_label_rows(slots: np.ndarray, width: int) -> np.ndarray:
+        return np.repeat((slots.astype(np.int64) << _SLOT_SHIFT | _PAD)[:, None], width, axis=1)
+
+    def _set_labels(self, slot: int, packed: np.ndarray) -> None:
+        """Put one chunk's packed labels into row ``slot`` of the label keys (growing all rows if needed)."""
+        width = self._label_keys.shape[1]
+        if packed.size > width:
+            grown = self._empty_label_rows(np.arange(self.slots), max(packed.size, 2 * width))
+            grown[:, :width] = self._label_keys
+            self._label_keys, width = grown, grown.shape[1]
+        row = self._label_keys[slot]
+        row[:packed.size] = np.int64(slot) << _SLOT_SHIFT | packed
+        row[packed.size:] = np.int64(slot) << _SLOT_SHIFT | _PAD
+        self._n_labels[slot] = packed.size
 
     def _loaded_by(self, step: int) -> int:
         """How many chunks of the sequence have entered the pool when step ``step`` is drawn."""
@@ -246,7 +267,9 @@ class PoolSampler:
                 with self._cond:
                     self._free.append(int(self._phys[slot]))
                     self._cond.notify_all()
-            self._phys[slot], self._mult[slot], self._labels[slot] = row, multiplier, labels
+            self._phys[slot], self._mult[slot] = row, multiplier
+            if labels is not None:
+                self._set_labels(slot, labels)
             self._chunk[slot] = self.plan.rows[index]
             self._weight[slot] = self.plan.weights[index] * self.plan.rows[index, 3]
             self._occupied[slot] = True
@@ -289,17 +312,19 @@ class PoolSampler:
             return self._future_batch(rng)
         slot, offset = self._draw(rng, self.batch_size)
         start = self._chunk[slot, 2] + offset
-        f = self.frame_size
-        keys, skip = label_keys(self._kind == 1, start, f, np.int32)
-        values = np.empty((self.batch_size, f), self.value_dtype)
-        chunks, pool, labels = [], self._pool, self._labels
-        append = chunks.append
-        for i, (row, s, o, key) in enumerate(zip(self._phys[slot].tolist(), slot.tolist(), offset.tolist(), keys)):
-            values[i] = pool[row, o:o + f]
-            packed = labels[s]
-            lo, hi = packed.searchsorted(key)
-            append(packed[lo + skip:hi + 1 - skip])
-        return values, self._mult[slot], frame_labels(self.task, chunks, start, start + f)
+        values = self._copy(slot, offset, self.frame_size)
+        keys, skip = label_keys(self._kind == 1, start, self.frame_size, np.int64)
+        flat_keys = self._label_keys.reshape(-1)
+        lo, hi = np.searchsorted(flat_keys, slot[:, None] << _SLOT_SHIFT | keys).T
+        first = lo + skip  # as ``labels[lo + skip:hi + 1 - skip]`` within the slot's row
+        stop = np.minimum(hi + 1 - skip, slot * self._label_keys.shape[1] + self._n_labels[slot])
+        counts = np.maximum(stop - first, 0)
+        ends = np.cumsum(counts)
+        index = np.arange(ends[-1] if counts.size else 0) + np.repeat(first - (ends - counts), counts)
+        flat = flat_keys[index] & _PAD
+        frame_id = np.repeat(np.arange(self.batch_size), counts)
+        return values, self._mult[slot], ragged_labels(self.task, flat, frame_id, counts, start,
+                                                       start + self.frame_size)
 
     def batch(self, step: int) -> tuple[np.ndarray, ...]:
         """Batch ``step`` normalised, laid out as ``pipeline.BatchSampler.batch``."""
