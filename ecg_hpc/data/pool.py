@@ -18,8 +18,8 @@ Data order, a pure function of ``(seed, epoch, rank, step)``:
 - the frames of step ``i`` are drawn with a generator seeded by ``(seed, epoch, rank, i)``.
 
 So the sampler state is the step (saved in every checkpoint): a run resumed at step ``i`` loads the chunks the
-pool holds at ``i`` and then draws what an uninterrupted run would. A background thread reads chunks in sequence
-order into spare slots ahead of the step that needs them; the thread's timing decides only when a read happens,
+pool holds at ``i`` and then draws what an uninterrupted run would. Background threads read chunks in sequence
+order into spare slots ahead of the step that needs them; their timing decides only when a read happens,
 never what is drawn. ``memory_bytes`` (<= ``pool_mb``) bounds the signal memory; labels add a few percent.
 """
 
@@ -42,6 +42,7 @@ from ecg_hpc.rundir import atomic_dir
 
 DEFAULT_POOL_MB = 1024
 DEFAULT_READ_RATIO = 1.0
+DEFAULT_READERS = 2  # reads in flight at once: hides per-request latency (parallel file systems, SSD queues)
 _NEGATIVE_TRIES = 32  # redraws of a future-task negative that came from the positive's patient
 _TAG = 0x9001  # keeps the pool's random streams apart from the uniform sampler's
 _SLOT_SHIFT = 32  # label keys of the pool: logical slot << 32 | packed label (packed labels are int32 >= 0)
@@ -50,12 +51,13 @@ _PAD = (1 << 32) - 1  # fills a slot's row of label keys after its labels (above
 
 @dataclass(frozen=True)
 class PoolOptions:
-    """Pool size (MiB of signal held, spares included), chunk length (None: whole segments) and samples read
-    per sample drawn."""
+    """Pool size (MiB of signal held, spares included), chunk length (None: whole segments), samples read per
+    sample drawn and reader threads."""
 
     pool_mb: float = DEFAULT_POOL_MB
     chunk_samples: int | None = None
     read_ratio: float = DEFAULT_READ_RATIO
+    readers: int = DEFAULT_READERS
 
     def check(self) -> None:
         """ConfigError naming the first option out of range."""
@@ -65,6 +67,8 @@ class PoolOptions:
             raise ConfigError(f"--chunk-samples {self.chunk_samples}: must be positive")
         if self.read_ratio <= 0:
             raise ConfigError(f"--read-ratio {self.read_ratio}: must be positive")
+        if self.readers < 1:
+            raise ConfigError(f"--pool-readers {self.readers}: must be at least 1")
 
     def record(self) -> dict[str, Any]:
         """The options and the memory bound, as run.json records them."""
@@ -149,18 +153,19 @@ class PoolSampler:
         self.plan = ChunkPlan(metas, span, options.chunk_samples, (self.seed, self.epoch, self.rank, _TAG))
         self._kind = {"beat": 0, "hr": 0, "rhythm": 1, "future": None}[task]
         self._layout_slots(metas, span, options)
-        self._reader = SegmentReader(self.store, metas)
         self._step = int(start_step)
-        self._installed = self._loaded_by(self._step) - self.slots
+        self._installed = self._next = self._loaded_by(self._step) - self.slots  # next to install, to claim
         self._cond = threading.Condition()
         self._ready: dict[int, tuple[int, int, float, np.ndarray | None]] = {}
         self._free = list(range(self.slots + self.spares))
         self._error: BaseException | None = None
         self._stop = False
         self.wait_s = 0.0  # time the consumer waited for a read (0 when the refill keeps ahead)
-        self._thread = threading.Thread(target=self._load_loop, args=(self._installed,), daemon=True,
-                                        name=f"pool-refill-r{rank}")
-        self._thread.start()
+        self._threads = [threading.Thread(target=self._load_loop, args=(SegmentReader(self.store, metas),),
+                                          daemon=True, name=f"pool-refill-r{rank}-{i}")
+                         for i in range(options.readers)]
+        for thread in self._threads:
+            thread.start()
 
     # -- layout and schedule ------------------------------------------------------------------------------------
     def _layout_slots(self, metas: dict[int, dict[str, Any]], span: int, options: PoolOptions) -> None:
@@ -221,8 +226,11 @@ class PoolSampler:
                     share_patients=len(self.share), share_chunks=len(self.plan))
 
     # -- background refill ----------------------------------------------------------------------------------------
-    def _load_loop(self, c: int) -> None:
-        """Read chunks ``c, c + 1, ...`` in order into free rows, as far as the spares allow."""
+    def _load_loop(self, reader: SegmentReader) -> None:
+        """Claim the next chunk of the sequence together with a free row, read it, hand it over; repeat.
+
+        Claims go in sequence order and take their row at once, so the chunk the consumer waits for always has
+        its row (several readers keep several reads in flight without deadlock)."""
         try:
             while True:
                 with self._cond:
@@ -230,22 +238,24 @@ class PoolSampler:
                         self._cond.wait()
                     if self._stop:
                         return
-                    row = self._free.pop()
-                index = self.plan.index(c)
+                    row, c = self._free.pop(), self._next
+                    self._next += 1
+                    index = self.plan.index(c)
                 pid, segment, first, n_starts = self.plan.rows[index].tolist()
-                layout = self._reader.layout(pid)
+                layout = reader.layout(pid)
                 length = min(n_starts + self._span, layout.segment_len - first)
-                self._reader.read_signal(pid, segment, first, self._pool[row, :length])
-                labels = None if self._kind is None else self._reader.read_labels(pid, self._kind, segment)
+                reader.read_signal(pid, segment, first, self._pool[row, :length])
+                labels = None if self._kind is None else reader.read_labels(pid, self._kind, segment)
                 multiplier = np.float32(layout.scale / ic.STD)
                 with self._cond:
                     self._ready[c] = (row, index, multiplier, labels)
                     self._cond.notify_all()
-                c += 1
         except BaseException as exc:  # handed to the consumer, which raises it
             with self._cond:
                 self._error = exc
                 self._cond.notify_all()
+        finally:
+            reader.close()
 
     def _advance(self, step: int) -> None:
         """Install every chunk that has entered the pool by ``step`` (waiting for reads still under way)."""
@@ -278,12 +288,12 @@ class PoolSampler:
             self._cum = np.cumsum(self._weight)
 
     def close(self) -> None:
-        """Stop the refill thread and close the store files."""
+        """Stop the refill threads (each closes its store files)."""
         with self._cond:
             self._stop = True
             self._cond.notify_all()
-        self._thread.join()
-        self._reader.close()
+        for thread in self._threads:
+            thread.join()
 
     # -- drawing ----------------------------------------------------------------------------------------------------
     def _rng(self, step: int) -> np.random.Generator:
