@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import csv
 import datetime as _dt
+import hashlib
 import importlib.metadata
 import io
 import json
@@ -71,6 +72,15 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def file_sha256(path: str | os.PathLike[str]) -> str:
+    """Hex sha256 of a file's bytes, read in 4 MiB chunks (checksums of store files and checkpoints)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 22), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def _umask() -> int:
@@ -145,6 +155,17 @@ def write_run(job_dir: str | os.PathLike[str], info: Mapping[str, Any]) -> Path:
     if status not in STATUSES:
         raise ValueError(f"run.json status must be one of {STATUSES}, got {status!r}")
     return atomic_write_json(Path(job_dir) / RUN_JSON, info)
+
+
+def mark_failed(job_dir: str | os.PathLike[str], error: str) -> None:
+    """Set an existing run.json of ``job_dir`` to failed with ``error`` (for failures before a run records itself);
+    a missing, unreadable or done one is left as it is (a done run's results stay valid)."""
+    try:
+        info = read_run(job_dir)
+    except ValueError:
+        return
+    if info and info.get("status") != "done":
+        write_run(job_dir, {**info, "status": "failed", "error": error, "finished_at": utc_now()})
 
 
 def is_done(job_dir: str | os.PathLike[str]) -> bool:

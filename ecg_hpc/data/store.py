@@ -16,7 +16,6 @@ the labels of a frame with one ``searchsorted`` (``position * 8`` bounds) and re
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -29,7 +28,7 @@ import numpy as np
 
 from ecg_hpc.data.icentia11k import Labels
 from ecg_hpc.errors import DataError
-from ecg_hpc.rundir import atomic_dir, atomic_write_json, utc_now
+from ecg_hpc.rundir import atomic_dir, atomic_write_json, file_sha256, utc_now
 
 STORE_FORMAT = "ecg-hpc-icentia11k-store"
 STORE_VERSION = 1
@@ -163,7 +162,7 @@ def write_patient(store: str | os.PathLike[str], patient_id: int, signal: np.nda
             path = tmp / name
             np.save(path, np.ascontiguousarray(array), allow_pickle=False)
             files[name] = {"dtype": str(array.dtype), "shape": list(array.shape), "bytes": path.stat().st_size,
-                           "sha256": _sha256(path)}
+                           "sha256": file_sha256(path)}
         meta = {"patient_id": int(patient_id), "n_segments": int(n_segments), "segment_len": int(segment_len),
                 "signal_dtype": str(values.dtype), "scale": scale, "n_beats": int(beat_packed.size),
                 "n_rhythms": int(rhythm_packed.size), "files": files, "source": source, "converted_at": utc_now()}
@@ -177,14 +176,6 @@ def remove_stale_temps(store: str | os.PathLike[str], patient_id: int) -> None:
     if parent.is_dir():
         for entry in parent.glob(f".tmp-{int(patient_id):05d}-*"):
             shutil.rmtree(entry, ignore_errors=True)
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 22), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def done_patients(store: str | os.PathLike[str]) -> list[int]:
@@ -217,7 +208,7 @@ def verify_patient(store: str | os.PathLike[str], patient_id: int) -> None:
     meta = read_meta(store, patient_id)
     for name, info in meta["files"].items():
         path = patient_dir(store, patient_id) / name
-        if not path.is_file() or path.stat().st_size != info["bytes"] or _sha256(path) != info["sha256"]:
+        if not path.is_file() or path.stat().st_size != info["bytes"] or file_sha256(path) != info["sha256"]:
             raise DataError(f"{path}: checksum or size differs from meta.json (corrupt store)")
 
 

@@ -8,7 +8,8 @@ Rank 0 alone writes the job directory: ``epoch_NN/`` checkpoints (``ecg_hpc.trai
 ``history.csv`` (one row per epoch: ``epoch``, the metrics averaged over workers, ``time_s``, ``frames_per_s``,
 ``lr``) and ``run.json`` (keys documented in ``ecg_hpc.rundir`` plus ``attempts``, one per start).
 
-Resume: starting again with the same ``--job-dir`` continues after the last checkpoint and ends with the same
+Resume: starting again with the same ``--job-dir`` continues after the newest intact checkpoint (damaged newer
+ones are named in one line, deleted and listed in the attempt's ``damaged_checkpoints``) and ends with the same
 epochs; the data of (seed, epoch, rank) is fixed, so a resumed run trains on what an uninterrupted one would.
 On SIGUSR1/SIGUSR2 (SLURM's and submitit's warning before the time limit) or SIGTERM, every worker finishes
 its step, rank 0 writes ``preempted/``, the job asks to be requeued and the workers exit with status
@@ -36,7 +37,8 @@ from ecg_hpc.errors import ConfigError, DataError, EcgHpcError, user_error
 from ecg_hpc.hpc.jobenv import REQUEUE_EXIT_CODE, request_requeue
 from ecg_hpc.models import ARCHS, PRECISIONS, configure_precision
 from ecg_hpc.progress import Progress
-from ecg_hpc.rundir import atomic_write_csv, environment_info, is_done, read_run, utc_now, write_run
+from ecg_hpc.rundir import (atomic_write_csv, environment_info, is_done, mark_failed, read_run, utc_now,
+                            write_run)
 from ecg_hpc.tasks import TASKS, get_task
 from ecg_hpc.train import checkpoints, distributed
 
@@ -140,6 +142,7 @@ class _Run:
         self.args, self.world = args, world
         self.job_dir = Path(args.job_dir)
         self.info: dict[str, Any] = {}
+        self.damaged: tuple[checkpoints.Damaged, ...] = ()
 
     # -- setup -------------------------------------------------------------------------------------------------
     def build(self) -> None:
@@ -162,11 +165,30 @@ class _Run:
         self.optimizer = distributed.distributed_optimizer(adam)
         self.task.compile_model(self.model, self.optimizer)
         self.optimizer.build(self.model.trainable_variables)
-        local_resume = checkpoints.resume_point(self.job_dir) if self.world.is_chief else None
-        self.resume = distributed.broadcast_object(local_resume)
+        self.resume, self.damaged = self.find_resume()
         if self.resume is not None and self.world.is_chief:
             checkpoints.restore(self.resume, self.model, self.optimizer)
         distributed.broadcast_state(self.model, self.optimizer)
+
+    def find_resume(self) -> tuple[checkpoints.CheckpointInfo | None, tuple[checkpoints.Damaged, ...]]:
+        """Rank 0 picks the newest intact checkpoint, says in one line which damaged ones it skips and deletes
+        them; every worker gets the choice, or the same DataError when no checkpoint is intact."""
+        found: Any = None
+        if self.world.is_chief:
+            try:
+                found = checkpoints.find_resume(self.job_dir)
+            except DataError as exc:
+                found = str(exc)
+        found = distributed.broadcast_object(found)
+        if isinstance(found, str):
+            raise DataError(found)
+        resume, damaged = found
+        if damaged and self.world.is_chief:
+            skipped = "; ".join(f"{d.path.name} ({d.problem})" for d in damaged)
+            print(f"warning: damaged checkpoint {skipped} in {self.job_dir}; resuming from {resume.path.name} "
+                  "instead", flush=True)
+            checkpoints.discard(damaged)
+        return resume, damaged
 
     def dataset(self, epoch: int, skip_steps: int) -> tf.data.Dataset:
         """This worker's batches of ``epoch`` (a function of seed, epoch and rank) from step ``skip_steps`` on."""
@@ -188,6 +210,8 @@ class _Run:
         attempt = {"started_at": utc_now(), "launcher": job.launcher, "job_id": job.job_id,
                    "restart_count": job.restart_count, "world_size": self.world.size, "hosts": list(job.hosts),
                    "resumed_from": str(self.resume.path) if self.resume else None}
+        if self.damaged:
+            attempt["damaged_checkpoints"] = [d.record() for d in self.damaged]
         self.info = {
             "kind": "pretrain", "status": "running", "seed": self.args.seed, "config": config_of(self.args),
             "environment": environment_info(), "started_at": previous.get("started_at", attempt["started_at"]),
@@ -329,8 +353,12 @@ def train(args: argparse.Namespace) -> str:
             print(f"done: {args.job_dir}", flush=True)
         return status
     except BaseException as exc:
-        if world.is_chief and run.info:
-            run.finish_record("failed", f"{type(exc).__name__}: {exc}")
+        if world.is_chief:
+            reason = str(exc) if isinstance(exc, EcgHpcError) else f"{type(exc).__name__}: {exc}"
+            if run.info:
+                run.finish_record("failed", reason)
+            else:
+                mark_failed(args.job_dir, reason)
         raise
     finally:
         distributed.stop(world)
