@@ -20,8 +20,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from ecg_hpc.errors import ConfigError, EcgHpcError, user_error  # noqa: E402
 from ecg_hpc.hpc import sweep  # noqa: E402
-from ecg_hpc.hpc.executor import (ModuleJob, add_cluster_arguments, describe_dry_run, make_executor,  # noqa: E402
-                                  resolve_plan)
+from ecg_hpc.hpc.executor import (ModuleJob, add_cluster_arguments, check_cluster_text,  # noqa: E402
+                                  describe_dry_run, make_executor, resolve_plan)
 from ecg_hpc.progress import Progress  # noqa: E402
 
 RUNNER = "ecg_hpc.hpc.sweep"
@@ -64,6 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     """Plan the sweep, then submit (or describe) its pending tasks."""
     args = build_parser().parse_args(argv)
     try:
+        check_cluster_text(args)  # before the manifest is written
         if args.max_parallel is not None and args.max_parallel < 1:
             raise ConfigError(f"--max-parallel {args.max_parallel}: must be at least 1")
         manifest, tasks, planned = sweep.plan_from_args(args, write=not args.dry_run)

@@ -19,6 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from ecg_hpc.errors import EcgHpcError, user_error  # noqa: E402
 from ecg_hpc.hpc.executor import (ModuleJob, add_cluster_arguments, describe_dry_run, follow, job_log,  # noqa: E402
                                   make_executor)
+from ecg_hpc.options import check_text  # noqa: E402
 from ecg_hpc.train import pretrain  # noqa: E402
 
 TRAINER = "ecg_hpc.train.pretrain"
@@ -59,6 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     if not any(a == "--store" or a.startswith("--store=") for a in trainer_argv):  # from $ECG_HPC_STORE
         trainer_argv += ["--store", str(Path(args.store).resolve())]
     try:
+        check_text("--name", args.name)
         trainer_args = pretrain.build_parser().parse_args(trainer_argv)
         pretrain.check_arguments(trainer_args)
         if pretrain.finished(job_dir, trainer_args.epochs):

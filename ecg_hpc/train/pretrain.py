@@ -36,14 +36,18 @@ from ecg_hpc.data.store import Store
 from ecg_hpc.errors import ConfigError, DataError, EcgHpcError, user_error
 from ecg_hpc.hpc.jobenv import REQUEUE_EXIT_CODE, request_requeue
 from ecg_hpc.models import ARCHS, PRECISIONS, configure_precision
+from ecg_hpc.options import check_number, check_seed
 from ecg_hpc.progress import Progress
 from ecg_hpc.rundir import (atomic_write_csv, environment_info, is_done, mark_failed, read_run, utc_now,
                             write_run)
 from ecg_hpc.tasks import TASKS, get_task
 from ecg_hpc.train import checkpoints, distributed
+from ecg_hpc.train.nonfinite import ADVICE, NonFiniteLoss, nonfinite
 
 HISTORY = "history.csv"
 DEFAULT_STEPS = 1024
+MAX_STEPS_PER_EPOCH = 10 ** 7  # beyond any real run (the paper's epochs have ~10^4 steps): a typo, refused
+MAX_EPOCHS = 10 ** 4
 STOP_SIGNALS = (signal.SIGUSR1, signal.SIGUSR2, signal.SIGTERM)
 # Options that decide what a run computes: a resumed run must agree on them with the run.json it continues.
 _FIXED = ("task", "arch", "width", "frac", "frame_size", "samples_per_patient", "batch_size",
@@ -84,15 +88,16 @@ def add_arguments(parser: argparse.ArgumentParser, job_dir_required: bool = True
 
 
 def check_arguments(args: argparse.Namespace) -> None:
-    """ConfigError naming the first option out of range."""
+    """ConfigError naming the first option out of range (finite, positive, a seed numpy takes, a sane size)."""
     positive = ("width", "frame_size", "samples_per_patient", "batch_size", "epochs", "steps_per_epoch", "lr")
     for name in positive:
-        if getattr(args, name) is not None and getattr(args, name) <= 0:
-            raise ConfigError(f"--{name.replace('_', '-')} {getattr(args, name)}: must be positive")
+        check_number(f"--{name.replace('_', '-')}", getattr(args, name), positive=True)
+    check_number("--steps-per-epoch", args.steps_per_epoch, maximum=MAX_STEPS_PER_EPOCH)
+    check_number("--epochs", args.epochs, maximum=MAX_EPOCHS)
     if not 0 < args.frac <= 1:
         raise ConfigError(f"--frac {args.frac}: must lie in (0, 1]")
-    if args.warmup_epochs < 0:
-        raise ConfigError(f"--warmup-epochs {args.warmup_epochs}: must not be negative")
+    check_number("--warmup-epochs", args.warmup_epochs, minimum=0)
+    check_seed("--seed", args.seed)
     if not Path(args.store).is_dir():
         raise DataError(f"--store {args.store}: no such directory")
 
@@ -262,10 +267,11 @@ class _Run:
                   f"{world.size} worker(s) on {world.device}, {len(self.patients)} patients", flush=True)
         for epoch in range(start_epoch, args.epochs + 1):
             steps = args.steps_per_epoch - skip
-            watcher = StepWatcher(stop, steps, f"epoch {epoch}/{args.epochs}" if world.is_chief else None)
+            watcher = StepWatcher(stop, steps, f"epoch {epoch}/{args.epochs}" if world.is_chief else None, epoch)
             began = time.monotonic()
             history = self.model.fit(self.dataset(epoch, skip), epochs=1, steps_per_epoch=steps, verbose=0,
                                      callbacks=[watcher])
+            watcher.raise_if_diverged()
             elapsed = time.monotonic() - began
             local = {k: float(v[-1]) for k, v in history.history.items()}
             logs = distributed.average(_combine(prior_logs, skip, local, watcher.steps))
@@ -296,11 +302,13 @@ class _Run:
 
 
 class StepWatcher(tf.keras.callbacks.Callback):
-    """Counts steps, shows progress on rank 0, and stops all workers at the same step after a signal."""
+    """Counts steps, shows progress on rank 0, and stops all workers at the same step after a signal or when
+    any worker's loss is not finite (``nonfinite`` then says where, on every worker)."""
 
-    def __init__(self, stop: StopFlag, total: int, label: str | None) -> None:
+    def __init__(self, stop: StopFlag, total: int, label: str | None, epoch: int = 1) -> None:
         super().__init__()
-        self.stop, self.steps, self.stopped = stop, 0, False
+        self.stop, self.steps, self.stopped, self.epoch = stop, 0, False, epoch
+        self.nonfinite: str | None = None
         self.progress = Progress(total, label, unit="steps", interval=10.0) if label else None
 
     def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
@@ -308,9 +316,19 @@ class StepWatcher(tf.keras.callbacks.Callback):
         self.steps += 1
         if self.progress is not None:
             self.progress.update()
-        if distributed.any_worker(self.stop.raised):
+        mine = nonfinite(logs, ("loss",))
+        signalled, diverged = distributed.any_workers((self.stop.raised, mine is not None))
+        if diverged:
+            self.nonfinite = f"epoch {self.epoch} step {self.steps}: {mine or 'loss not finite on another worker'}"
+            self.model.stop_training = True
+        elif signalled:
             self.stopped = True
             self.model.stop_training = True
+
+    def raise_if_diverged(self) -> None:
+        """NonFiniteLoss (on every worker) when a non-finite loss stopped the epoch; nothing is checkpointed."""
+        if self.nonfinite is not None:
+            raise NonFiniteLoss(f"{self.nonfinite}: training stopped, the last checkpoint is kept ({ADVICE})")
 
 
 def steps_per_epoch(args: argparse.Namespace, n_patients: int, world_size: int) -> int:
