@@ -23,6 +23,7 @@ from ecg_hpc.hpc import sweep  # noqa: E402
 from ecg_hpc.hpc.executor import (ModuleJob, add_cluster_arguments, check_cluster_text,  # noqa: E402
                                   describe_dry_run, make_executor, resolve_plan)
 from ecg_hpc.progress import Progress  # noqa: E402
+from ecg_hpc.rundir import writing  # noqa: E402
 
 RUNNER = "ecg_hpc.hpc.sweep"
 DEFAULT_TIME = "04:00:00"
@@ -75,16 +76,17 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.gpus_per_node is None:  # one GPU per fine-tuning task where the cluster has GPUs
             args.gpus_per_node = min(1, resolve_plan(args, tasks_per_node=1).gpus_per_node)
-        executor = make_executor(args, manifest.parent / "logs", job_name="finetune", tasks_per_node=1,
-                                 array_parallelism=args.max_parallel)
-        jobs = task_jobs(manifest, todo, local=executor.cluster == "local")
-        if args.dry_run:
-            limit = f", at most {args.max_parallel} at once" if args.max_parallel else ""
-            print(f"dry run: the manifest is not written; would run {len(todo)} task(s), indices {todo}, as "
-                  f"{len(jobs)} {executor.cluster} job(s){limit}; the first one:")
-            print(describe_dry_run(executor, jobs[0]))
-            return 0
-        submitted = executor.submit_array(jobs)
+        with writing(manifest.parent):  # submitit creates the log folder
+            executor = make_executor(args, manifest.parent / "logs", job_name="finetune", tasks_per_node=1,
+                                     array_parallelism=args.max_parallel)
+            jobs = task_jobs(manifest, todo, local=executor.cluster == "local")
+            if args.dry_run:
+                limit = f", at most {args.max_parallel} at once" if args.max_parallel else ""
+                print(f"dry run: the manifest is not written; would run {len(todo)} task(s), indices {todo}, as "
+                      f"{len(jobs)} {executor.cluster} job(s){limit}; the first one:")
+                print(describe_dry_run(executor, jobs[0]))
+                return 0
+            submitted = executor.submit_array(jobs)
     except EcgHpcError as exc:
         return user_error(exc)
     print(f"submitted {len(todo)} task(s): {executor.cluster} job {submitted[0].job_id.split('_')[0]}, "

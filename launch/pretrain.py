@@ -20,6 +20,7 @@ from ecg_hpc.errors import EcgHpcError, user_error  # noqa: E402
 from ecg_hpc.hpc.executor import (ModuleJob, add_cluster_arguments, describe_dry_run, follow, job_log,  # noqa: E402
                                   make_executor)
 from ecg_hpc.options import check_text  # noqa: E402
+from ecg_hpc.rundir import writing  # noqa: E402
 from ecg_hpc.train import pretrain  # noqa: E402
 
 TRAINER = "ecg_hpc.train.pretrain"
@@ -67,11 +68,12 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{job_dir}: run.json says done; not submitted (delete the folder to redo the run)")
             return 0
         job = ModuleJob(TRAINER, trainer_argv)
-        executor = make_executor(args, job_dir / "logs", job_name=f"pretrain-{job_dir.name}")
-        if args.dry_run:
-            print(describe_dry_run(executor, job))
-            return 0
-        submitted = executor.submit(job)
+        with writing(job_dir):  # submitit creates the log folder: a read-only or full job folder is one line
+            executor = make_executor(args, job_dir / "logs", job_name=f"pretrain-{job_dir.name}")
+            if args.dry_run:
+                print(describe_dry_run(executor, job))
+                return 0
+            submitted = executor.submit(job)
     except EcgHpcError as exc:
         return user_error(exc)
     print(f"submitted {executor.cluster} job {submitted.job_id} "

@@ -28,7 +28,7 @@ import numpy as np
 
 from ecg_hpc.data.icentia11k import Labels
 from ecg_hpc.errors import DataError
-from ecg_hpc.rundir import atomic_dir, atomic_write_json, file_sha256, utc_now
+from ecg_hpc.rundir import atomic_dir, atomic_write_json, check_free_space, file_sha256, utc_now
 
 STORE_FORMAT = "ecg-hpc-icentia11k-store"
 STORE_VERSION = 1
@@ -157,10 +157,11 @@ def write_patient(store: str | os.PathLike[str], patient_id: int, signal: np.nda
               "offsets.npy": np.stack([beat_off, rhythm_off])}
     final = patient_dir(store, patient_id)
     with atomic_dir(final, prefix=f".tmp-{int(patient_id):05d}-") as tmp:
+        check_free_space(tmp, sum(a.nbytes for a in arrays.values()))
         files = {}
         for name, array in arrays.items():
             path = tmp / name
-            np.save(path, np.ascontiguousarray(array), allow_pickle=False)
+            _save_npy(path, array)
             files[name] = {"dtype": str(array.dtype), "shape": list(array.shape), "bytes": path.stat().st_size,
                            "sha256": file_sha256(path)}
         meta = {"patient_id": int(patient_id), "n_segments": int(n_segments), "segment_len": int(segment_len),
@@ -168,6 +169,15 @@ def write_patient(store: str | os.PathLike[str], patient_id: int, signal: np.nda
                 "n_rhythms": int(rhythm_packed.size), "files": files, "source": source, "converted_at": utc_now()}
         atomic_write_json(tmp / "meta.json", meta)
     return meta
+
+
+def _save_npy(path: Path, array: np.ndarray) -> None:
+    """``np.save`` (format 1.0, C order) through Python's file object, so that a full disk raises OSError ENOSPC
+    (numpy's own ``tofile`` says only "N requested and M written", with no error number)."""
+    array = np.ascontiguousarray(array)
+    with open(path, "wb") as fh:
+        np.lib.format.write_array_header_1_0(fh, np.lib.format.header_data_from_array_1_0(array))
+        fh.write(memoryview(array.reshape(-1)).cast("B"))
 
 
 def remove_stale_temps(store: str | os.PathLike[str], patient_id: int) -> None:

@@ -18,6 +18,7 @@ checkpoint against its manifest and falls back to the newest intact one (``find_
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
@@ -29,7 +30,7 @@ import tensorflow as tf
 
 from ecg_hpc.errors import DataError
 from ecg_hpc.models import save_feature_extractor
-from ecg_hpc.rundir import atomic_dir, atomic_write_json, file_sha256
+from ecg_hpc.rundir import atomic_dir, atomic_write_json, check_free_space, file_sha256, storage_error, writing
 
 keras = tf.keras
 
@@ -205,11 +206,21 @@ def save(job_dir: str | os.PathLike[str], model: keras.Model, optimizer: keras.o
     A complete epoch goes to ``epoch_NN/``, a partial one to ``preempted/``; return the folder.
     """
     job_dir = Path(job_dir)
-    job_dir.mkdir(parents=True, exist_ok=True)
     complete = steps_done >= steps_per_epoch
     final = job_dir / (epoch_dir_name(epoch) if complete else PREEMPTED_DIR)
+    state_bytes = sum(v.shape.num_elements() * v.dtype.size for v in (*model.variables, *optimizer.variables))
+    with writing(job_dir):
+        check_free_space(job_dir, 2 * state_bytes)  # the state, then the feature extractor's copy of the weights
     with atomic_dir(final) as tmp:
-        tf.train.Checkpoint(model=model, optimizer=optimizer).write(str(tmp / STATE_PREFIX))
+        try:
+            tf.train.Checkpoint(model=model, optimizer=optimizer).write(str(tmp / STATE_PREFIX))
+        except tf.errors.OpError as exc:  # TF's own writer reports a full or read-only disk in its message
+            errno_of = {"No space left": errno.ENOSPC, "Disk quota": errno.EDQUOT,
+                        "Read-only file system": errno.EROFS, "Permission denied": errno.EACCES}
+            code = next((code for text, code in errno_of.items() if text in exc.message), None)
+            if code is None:
+                raise
+            raise storage_error(OSError(code, exc.message), job_dir) from None
         save_feature_extractor(model, tmp / FEATURE_EXTRACTOR_DIR)
         atomic_write_json(tmp / INFO_FILE, {"epoch": epoch, "steps_done": steps_done,
                                             "steps_per_epoch": steps_per_epoch, "logs": logs,

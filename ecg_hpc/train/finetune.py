@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
-import os
 import signal
 import sys
 import threading
@@ -29,7 +28,7 @@ from typing import Any, Iterator
 
 from ecg_hpc.errors import ConfigError, EcgHpcError, user_error
 from ecg_hpc.options import check_number, check_seed, check_text
-from ecg_hpc.rundir import environment_info, is_done, read_run, utc_now, write_run
+from ecg_hpc.rundir import environment_info, is_done, read_run, utc_now, write_run, writing
 from ecg_hpc.train.init_source import DEFAULT_ARCH, RANDOM, describe_init, require_checkpoint, scenario_name
 from ecg_hpc.train.job_lock import JobDirBusy, job_dir_lock
 from ecg_hpc.train.metrics import VAL_METRICS
@@ -148,6 +147,7 @@ def _train(config: FinetuneConfig, init: dict[str, Any], arch: str, width: float
 
     from ecg_hpc.data.prepare import load_prepared
     from ecg_hpc.models import build_model, load_feature_extractor
+    from ecg_hpc.models.weights_file import save_weights_h5
     from ecg_hpc.train.metrics import f1_report, one_hot
     from ecg_hpc.train.nonfinite import TerminateOnNonFinite
     from ecg_hpc.train.predictions import write_predictions
@@ -182,9 +182,7 @@ def _train(config: FinetuneConfig, init: dict[str, Any], arch: str, width: float
     guard.raise_if_stopped()
     model.set_weights(monitor.best_weights)
 
-    tmp = job_dir / f".{BEST_WEIGHTS}.tmp.h5"  # Keras picks the format from the suffix; rename is atomic
-    model.save_weights(str(tmp))
-    os.replace(tmp, job_dir / BEST_WEIGHTS)
+    save_weights_h5(model, job_dir / BEST_WEIGHTS)
 
     scores = {}
     for split, (x, y, names) in sets.items():
@@ -208,7 +206,11 @@ def finetune(config: FinetuneConfig) -> dict[str, Any]:
     it, in which case nothing is written).
     """
     job_dir = Path(config.job_dir)
-    job_dir.mkdir(parents=True, exist_ok=True)
+    if is_done(job_dir):  # a done run is never redone, so no lock is needed to see it (works read-only too)
+        print(f"{job_dir}: already done, skipping", flush=True)
+        return read_run(job_dir) or {}
+    with writing(job_dir):
+        job_dir.mkdir(parents=True, exist_ok=True)
     with job_dir_lock(job_dir):
         if is_done(job_dir):
             print(f"{job_dir}: already done, skipping", flush=True)
@@ -239,8 +241,9 @@ def _sigterm_raises() -> Iterator[None]:
 
 def _run(config: FinetuneConfig, job_dir: Path) -> dict[str, Any]:
     """The body of ``finetune`` for a job directory that is locked and not done."""
-    for name in _OUTPUTS:  # leftovers of an interrupted or failed attempt
-        (job_dir / name).unlink(missing_ok=True)
+    with writing(job_dir):
+        for name in _OUTPUTS:  # leftovers of an interrupted or failed attempt
+            (job_dir / name).unlink(missing_ok=True)
     start = time.monotonic()
     info: dict[str, Any] = {"kind": "finetune", "status": "running", "seed": config.seed,
                             "config": dataclasses.asdict(config), "scenario": config.scenario,
