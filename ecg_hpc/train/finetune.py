@@ -68,7 +68,7 @@ class FinetuneConfig:
 
 
 def add_training_arguments(parser: argparse.ArgumentParser) -> None:
-    """Declare the options shared by every run of a sweep (defaults from DESIGN.md: the authors' settings)."""
+    """Declare the options shared by every run of a sweep (the authors' settings, docs/design-facts.md)."""
     parser.add_argument("--data", required=True, help="prepared challenge data (.npz from prepare-physionet)")
     parser.add_argument("--arch", help="resnet18, resnet34, resnet50 or resnet18_2d (default: the checkpoint's "
                                        "arch, else resnet18)")

@@ -13,7 +13,8 @@ ones are named in one line, deleted and listed in the attempt's ``damaged_checkp
 epochs; the data of (seed, epoch, rank) is fixed, so a resumed run trains on what an uninterrupted one would.
 On SIGUSR1/SIGUSR2 (SLURM's and submitit's warning before the time limit) or SIGTERM, every worker finishes
 its step, rank 0 writes ``preempted/``, the job asks to be requeued and the workers exit with status
-``REQUEUE_EXIT_CODE``. A run whose run.json says done is left alone.
+``REQUEUE_EXIT_CODE``; on SIGINT (Ctrl-C) they checkpoint the same way but exit with 130 and are not requeued.
+A run whose run.json says done is left alone.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from ecg_hpc.data.pipeline import make_dataset
 from ecg_hpc.data.store import Store
 from ecg_hpc.errors import ConfigError, DataError, EcgHpcError, user_error
 from ecg_hpc.hpc.jobenv import REQUEUE_EXIT_CODE, request_requeue
+from ecg_hpc.interrupt import EXIT_INTERRUPTED
 from ecg_hpc.models import ARCHS, PRECISIONS, configure_precision
 from ecg_hpc.options import check_number, check_seed
 from ecg_hpc.progress import Progress
@@ -48,18 +50,22 @@ HISTORY = "history.csv"
 DEFAULT_STEPS = 1024
 MAX_STEPS_PER_EPOCH = 10 ** 7  # beyond any real run (the paper's epochs have ~10^4 steps): a typo, refused
 MAX_EPOCHS = 10 ** 4
-STOP_SIGNALS = (signal.SIGUSR1, signal.SIGUSR2, signal.SIGTERM)
+STOP_SIGNALS = (signal.SIGUSR1, signal.SIGUSR2, signal.SIGTERM, signal.SIGINT)  # SIGINT: stop, do not requeue
 # Options that decide what a run computes: a resumed run must agree on them with the run.json it continues.
 _FIXED = ("task", "arch", "width", "frac", "frame_size", "samples_per_patient", "batch_size",
           "steps_per_epoch", "seed", "precision", "lr", "lr_scaling", "warmup_epochs")
 
 
-def add_arguments(parser: argparse.ArgumentParser, job_dir_required: bool = True) -> None:
-    """The trainer's options (defaults from the authors' code, DESIGN.md); launchers may derive ``--job-dir``."""
-    store = os.environ.get("ECG_HPC_STORE")
-    parser.add_argument("--store", required=store is None, default=store,
+def add_arguments(parser: argparse.ArgumentParser, job_dir_required: bool = True,
+                  store_required: bool = True) -> None:
+    """The trainer's options (the authors' defaults, docs/design-facts.md); launchers may derive ``--job-dir`` and
+    find ``--store`` themselves (``store_required=False``: no default, see ``ecg_hpc.project_config``)."""
+    store = os.environ.get("ECG_HPC_STORE") if store_required else None
+    where = (f"$ECG_HPC_STORE{f', now {store}' if store else ', which is not set'}" if store_required
+             else "$ECG_HPC_STORE, else the store named in ecg-hpc.toml, which make demo writes")
+    parser.add_argument("--store", required=store_required and store is None, default=store,
                         help="Icentia11k shard store made by python -m ecg_hpc.data convert-icentia "
-                             f"(default: $ECG_HPC_STORE{f', now {store}' if store else ', which is not set'})")
+                             f"(default: {where})")
     parser.add_argument("--task", default="beat", choices=TASKS,
                         help="pretraining task (default: beat, the paper's main one)")
     parser.add_argument("--arch", default="resnet18", choices=ARCHS, help="network (default: resnet18)")
@@ -347,7 +353,8 @@ def finished(job_dir: str | Path, epochs: int) -> bool:
 
 
 def train(args: argparse.Namespace) -> str:
-    """Run (or resume) the pretraining job of ``args`` on this worker; return ``"done"`` or ``"preempted"``."""
+    """Run (or resume) the pretraining job of ``args`` on this worker; return ``"done"``, ``"preempted"`` or
+    ``"interrupted"`` (SIGINT: checkpointed like a preemption, but not requeued)."""
     check_arguments(args)
     if finished(args.job_dir, args.epochs):
         print(f"{args.job_dir}: run.json says done with {args.epochs} epochs; nothing to do", flush=True)
@@ -362,10 +369,13 @@ def train(args: argparse.Namespace) -> str:
             status = run.fit(stop)
             run.check_in_sync()
         if status == "preempted":
+            by_user = stop.signal_name == "SIGINT"
             if world.is_chief:
                 run.finish_record("preempted")
-                print(f"preempted by {stop.signal_name}: {request_requeue(world.job)}", flush=True)
-            return status
+                print(f"interrupted by SIGINT: checkpoint kept in {args.job_dir}; start the same command again to "
+                      f"resume" if by_user else f"preempted by {stop.signal_name}: {request_requeue(world.job)}",
+                      flush=True)
+            return "interrupted" if by_user else status
         if world.is_chief:
             run.finish_record("done")
             print(f"done: {args.job_dir}", flush=True)
@@ -390,7 +400,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Parse ``argv`` and train: 0 when done, ``REQUEUE_EXIT_CODE`` when preempted, 2 on a user error."""
+    """Parse ``argv`` and train: 0 when done, ``REQUEUE_EXIT_CODE`` when preempted, 130 when interrupted (Ctrl-C,
+    checkpoint kept, not requeued), 2 on a user error."""
     args = build_parser().parse_args(argv)
     try:
         status = train(args)
@@ -399,7 +410,7 @@ def main(argv: list[str] | None = None) -> int:
     except Exception:
         traceback.print_exc()
         return 1
-    return REQUEUE_EXIT_CODE if status == "preempted" else 0
+    return {"preempted": REQUEUE_EXIT_CODE, "interrupted": EXIT_INTERRUPTED}.get(status, 0)
 
 
 if __name__ == "__main__":
