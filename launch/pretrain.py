@@ -29,6 +29,8 @@ from ecg_hpc.hpc.executor import (ModuleJob, add_cluster_arguments, describe_dry
                                   interrupt_local_job, job_log, make_executor, submit_jobs)
 from ecg_hpc.interrupt import children_ignore_interrupt, interrupt_raises, interrupted  # noqa: E402
 from ecg_hpc.project_config import resolve_store  # noqa: E402
+from ecg_hpc.options import check_text  # noqa: E402
+from ecg_hpc.rundir import writing  # noqa: E402
 from ecg_hpc.train import pretrain  # noqa: E402
 
 TRAINER = "ecg_hpc.train.pretrain"
@@ -67,6 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.job_dir:
         trainer_argv += ["--job-dir", str(job_dir)]
     try:
+        check_text("--name", args.name)
         store, source = resolve_store(args.store)
         if store is None and not args.dry_run:
             raise ConfigError(source)
@@ -84,12 +87,13 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{job_dir}: run.json says done; not submitted (delete the folder to redo the run)")
             return 0
         job = ModuleJob(TRAINER, trainer_argv)
-        executor = make_executor(args, job_dir / "logs", job_name=f"pretrain-{job_dir.name}")
-        if args.dry_run:
-            print(describe_dry_run(executor, job))
-            return 0
-        with children_ignore_interrupt():  # local workers handle Ctrl-C themselves; submitit's controller must not
-            submitted = submit_jobs(executor, [job])[0]
+        with writing(job_dir):  # submitit creates the log folder: a read-only or full job folder is one line
+            executor = make_executor(args, job_dir / "logs", job_name=f"pretrain-{job_dir.name}")
+            if args.dry_run:
+                print(describe_dry_run(executor, job))
+                return 0
+            with children_ignore_interrupt():  # local workers handle Ctrl-C themselves; submitit's controller must not
+                submitted = submit_jobs(executor, [job])[0]
     except EcgHpcError as exc:
         return user_error(exc)
     interrupt_raises()

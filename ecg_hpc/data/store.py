@@ -16,7 +16,6 @@ the labels of a frame with one ``searchsorted`` (``position * 8`` bounds) and re
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -29,7 +28,7 @@ import numpy as np
 
 from ecg_hpc.data.icentia11k import Labels
 from ecg_hpc.errors import DataError
-from ecg_hpc.rundir import atomic_dir, atomic_write_json, utc_now
+from ecg_hpc.rundir import atomic_dir, atomic_write_json, check_free_space, file_sha256, utc_now
 
 STORE_FORMAT = "ecg-hpc-icentia11k-store"
 STORE_VERSION = 1
@@ -158,17 +157,27 @@ def write_patient(store: str | os.PathLike[str], patient_id: int, signal: np.nda
               "offsets.npy": np.stack([beat_off, rhythm_off])}
     final = patient_dir(store, patient_id)
     with atomic_dir(final, prefix=f".tmp-{int(patient_id):05d}-") as tmp:
+        check_free_space(tmp, sum(a.nbytes for a in arrays.values()))
         files = {}
         for name, array in arrays.items():
             path = tmp / name
-            np.save(path, np.ascontiguousarray(array), allow_pickle=False)
+            _save_npy(path, array)
             files[name] = {"dtype": str(array.dtype), "shape": list(array.shape), "bytes": path.stat().st_size,
-                           "offset": npy_data_offset(path), "sha256": _sha256(path)}
+                           "offset": npy_data_offset(path), "sha256": file_sha256(path)}
         meta = {"patient_id": int(patient_id), "n_segments": int(n_segments), "segment_len": int(segment_len),
                 "signal_dtype": str(values.dtype), "scale": scale, "n_beats": int(beat_packed.size),
                 "n_rhythms": int(rhythm_packed.size), "files": files, "source": source, "converted_at": utc_now()}
         atomic_write_json(tmp / "meta.json", meta)
     return meta
+
+
+def _save_npy(path: Path, array: np.ndarray) -> None:
+    """``np.save`` (format 1.0, C order) through Python's file object, so that a full disk raises OSError ENOSPC
+    (numpy's own ``tofile`` says only "N requested and M written", with no error number)."""
+    array = np.ascontiguousarray(array)
+    with open(path, "wb") as fh:
+        np.lib.format.write_array_header_1_0(fh, np.lib.format.header_data_from_array_1_0(array))
+        fh.write(memoryview(array.reshape(-1)).cast("B"))
 
 
 def npy_data_offset(path: str | os.PathLike[str]) -> int:
@@ -191,14 +200,6 @@ def remove_stale_temps(store: str | os.PathLike[str], patient_id: int) -> None:
     if parent.is_dir():
         for entry in parent.glob(f".tmp-{int(patient_id):05d}-*"):
             shutil.rmtree(entry, ignore_errors=True)
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 22), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def done_patients(store: str | os.PathLike[str]) -> list[int]:
@@ -231,7 +232,7 @@ def verify_patient(store: str | os.PathLike[str], patient_id: int) -> None:
     meta = read_meta(store, patient_id)
     for name, info in meta["files"].items():
         path = patient_dir(store, patient_id) / name
-        if not path.is_file() or path.stat().st_size != info["bytes"] or _sha256(path) != info["sha256"]:
+        if not path.is_file() or path.stat().st_size != info["bytes"] or file_sha256(path) != info["sha256"]:
             raise DataError(f"{path}: checksum or size differs from meta.json (corrupt store)")
 
 

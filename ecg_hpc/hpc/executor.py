@@ -31,6 +31,7 @@ from ecg_hpc.hpc.jobenv import REQUEUE_EXIT_CODE
 from ecg_hpc.hpc.partition import Partition
 from ecg_hpc.hpc.pending import stuck_message, stuck_reason
 from ecg_hpc.interrupt import EXIT_INTERRUPTED
+from ecg_hpc.options import check_text
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_TIME = "24:00:00"
@@ -131,6 +132,12 @@ class ClusterPlan:
         return self.nodes * self.tasks_per_node
 
 
+def check_cluster_text(args: argparse.Namespace) -> None:
+    """ConfigError when a cluster option that goes into the batch script holds a control character."""
+    for option in ("partition", "account", "mem", "time"):
+        check_text(f"--{option}", getattr(args, option))
+
+
 def resolve_plan(args: argparse.Namespace, tasks_per_node: int | None = None, array_task: bool = False,
                  partition: Partition | None = None) -> ClusterPlan:
     """Resolve the cluster options (defaults filled in, combinations checked); ``tasks_per_node`` overrides.
@@ -140,6 +147,7 @@ def resolve_plan(args: argparse.Namespace, tasks_per_node: int | None = None, ar
     ``array_task`` (one process of a job array) asks for at most one GPU and a GPU's share of the node's CPUs.
     ``partition`` is asked of ``sinfo`` unless given.
     """
+    check_cluster_text(args)
     cluster = "slurm" if slurm_available() and not args.local else "local"
     if args.nodes < 1:
         raise ConfigError(f"--nodes {args.nodes}: must be at least 1")

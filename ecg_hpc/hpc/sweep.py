@@ -31,6 +31,7 @@ from ecg_hpc.hpc.executor import slurm_available
 from ecg_hpc.hpc.partition import Partition
 from ecg_hpc.hpc.pending import stuck_jobs_logging_to, stuck_message
 from ecg_hpc.interrupt import EXIT_INTERRUPTED, interrupt_raises
+from ecg_hpc.options import check_seed
 from ecg_hpc.rundir import atomic_write_text, read_run
 from ecg_hpc.train import finetune
 from ecg_hpc.train.init_source import DEFAULT_ARCH, FEATURE_EXTRACTOR, RANDOM, list_checkpoints, scenario_name
@@ -38,6 +39,7 @@ from ecg_hpc.train.init_source import DEFAULT_ARCH, FEATURE_EXTRACTOR, RANDOM, l
 MANIFEST = "manifest.jsonl"
 DEFAULT_SWEEP_DIR = Path("runs") / "finetune"
 DEFAULT_SEEDS = tuple(range(10, 101, 10))
+MAX_SEEDS = 1000
 _TRAINING_OPTIONS = ("data", "batch_size", "epochs", "patience", "val_size", "val_metric", "learning_rate")
 
 
@@ -76,19 +78,24 @@ class Task:
 
 
 def parse_seeds(text: str) -> tuple[int, ...]:
-    """Seeds from ``10,20,30`` or a range ``10-100:10`` (start-stop:step, stop included)."""
+    """Seeds from ``10,20,30`` or a range ``10-100:10`` (start-stop:step, stop included); at most ``MAX_SEEDS``,
+    each within numpy's range (counted before any is listed, so a huge range is refused at once)."""
     try:
         if "-" in text.lstrip("-"):
             span, _, step = text.partition(":")
             start, stop = (int(v) for v in span.split("-", 1))
-            seeds = tuple(range(start, stop + 1, int(step or 1)))
+            seeds: Sequence[int] = range(start, stop + 1, int(step or 1))
         else:
-            seeds = tuple(int(v) for v in text.split(",") if v.strip())
+            seeds = [int(v) for v in text.split(",") if v.strip()]
     except ValueError:
         raise ConfigError(f"--seeds {text!r}: expected a list like 10,20,30 or a range like 10-100:10") from None
+    if len(seeds) > MAX_SEEDS:
+        raise ConfigError(f"--seeds {text!r}: {len(seeds)} seeds, at most {MAX_SEEDS} per sweep")
     if not seeds or len(set(seeds)) != len(seeds):
         raise ConfigError(f"--seeds {text!r}: give at least one seed and no seed twice")
-    return seeds
+    for seed in (min(seeds), max(seeds)):
+        check_seed("--seeds", seed)
+    return tuple(seeds)
 
 
 def select_checkpoints(pretrain_dir: str | Path, which: str) -> list[Path]:
