@@ -117,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
                       f"{len(jobs)} {executor.cluster} job(s){limit}; the first one:")
                 print(describe_dry_run(executor, jobs[0]))
                 return 0
-            with children_ignore_interrupt():  # local workers handle Ctrl-C themselves; submitit's controller must not
+            with children_ignore_interrupt():  # local workers handle Ctrl-C; submitit's controller must not
                 submitted = submit_jobs(executor, jobs, array=True)
     except EcgHpcError as exc:
         return user_error(exc)
