@@ -173,8 +173,7 @@ def _train(config: FinetuneConfig, init: dict[str, Any], arch: str, width: float
     monitor = ValidationMonitor(x_va, y_va, classes, config.batch_size, config.val_metric, job_dir / HISTORY)
     stopper = tf.keras.callbacks.EarlyStopping(monitor="val_loss", patience=config.patience)
     fit = model.fit(x_tr, one_hot(y_tr, len(classes)).astype(np.float32), batch_size=config.batch_size,
-                    epochs=config.epochs, shuffle=True, verbose=2, callbacks=[monitor, stopper],
-                    validation_data=(x_va, one_hot(y_va, len(classes)).astype(np.float32)))
+                    epochs=config.epochs, shuffle=True, verbose=2, callbacks=[monitor, stopper])
     model.set_weights(monitor.best_weights)
 
     tmp = job_dir / f".{BEST_WEIGHTS}.tmp.h5"  # Keras picks the format from the suffix; rename is atomic
