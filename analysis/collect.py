@@ -27,6 +27,7 @@ from typing import Any
 import pandas as pd
 
 from ecg_hpc.errors import DataError
+from ecg_hpc.hpc.run_state import DIED, derived_status
 from ecg_hpc.progress import Progress
 from ecg_hpc.rundir import RUN_JSON, STATUSES, read_run
 
@@ -267,13 +268,17 @@ def _running_detail(info: dict[str, Any]) -> str:
         return f"started {started or '?'}"
 
 
-def _status_problem(info: dict[str, Any], kind: str, shown: str, scenario: Any, seed: Any
-                    ) -> dict[str, Any] | None:
-    """The problem a failed or running run.json states (None for a finished run)."""
+def _status_problem(info: dict[str, Any], kind: str, shown: str, scenario: Any, seed: Any,
+                    run_dir: Path | None = None) -> dict[str, Any] | None:
+    """The problem a failed, running or died run states (None for a finished run); "died" is a run.json that
+    says running while nobody runs it (``ecg_hpc.hpc.run_state``)."""
     if info.get("status") == "failed":
         return _problem("failed", kind, shown, str(info.get("error") or "(run.json gives no error message)"),
                         scenario, seed)
     if info.get("status") == "running":
+        if run_dir is not None and derived_status(run_dir, info) == DIED:
+            return _problem(DIED, kind, shown, f"run.json says running but no process holds the run and its job "
+                            f"has ended ({_running_detail(info)}); submit it again to redo it", scenario, seed)
         return _problem("running", kind, shown, _running_detail(info), scenario, seed)
     return None
 
@@ -295,19 +300,19 @@ def _read_one(run_dir: Path, root: Path, rows: list, curves: list, problems: lis
                                  f"one of {', '.join(STATUSES)}", info.get("scenario"), info.get("seed")))
         return None
     if kind == "pretrain":
-        problem = _status_problem(info, kind, shown, None, info.get("seed"))
+        problem = _status_problem(info, kind, shown, None, info.get("seed"), run_dir)
         problems += [problem] if problem else []
         return kind
     try:
         row = _finetune_row(info, shown, root)
     except _Malformed as exc:
         # a job that failed (or is still starting) before it recorded its init is listed as what it is
-        problem = _status_problem(info, kind, shown, info.get("scenario"), info.get("seed"))
+        problem = _status_problem(info, kind, shown, info.get("scenario"), info.get("seed"), run_dir)
         problems.append(problem or _problem("malformed", kind, shown, f"{RUN_JSON}: {exc}", info.get("scenario"),
                                             info.get("seed")))
         return kind
     rows.append(row)
-    problem = _status_problem(info, kind, shown, row["scenario"], row["seed"])
+    problem = _status_problem(info, kind, shown, row["scenario"], row["seed"], run_dir)
     if problem:
         problems.append(problem)
         return kind

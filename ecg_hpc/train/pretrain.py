@@ -20,6 +20,7 @@ A run whose run.json says done is left alone.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import signal
 import statistics
@@ -41,9 +42,10 @@ from ecg_hpc.models import ARCHS, PRECISIONS, configure_precision
 from ecg_hpc.options import check_number, check_seed
 from ecg_hpc.progress import Progress
 from ecg_hpc.rundir import (atomic_write_csv, environment_info, is_done, mark_failed, read_run, utc_now,
-                            write_run)
+                            write_run, writing)
 from ecg_hpc.tasks import TASKS, get_task
 from ecg_hpc.train import checkpoints, distributed
+from ecg_hpc.train.job_lock import JobDirBusy, job_dir_lock
 from ecg_hpc.train.nonfinite import ADVICE, NonFiniteLoss, nonfinite
 
 HISTORY = "history.csv"
@@ -361,7 +363,9 @@ def train(args: argparse.Namespace) -> str:
         return "done"
     world = distributed.start()
     run = _Run(args, world)
+    lock = contextlib.ExitStack()
     try:
+        _hold_lock(lock, world, Path(args.job_dir))
         with StopFlag() as stop:
             run.build()
             if world.is_chief:
@@ -371,17 +375,20 @@ def train(args: argparse.Namespace) -> str:
         if status == "preempted":
             by_user = stop.signal_name == "SIGINT"
             if world.is_chief:
-                run.finish_record("preempted")
+                requeue = "" if by_user else request_requeue(world.job)
+                if requeue.startswith(("not requeued", "could not requeue")):  # scancel: nobody resumes it
+                    run.finish_record("failed", f"stopped by {stop.signal_name} and {requeue}")
+                else:
+                    run.finish_record("preempted")
                 print(f"interrupted by SIGINT: checkpoint kept in {args.job_dir}; start the same command again to "
-                      f"resume" if by_user else f"preempted by {stop.signal_name}: {request_requeue(world.job)}",
-                      flush=True)
+                      f"resume" if by_user else f"preempted by {stop.signal_name}: {requeue}", flush=True)
             return "interrupted" if by_user else status
         if world.is_chief:
             run.finish_record("done")
             print(f"done: {args.job_dir}", flush=True)
         return status
     except BaseException as exc:
-        if world.is_chief:
+        if world.is_chief and not isinstance(exc, JobDirBusy):  # a busy run belongs to its holder
             reason = str(exc) if isinstance(exc, EcgHpcError) else f"{type(exc).__name__}: {exc}"
             if run.info:
                 run.finish_record("failed", reason)
@@ -389,7 +396,24 @@ def train(args: argparse.Namespace) -> str:
                 mark_failed(args.job_dir, reason)
         raise
     finally:
+        lock.close()
         distributed.stop(world)
+
+
+def _hold_lock(stack: contextlib.ExitStack, world: Any, job_dir: Path) -> None:
+    """Rank 0 holds the run's lock until the run ends (so a run that dies is seen as died, and a second copy
+    of the job stops); every worker raises the same JobDirBusy when another process has it."""
+    busy = None
+    if world.is_chief:
+        try:
+            with writing(job_dir):
+                job_dir.mkdir(parents=True, exist_ok=True)
+            stack.enter_context(job_dir_lock(job_dir))
+        except JobDirBusy as exc:
+            busy = str(exc)
+    busy = distributed.broadcast_object(busy)
+    if busy is not None:
+        raise JobDirBusy(busy)
 
 
 def build_parser() -> argparse.ArgumentParser:
