@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import faulthandler
 import signal
 import sys
 import threading
@@ -288,6 +289,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Parse ``argv``, run, and turn user errors into one line and exit status 2."""
     args = build_parser().parse_args(argv)
+    faulthandler.enable()  # a native crash names itself in the log (the run is then reported as died)
     try:
         finetune(config_from_args(args))
     except JobDirBusy as exc:  # the run is in progress elsewhere: nothing to do here

@@ -14,13 +14,17 @@ epochs; the data of (seed, epoch, rank) is fixed, so a resumed run trains on wha
 On SIGUSR1/SIGUSR2 (SLURM's and submitit's warning before the time limit) or SIGTERM, every worker finishes
 its step, rank 0 writes ``preempted/``, the job asks to be requeued and the workers exit with status
 ``REQUEUE_EXIT_CODE``; on SIGINT (Ctrl-C) they checkpoint the same way but exit with 130 and are not requeued.
-A run whose run.json says done is left alone.
+A run whose run.json says done is left alone. run.json ``store`` records the patients and a checksum over their
+files' recorded checksums and sizes: a resume on a changed store is refused in one line unless
+``--allow-store-change``, and each epoch first checks the files' sizes (a file truncated while memory-mapped
+would otherwise end the process with a bus error).
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import faulthandler
 import os
 import signal
 import statistics
@@ -34,7 +38,7 @@ import tensorflow as tf
 
 from ecg_hpc.data.icentia11k import select_patients
 from ecg_hpc.data.pipeline import make_dataset
-from ecg_hpc.data.store import Store
+from ecg_hpc.data.store import Store, check_sizes, patients_fingerprint
 from ecg_hpc.errors import ConfigError, DataError, EcgHpcError, user_error
 from ecg_hpc.hpc.jobenv import REQUEUE_EXIT_CODE, request_requeue
 from ecg_hpc.interrupt import EXIT_INTERRUPTED
@@ -92,6 +96,9 @@ def add_arguments(parser: argparse.ArgumentParser, job_dir_required: bool = True
     parser.add_argument("--deterministic", action="store_true",
                         help="deterministic TF ops (slower on GPUs; exact resume checks)")
     parser.add_argument("--job-dir", required=job_dir_required, help="job directory, e.g. runs/pretrain/NAME")
+    parser.add_argument("--allow-store-change", action="store_true",
+                        help="resume even when the store's patients or files changed since the run started "
+                             "(recorded in run.json)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the patient subset, weights and data (default: 0)")
 
 
@@ -169,6 +176,7 @@ class _Run:
         if not self.store.patient_ids:
             raise DataError(f"--store {args.store}: holds no converted patients")
         self.patients = select_patients(self.store.patient_ids, frac=args.frac, seed=args.seed)
+        self.store_record = self.check_store_unchanged()
         args.steps_per_epoch = steps_per_epoch(args, len(self.patients), self.world.size)
         self.task = get_task(args.task)
         self.model = self.task.build_model(args.arch, args.frame_size, width=args.width)
@@ -182,6 +190,40 @@ class _Run:
         if self.resume is not None and self.world.is_chief:
             checkpoints.restore(self.resume, self.model, self.optimizer)
         distributed.broadcast_state(self.model, self.optimizer)
+
+    def check_store_unchanged(self) -> dict[str, Any]:
+        """The store record of this run's patients; rank 0 refuses (on every worker) to continue a run whose
+        patient set or files changed since it started, unless ``--allow-store-change``."""
+        record = patients_fingerprint(self.store, self.patients)
+        problem = None
+        if self.world.is_chief and not self.args.allow_store_change:
+            try:
+                before = (read_run(self.job_dir) or {}).get("store")
+            except ValueError:
+                before = None
+            if isinstance(before, dict) and before.get("files_sha256") != record["files_sha256"]:
+                old, new = set(before.get("patients") or []), set(record["patients"])
+                change = (f"{len(new)} patients now, {len(old)} when it started"
+                          + (f" (gone: {sorted(old - new)[:5]})" if old - new else "")
+                          + (f" (new: {sorted(new - old)[:5]})" if new - old else "")) if old != new else \
+                    "the same patients, but their files changed"
+                problem = (f"--store {self.args.store}: the store changed since the run in {self.job_dir} started: "
+                           f"{change}; restore it, use another --job-dir, or pass --allow-store-change")
+        problem = distributed.broadcast_object(problem)
+        if problem is not None:
+            raise DataError(problem)
+        return record
+
+    def check_store_sizes(self) -> None:
+        """Before each epoch: every worker checks its files' sizes; all stop with one DataError if one changed
+        (a file truncated while memory-mapped would otherwise end the process with a bare bus error)."""
+        try:
+            check_sizes(self.store, self.patients)
+            problem = None
+        except DataError as exc:
+            problem = str(exc)
+        if distributed.any_worker(problem is not None):
+            raise DataError(problem or "the store changed under this run (another worker found which file)")
 
     def find_resume(self) -> tuple[checkpoints.CheckpointInfo | None, tuple[checkpoints.Damaged, ...]]:
         """Rank 0 picks the newest intact checkpoint, says in one line which damaged ones it skips and deletes
@@ -232,6 +274,7 @@ class _Run:
             "frame_size": self.args.frame_size, "frac": self.args.frac, "n_patients": len(self.patients),
             "epochs": self.args.epochs, "epochs_done": 0, "world_size": self.world.size, "hosts": list(job.hosts),
             "device": self.world.device,
+            "store": self.store_record,
             "horovod": distributed.lr_record(self.schedule, self.world.size, self.args.lr_scaling),
             "epoch_times_s": [], "frames_per_s": None,
             "attempts": previous.get("attempts", []) + [attempt],
@@ -274,6 +317,7 @@ class _Run:
             print(f"training epochs {start_epoch}..{args.epochs} (epoch {start_epoch} from step {skip}), {origin}, "
                   f"{world.size} worker(s) on {world.device}, {len(self.patients)} patients", flush=True)
         for epoch in range(start_epoch, args.epochs + 1):
+            self.check_store_sizes()
             steps = args.steps_per_epoch - skip
             watcher = StepWatcher(stop, steps, f"epoch {epoch}/{args.epochs}" if world.is_chief else None, epoch)
             began = time.monotonic()
@@ -427,6 +471,7 @@ def main(argv: list[str] | None = None) -> int:
     """Parse ``argv`` and train: 0 when done, ``REQUEUE_EXIT_CODE`` when preempted, 130 when interrupted (Ctrl-C,
     checkpoint kept, not requeued), 2 on a user error."""
     args = build_parser().parse_args(argv)
+    faulthandler.enable()  # a native crash (a bus error on a changed store file) names itself in the log
     try:
         status = train(args)
     except EcgHpcError as exc:
