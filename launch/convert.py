@@ -17,10 +17,17 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+if __name__ == "__main__":  # before the imports: Ctrl-C and a Python without the project's packages get one line
+    from ecg_hpc.interrupt import exit_quietly_on_interrupt
+    from ecg_hpc.venvcheck import exit_unless_installed
+    exit_quietly_on_interrupt("interrupted: nothing was submitted")
+    exit_unless_installed(("numpy", "submitit"))
+
 from ecg_hpc.data import convert, store  # noqa: E402
 from ecg_hpc.errors import ConfigError, EcgHpcError, user_error  # noqa: E402
 from ecg_hpc.hpc.executor import (ModuleJob, add_cluster_arguments, describe_dry_run, follow,  # noqa: E402
-                                  make_executor)
+                                  make_executor, submit_jobs)
+from ecg_hpc.interrupt import children_ignore_interrupt, interrupt_raises, interrupted  # noqa: E402
 
 RUNNER = "ecg_hpc.data.__main__"
 DEFAULT_TIME = "04:00:00"
@@ -79,8 +86,10 @@ def main(argv: list[str] | None = None) -> int:
         base = ["convert-icentia", "--src", str(args.src.resolve()), "--dst", str(args.dst.resolve()),
                 "--format", args.format, "--workers", str(args.workers)]
         logs = args.dst.resolve().parent / f"{args.dst.name}-convert-logs"
+        if args.gpus_per_node is None:
+            args.gpus_per_node = 0  # conversion runs on CPUs
         executor = make_executor(args, logs, job_name="convert-icentia", tasks_per_node=1,
-                                 array_parallelism=args.max_parallel)
+                                 array_parallelism=args.max_parallel, array_task=True)
         if executor.cluster == "local":
             jobs = [ModuleJob(RUNNER, base + ["--patients", convert.format_ids(todo)])]
         else:
@@ -90,26 +99,32 @@ def main(argv: list[str] | None = None) -> int:
         if args.dry_run:
             print(describe_dry_run(executor, jobs[0]))
             return 0
-        submitted = executor.submit_array(jobs)
+        with children_ignore_interrupt():  # a local conversion finishes its patient; the launcher line says so
+            submitted = submit_jobs(executor, jobs, array=True)
         array_id = submitted[0].job_id.split("_")[0]
         print(f"submitted {executor.cluster} job {array_id} ({len(submitted)} task(s)), logs in {logs}")
         if executor.cluster == "slurm":
             final = ModuleJob(RUNNER, ["convert-icentia", "--dst", str(args.dst.resolve()), "--manifest-only"])
-            after = make_executor(args, logs, job_name="convert-icentia-manifest", tasks_per_node=1)
+            after = make_executor(args, logs, job_name="convert-icentia-manifest", tasks_per_node=1, array_task=True)
             after.update_parameters(slurm_additional_parameters={"requeue": True,
                                                                  "dependency": f"afterany:{array_id}"})
-            submitted.append(after.submit(final))
+            submitted += submit_jobs(after, [final])
             print(f"submitted manifest job {submitted[-1].job_id} (runs after job {array_id})")
     except EcgHpcError as exc:
         return user_error(exc)
+    interrupt_raises()
     if args.follow:
         failed = 0
-        for job in submitted:
-            try:
-                follow(job)
-            except Exception as exc:  # a task failed: its message is in the log just streamed
-                print(f"job {job.job_id} failed: {str(exc).strip().splitlines()[-1]}", file=sys.stderr)
-                failed += 1
+        try:
+            for job in submitted:
+                try:
+                    follow(job)
+                except Exception as exc:  # a task failed: its message is in the log just streamed
+                    print(f"job {job.job_id} failed: {str(exc).strip().splitlines()[-1]}", file=sys.stderr)
+                    failed += 1
+        except KeyboardInterrupt:
+            return interrupted(f"interrupted: stopped following; {executor.cluster} job {array_id} keeps running "
+                               f"(complete patients stay; run the same command again to convert what is left)")
         return 1 if failed else 0
     return 0
 

@@ -110,6 +110,8 @@ def main(argv: list[str] | None = None) -> int:
             follow(submitted)
     except KeyboardInterrupt:
         return stop_message(executor.cluster, submitted, job_dir)
+    except EcgHpcError as exc:  # e.g. pending for good
+        return user_error(exc)
     except Exception as exc:  # the job failed: its traceback is in the log just streamed
         print(f"job {submitted.job_id} failed: {str(exc).strip().splitlines()[-1]}", file=sys.stderr)
         return 1

@@ -78,8 +78,11 @@ def test_frames_and_labels_match_originals_and_reference_rules(originals_and_sto
 
 
 def test_seed_epoch_rank_fix_the_batches(originals_and_store):
+    """Equal for equal (seed, epoch, rank) whatever the number of reader threads (their timing never matters)."""
     _, store = originals_and_store
-    samplers = [pool(store), pool(store), pool(store, epoch=1), pool(store, seed=4)]
+    one_reader = PoolOptions(SMALL.pool_mb, SMALL.chunk_samples, readers=1)
+    samplers = [pool(store, options=one_reader), pool(store, options=PoolOptions(0.1, 700, readers=4)),
+                pool(store, epoch=1), pool(store, seed=4)]
     try:
         batches = [[s.raw_batch(i)[0] for i in range(12)] for s in samplers]
     finally:

@@ -67,6 +67,9 @@ def test_argument_errors(tmp_path: Path) -> None:
         pretrain.check_arguments(parse(base + ["--batch-size", "0"]))
     with pytest.raises(DataError, match="--store"):
         pretrain.check_arguments(parse(["--store", str(tmp_path / "none"), "--task", "beat", "--job-dir", "j"]))
+    with pytest.raises(ConfigError, match="--pool-mb"):
+        pretrain.check_arguments(parse(base + ["--pool-mb", "0"]))
+    assert pretrain.pool_options(parse(base + ["--sampler", "uniform"])) is None
 
 
 def _model_and_optimizer(width: float = 0.125) -> tuple[tf.keras.Model, tf.keras.optimizers.Optimizer]:

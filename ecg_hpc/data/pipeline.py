@@ -4,7 +4,7 @@ Call::
 
     make_dataset(store, task, patient_ids, frame_size, batch_size, seed, epoch=0, rank=0, world_size=1,
                  steps=None, num_negatives=DEFAULT_NEGATIVES, context_frames=CONTEXT_FRAMES,
-                 parallel_batches=1, prefetch=2, start_step=0) -> tf.data.Dataset
+                 parallel_batches=1, prefetch=2, start_step=0, pool=None) -> tf.data.Dataset
 
 ``store`` is a ``Store`` or its path; ``task`` one of ``TASKS``. For ``beat``, ``rhythm`` and ``hr`` each element
 is ``(frames float32 (B, frame_size, 1), labels int32 (B,))``; for ``future`` it is
@@ -18,6 +18,10 @@ uniformly in ``[0, segment_len - span)``; labels follow ``ecg_hpc.data.icentia11
 frame_size]``; for ``hr`` the window centred on the frame, which is the same interval). Batch ``i`` is a pure
 function of ``(seed, epoch, rank, i)``, so an epoch's order is reproducible and each Horovod rank (``rank`` of
 ``world_size``) draws its own independent stream.
+
+With ``pool=PoolOptions(...)`` the frames come from ``ecg_hpc.data.pool.PoolSampler`` instead: the same element
+layout and label rules, drawn from an in-memory pool of whole segments that each rank reads sequentially from a
+disjoint share of the patients (for stores larger than the page cache; what pretraining uses by default).
 
 The same batches in numpy: ``BatchSampler(...).batch(step)``; ``BatchSampler(...).locate(step)`` says which
 patient, segment and start each frame of batch ``step`` came from.
@@ -219,14 +223,14 @@ def _ragged(chunks: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarra
     return flat, np.repeat(np.arange(len(chunks)), counts), counts
 
 
-def _beat_labels(chunks: list[np.ndarray], start: np.ndarray, end: np.ndarray) -> np.ndarray:
-    flat, frame_id, _ = _ragged(chunks)
-    totals = np.bincount(frame_id * 8 + (flat & CLASS_MASK), minlength=len(chunks) * 8).reshape(-1, 8)
+def _beat_labels(flat: np.ndarray, frame_id: np.ndarray, counts: np.ndarray, start: np.ndarray,
+                 end: np.ndarray) -> np.ndarray:
+    totals = np.bincount(frame_id * 8 + (flat & CLASS_MASK), minlength=len(counts) * 8).reshape(-1, 8)
     return _priority(totals, ic.BEAT_HIGH, ic.BEAT_LOW)
 
 
-def _rhythm_labels(chunks: list[np.ndarray], start: np.ndarray, end: np.ndarray) -> np.ndarray:
-    flat, frame_id, counts = _ragged(chunks)
+def _rhythm_labels(flat: np.ndarray, frame_id: np.ndarray, counts: np.ndarray, start: np.ndarray,
+                   end: np.ndarray) -> np.ndarray:
     positions = flat >> CLASS_BITS
     first = np.cumsum(counts) - counts
     previous = np.empty_like(positions)
@@ -237,16 +241,16 @@ def _rhythm_labels(chunks: list[np.ndarray], start: np.ndarray, end: np.ndarray)
     positions[last] = end[has]  # the last episode is cut at the frame end
     durations = positions - previous
     totals = np.bincount(frame_id * 8 + (flat & CLASS_MASK), weights=durations,
-                         minlength=len(chunks) * 8).reshape(-1, 8)
+                         minlength=len(counts) * 8).reshape(-1, 8)
     return _priority(totals, ic.RHYTHM_HIGH, ic.RHYTHM_LOW)
 
 
-def _hr_labels(chunks: list[np.ndarray], start: np.ndarray, end: np.ndarray) -> np.ndarray:
-    flat, _, counts = _ragged(chunks)
+def _hr_labels(flat: np.ndarray, frame_id: np.ndarray, counts: np.ndarray, start: np.ndarray,
+               end: np.ndarray) -> np.ndarray:
     positions = flat >> CLASS_BITS
     first = np.cumsum(counts) - counts
     ok = counts >= 2
-    span = np.zeros(len(chunks), np.int64)
+    span = np.zeros(len(counts), np.int64)
     span[ok] = positions[first[ok] + counts[ok] - 1] - positions[first[ok]]
     rate = ic.FS * (counts - 1)  # bpm = 60 * rate / span, compared exactly as in ``icentia11k.hr_label``
     labels = np.where(span > rate, ic.HR_BRADY, np.where(3 * rate <= 5 * span, ic.HR_NORMAL, ic.HR_TACHY))
@@ -256,8 +260,15 @@ def _hr_labels(chunks: list[np.ndarray], start: np.ndarray, end: np.ndarray) -> 
 def frame_labels(task: str, chunks: list[np.ndarray], start: np.ndarray, end: np.ndarray) -> np.ndarray:
     """Labels (int32) of ``beat``/``rhythm``/``hr`` frames ``[start, end]`` from each frame's packed labels that
     matter (as ``BatchSampler._gather`` selects them), vectorised over the batch."""
+    return ragged_labels(task, *_ragged(chunks), start, end)
+
+
+def ragged_labels(task: str, flat: np.ndarray, frame_id: np.ndarray, counts: np.ndarray, start: np.ndarray,
+                  end: np.ndarray) -> np.ndarray:
+    """``frame_labels`` from the frames' packed labels concatenated (int64 ``flat``), with the frame of each
+    (``frame_id``) and the count per frame."""
     rule = {"beat": _beat_labels, "rhythm": _rhythm_labels, "hr": _hr_labels}[task]
-    return rule(chunks, start, end)
+    return rule(flat, frame_id, counts, start, end)
 
 
 def normalise(values: np.ndarray, multiplier: np.ndarray) -> np.ndarray:

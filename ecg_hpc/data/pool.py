@@ -4,7 +4,8 @@ Why: the uniform sampler (``pipeline.BatchSampler``) touches a random patient, s
 per frame. When the store is far larger than the page cache (1.1 TB on a parallel file system), every frame is a
 page fault with kernel readahead that is evicted before use. Here each Horovod rank instead reads whole segments
 (or chunks of ``chunk_samples``) with one ``preadv`` each (``store.SegmentReader``) into a pool and draws the
-frames of a batch uniformly among all frame starts in the pool.
+frames of a batch among all frame starts in the pool, each weighted ``1 / (segments x starts per segment)`` of
+its patient, so that patients and segments weigh as under the uniform sampler.
 
 Data order, a pure function of ``(seed, epoch, rank, step)``:
 
@@ -17,8 +18,8 @@ Data order, a pure function of ``(seed, epoch, rank, step)``:
 - the frames of step ``i`` are drawn with a generator seeded by ``(seed, epoch, rank, i)``.
 
 So the sampler state is the step (saved in every checkpoint): a run resumed at step ``i`` loads the chunks the
-pool holds at ``i`` and then draws what an uninterrupted run would. A background thread reads chunks in sequence
-order into spare slots ahead of the step that needs them; the thread's timing decides only when a read happens,
+pool holds at ``i`` and then draws what an uninterrupted run would. Background threads read chunks in sequence
+order into spare slots ahead of the step that needs them; their timing decides only when a read happens,
 never what is drawn. ``memory_bytes`` (<= ``pool_mb``) bounds the signal memory; labels add a few percent.
 """
 
@@ -34,26 +35,29 @@ from typing import Any, Sequence
 import numpy as np
 
 from ecg_hpc.data import icentia11k as ic
-from ecg_hpc.data.pipeline import (CONTEXT_FRAMES, DEFAULT_NEGATIVES, TASKS, frame_labels, label_keys,
-                                   normalise)
+from ecg_hpc.data.pipeline import CONTEXT_FRAMES, DEFAULT_NEGATIVES, TASKS, label_keys, normalise, ragged_labels
 from ecg_hpc.data.store import PATIENTS_DIR, SegmentReader, Store, patient_dir
 from ecg_hpc.errors import ConfigError, DataError
 from ecg_hpc.rundir import atomic_dir
 
 DEFAULT_POOL_MB = 1024
-DEFAULT_READ_RATIO = 2.0
+DEFAULT_READ_RATIO = 1.0
+DEFAULT_READERS = 2  # reads in flight at once: hides per-request latency (parallel file systems, SSD queues)
 _NEGATIVE_TRIES = 32  # redraws of a future-task negative that came from the positive's patient
 _TAG = 0x9001  # keeps the pool's random streams apart from the uniform sampler's
+_SLOT_SHIFT = 32  # label keys of the pool: logical slot << 32 | packed label (packed labels are int32 >= 0)
+_PAD = (1 << 32) - 1  # fills a slot's row of label keys after its labels (above every packed label)
 
 
 @dataclass(frozen=True)
 class PoolOptions:
-    """Pool size (MiB of signal held, spares included), chunk length (None: whole segments) and samples read
-    per sample drawn."""
+    """Pool size (MiB of signal held, spares included), chunk length (None: whole segments), samples read per
+    sample drawn and reader threads."""
 
     pool_mb: float = DEFAULT_POOL_MB
     chunk_samples: int | None = None
     read_ratio: float = DEFAULT_READ_RATIO
+    readers: int = DEFAULT_READERS
 
     def check(self) -> None:
         """ConfigError naming the first option out of range."""
@@ -63,6 +67,8 @@ class PoolOptions:
             raise ConfigError(f"--chunk-samples {self.chunk_samples}: must be positive")
         if self.read_ratio <= 0:
             raise ConfigError(f"--read-ratio {self.read_ratio}: must be positive")
+        if self.readers < 1:
+            raise ConfigError(f"--pool-readers {self.readers}: must be at least 1")
 
     def record(self) -> dict[str, Any]:
         """The options and the memory bound, as run.json records them."""
@@ -147,18 +153,19 @@ class PoolSampler:
         self.plan = ChunkPlan(metas, span, options.chunk_samples, (self.seed, self.epoch, self.rank, _TAG))
         self._kind = {"beat": 0, "hr": 0, "rhythm": 1, "future": None}[task]
         self._layout_slots(metas, span, options)
-        self._reader = SegmentReader(self.store, metas)
         self._step = int(start_step)
-        self._installed = self._loaded_by(self._step) - self.slots
+        self._installed = self._next = self._loaded_by(self._step) - self.slots  # next to install, to claim
         self._cond = threading.Condition()
         self._ready: dict[int, tuple[int, int, float, np.ndarray | None]] = {}
         self._free = list(range(self.slots + self.spares))
         self._error: BaseException | None = None
         self._stop = False
         self.wait_s = 0.0  # time the consumer waited for a read (0 when the refill keeps ahead)
-        self._thread = threading.Thread(target=self._load_loop, args=(self._installed,), daemon=True,
-                                        name=f"pool-refill-r{rank}")
-        self._thread.start()
+        self._threads = [threading.Thread(target=self._load_loop, args=(SegmentReader(self.store, metas),),
+                                          daemon=True, name=f"pool-refill-r{rank}-{i}")
+                         for i in range(options.readers)]
+        for thread in self._threads:
+            thread.start()
 
     # -- layout and schedule ------------------------------------------------------------------------------------
     def _layout_slots(self, metas: dict[int, dict[str, Any]], span: int, options: PoolOptions) -> None:
@@ -184,10 +191,29 @@ class PoolSampler:
         self._phys = np.zeros(self.slots, np.int64)  # logical slot -> row of ``_pool``
         self._chunk = np.zeros((self.slots, 4), np.int64)  # logical slot -> (patient, segment, first, n_starts)
         self._mult = np.zeros(self.slots, np.float32)
-        self._labels: list[np.ndarray | None] = [None] * self.slots
         self._occupied = np.zeros(self.slots, bool)
+        # labels of all slots as one sorted int64 array (row = logical slot), so a batch finds its frames' labels
+        # with one vectorised searchsorted; rows grow when a segment has more labels than they hold
+        self._label_keys = self._empty_label_rows(np.arange(self.slots), 1024)
+        self._n_labels = np.zeros(self.slots, np.int64)
         self._weight = np.zeros(self.slots, np.float64)  # chance of a slot: its starts x their weight
         self._cum = np.zeros(self.slots, np.float64)
+
+    @staticmethod
+    def _empty_label_rows(slots: np.ndarray, width: int) -> np.ndarray:
+        return np.repeat((slots.astype(np.int64) << _SLOT_SHIFT | _PAD)[:, None], width, axis=1)
+
+    def _set_labels(self, slot: int, packed: np.ndarray) -> None:
+        """Put one chunk's packed labels into row ``slot`` of the label keys (growing all rows if needed)."""
+        width = self._label_keys.shape[1]
+        if packed.size > width:
+            grown = self._empty_label_rows(np.arange(self.slots), max(packed.size, 2 * width))
+            grown[:, :width] = self._label_keys
+            self._label_keys, width = grown, grown.shape[1]
+        row = self._label_keys[slot]
+        row[:packed.size] = np.int64(slot) << _SLOT_SHIFT | packed
+        row[packed.size:] = np.int64(slot) << _SLOT_SHIFT | _PAD
+        self._n_labels[slot] = packed.size
 
     def _loaded_by(self, step: int) -> int:
         """How many chunks of the sequence have entered the pool when step ``step`` is drawn."""
@@ -200,8 +226,11 @@ class PoolSampler:
                     share_patients=len(self.share), share_chunks=len(self.plan))
 
     # -- background refill ----------------------------------------------------------------------------------------
-    def _load_loop(self, c: int) -> None:
-        """Read chunks ``c, c + 1, ...`` in order into free rows, as far as the spares allow."""
+    def _load_loop(self, reader: SegmentReader) -> None:
+        """Claim the next chunk of the sequence together with a free row, read it, hand it over; repeat.
+
+        Claims go in sequence order and take their row at once, so the chunk the consumer waits for always has
+        its row (several readers keep several reads in flight without deadlock)."""
         try:
             while True:
                 with self._cond:
@@ -209,22 +238,24 @@ class PoolSampler:
                         self._cond.wait()
                     if self._stop:
                         return
-                    row = self._free.pop()
-                index = self.plan.index(c)
+                    row, c = self._free.pop(), self._next
+                    self._next += 1
+                    index = self.plan.index(c)
                 pid, segment, first, n_starts = self.plan.rows[index].tolist()
-                layout = self._reader.layout(pid)
+                layout = reader.layout(pid)
                 length = min(n_starts + self._span, layout.segment_len - first)
-                self._reader.read_signal(pid, segment, first, self._pool[row, :length])
-                labels = None if self._kind is None else self._reader.read_labels(pid, self._kind, segment)
+                reader.read_signal(pid, segment, first, self._pool[row, :length])
+                labels = None if self._kind is None else reader.read_labels(pid, self._kind, segment)
                 multiplier = np.float32(layout.scale / ic.STD)
                 with self._cond:
                     self._ready[c] = (row, index, multiplier, labels)
                     self._cond.notify_all()
-                c += 1
         except BaseException as exc:  # handed to the consumer, which raises it
             with self._cond:
                 self._error = exc
                 self._cond.notify_all()
+        finally:
+            reader.close()
 
     def _advance(self, step: int) -> None:
         """Install every chunk that has entered the pool by ``step`` (waiting for reads still under way)."""
@@ -246,7 +277,9 @@ class PoolSampler:
                 with self._cond:
                     self._free.append(int(self._phys[slot]))
                     self._cond.notify_all()
-            self._phys[slot], self._mult[slot], self._labels[slot] = row, multiplier, labels
+            self._phys[slot], self._mult[slot] = row, multiplier
+            if labels is not None:
+                self._set_labels(slot, labels)
             self._chunk[slot] = self.plan.rows[index]
             self._weight[slot] = self.plan.weights[index] * self.plan.rows[index, 3]
             self._occupied[slot] = True
@@ -255,12 +288,12 @@ class PoolSampler:
             self._cum = np.cumsum(self._weight)
 
     def close(self) -> None:
-        """Stop the refill thread and close the store files."""
+        """Stop the refill threads (each closes its store files)."""
         with self._cond:
             self._stop = True
             self._cond.notify_all()
-        self._thread.join()
-        self._reader.close()
+        for thread in self._threads:
+            thread.join()
 
     # -- drawing ----------------------------------------------------------------------------------------------------
     def _rng(self, step: int) -> np.random.Generator:
@@ -289,17 +322,19 @@ class PoolSampler:
             return self._future_batch(rng)
         slot, offset = self._draw(rng, self.batch_size)
         start = self._chunk[slot, 2] + offset
-        f = self.frame_size
-        keys, skip = label_keys(self._kind == 1, start, f, np.int32)
-        values = np.empty((self.batch_size, f), self.value_dtype)
-        chunks, pool, labels = [], self._pool, self._labels
-        append = chunks.append
-        for i, (row, s, o, key) in enumerate(zip(self._phys[slot].tolist(), slot.tolist(), offset.tolist(), keys)):
-            values[i] = pool[row, o:o + f]
-            packed = labels[s]
-            lo, hi = packed.searchsorted(key)
-            append(packed[lo + skip:hi + 1 - skip])
-        return values, self._mult[slot], frame_labels(self.task, chunks, start, start + f)
+        values = self._copy(slot, offset, self.frame_size)
+        keys, skip = label_keys(self._kind == 1, start, self.frame_size, np.int64)
+        flat_keys = self._label_keys.reshape(-1)
+        lo, hi = np.searchsorted(flat_keys, slot[:, None] << _SLOT_SHIFT | keys).T
+        first = lo + skip  # as ``labels[lo + skip:hi + 1 - skip]`` within the slot's row
+        stop = np.minimum(hi + 1 - skip, slot * self._label_keys.shape[1] + self._n_labels[slot])
+        counts = np.maximum(stop - first, 0)
+        ends = np.cumsum(counts)
+        index = np.arange(ends[-1] if counts.size else 0) + np.repeat(first - (ends - counts), counts)
+        flat = flat_keys[index] & _PAD
+        frame_id = np.repeat(np.arange(self.batch_size), counts)
+        return values, self._mult[slot], ragged_labels(self.task, flat, frame_id, counts, start,
+                                                       start + self.frame_size)
 
     def batch(self, step: int) -> tuple[np.ndarray, ...]:
         """Batch ``step`` normalised, laid out as ``pipeline.BatchSampler.batch``."""

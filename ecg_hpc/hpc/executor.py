@@ -29,6 +29,7 @@ import submitit
 from ecg_hpc.errors import ConfigError
 from ecg_hpc.hpc.jobenv import REQUEUE_EXIT_CODE
 from ecg_hpc.hpc.partition import Partition
+from ecg_hpc.hpc.pending import stuck_message, stuck_reason
 from ecg_hpc.interrupt import EXIT_INTERRUPTED
 from ecg_hpc.options import check_text
 
@@ -332,12 +333,21 @@ def job_log(job: submitit.Job, rank: int = 0) -> Path:
     return job.task(rank).paths.stdout if job.num_tasks > 1 else job.paths.stdout
 
 
-def follow(job: submitit.Job, stream: TextIO | None = None, poll_s: float = 2.0) -> None:
-    """Copy rank 0's log to ``stream`` as it grows until the job ends, then raise if the job failed."""
+def follow(job: submitit.Job, stream: TextIO | None = None, poll_s: float = 2.0, stuck_every_s: float = 10.0) -> None:
+    """Copy rank 0's log to ``stream`` as it grows until the job ends, then raise if the job failed.
+
+    A SLURM job pending for a reason that will not clear (``ecg_hpc.hpc.pending``) is a ConfigError, not a wait.
+    """
     stream = stream if stream is not None else sys.stdout
     path, offset = job_log(job), 0
+    checked = 0.0
     while True:
         finished = job.done()
+        if not finished and isinstance(job, submitit.SlurmJob) and time.monotonic() - checked >= stuck_every_s:
+            checked = time.monotonic()
+            reason = stuck_reason(str(job.job_id))
+            if reason:
+                raise ConfigError(stuck_message(str(job.job_id), reason))
         if path.is_file():
             with path.open("r", encoding="utf-8", errors="replace") as fh:
                 fh.seek(offset)

@@ -176,10 +176,9 @@ def _train(config: FinetuneConfig, init: dict[str, Any], arch: str, width: float
     x_va, y_va, _ = sets["val"]
     monitor = ValidationMonitor(x_va, y_va, classes, config.batch_size, config.val_metric, job_dir / HISTORY)
     stopper = tf.keras.callbacks.EarlyStopping(monitor="val_loss", patience=config.patience)
-    guard = TerminateOnNonFinite()
+    guard = TerminateOnNonFinite()  # after the monitor, which logs the val_loss that it and the stopper read
     fit = model.fit(x_tr, one_hot(y_tr, len(classes)).astype(np.float32), batch_size=config.batch_size,
-                    epochs=config.epochs, shuffle=True, verbose=2, callbacks=[guard, monitor, stopper],
-                    validation_data=(x_va, one_hot(y_va, len(classes)).astype(np.float32)))
+                    epochs=config.epochs, shuffle=True, verbose=2, callbacks=[monitor, guard, stopper])
     guard.raise_if_stopped()
     model.set_weights(monitor.best_weights)
 

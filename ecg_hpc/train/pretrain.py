@@ -38,6 +38,7 @@ import tensorflow as tf
 
 from ecg_hpc.data.icentia11k import select_patients
 from ecg_hpc.data.pipeline import make_dataset
+from ecg_hpc.data.pool import DEFAULT_POOL_MB, DEFAULT_READ_RATIO, DEFAULT_READERS, PoolOptions, stage_patients
 from ecg_hpc.data.store import Store, check_sizes, patients_fingerprint
 from ecg_hpc.errors import ConfigError, DataError, EcgHpcError, user_error
 from ecg_hpc.hpc.jobenv import REQUEUE_EXIT_CODE, request_requeue
@@ -59,7 +60,8 @@ MAX_EPOCHS = 10 ** 4
 STOP_SIGNALS = (signal.SIGUSR1, signal.SIGUSR2, signal.SIGTERM, signal.SIGINT)  # SIGINT: stop, do not requeue
 # Options that decide what a run computes: a resumed run must agree on them with the run.json it continues.
 _FIXED = ("task", "arch", "width", "frac", "frame_size", "samples_per_patient", "batch_size",
-          "steps_per_epoch", "seed", "precision", "lr", "lr_scaling", "warmup_epochs")
+          "steps_per_epoch", "seed", "precision", "lr", "lr_scaling", "warmup_epochs", "sampler", "pool_mb",
+          "chunk_samples", "read_ratio")
 
 
 def add_arguments(parser: argparse.ArgumentParser, job_dir_required: bool = True,
@@ -100,6 +102,21 @@ def add_arguments(parser: argparse.ArgumentParser, job_dir_required: bool = True
                         help="resume even when the store's patients or files changed since the run started "
                              "(recorded in run.json)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the patient subset, weights and data (default: 0)")
+    parser.add_argument("--sampler", choices=("pool", "uniform"), default="pool",
+                        help="pool: each worker reads whole segments of its share of the patients into memory and "
+                             "draws frames there (sequential reads; for stores larger than the page cache); "
+                             "uniform: every frame from a random place of the memory-mapped store (default: pool)")
+    parser.add_argument("--pool-mb", type=float, default=DEFAULT_POOL_MB,
+                        help=f"signal memory of the pool per worker, MiB (default: {DEFAULT_POOL_MB})")
+    parser.add_argument("--chunk-samples", type=int, default=None,
+                        help="read pieces of this many samples instead of whole segments (default: whole)")
+    parser.add_argument("--read-ratio", type=float, default=DEFAULT_READ_RATIO,
+                        help=f"samples read into the pool per sample drawn (default: {DEFAULT_READ_RATIO})")
+    parser.add_argument("--pool-readers", type=int, default=DEFAULT_READERS,
+                        help=f"reads in flight at once per worker (default: {DEFAULT_READERS}; the data do not "
+                             f"depend on it)")
+    parser.add_argument("--stage-dir", default=None,
+                        help="copy the selected patients to this node-local folder first, e.g. $SLURM_TMPDIR")
 
 
 def check_arguments(args: argparse.Namespace) -> None:
@@ -115,6 +132,17 @@ def check_arguments(args: argparse.Namespace) -> None:
     check_seed("--seed", args.seed)
     if not Path(args.store).is_dir():
         raise DataError(f"--store {args.store}: no such directory")
+    pool_options(args)
+
+
+def pool_options(args: argparse.Namespace) -> PoolOptions | None:
+    """The pool sampler's options (checked), or None for ``--sampler uniform``."""
+    if args.sampler != "pool":
+        return None
+    options = PoolOptions(pool_mb=args.pool_mb, chunk_samples=args.chunk_samples, read_ratio=args.read_ratio,
+                          readers=args.pool_readers)
+    options.check()
+    return options
 
 
 def config_of(args: argparse.Namespace) -> dict[str, Any]:
@@ -177,6 +205,11 @@ class _Run:
             raise DataError(f"--store {args.store}: holds no converted patients")
         self.patients = select_patients(self.store.patient_ids, frac=args.frac, seed=args.seed)
         self.store_record = self.check_store_unchanged()
+        if args.stage_dir:
+            stage_patients(self.store, self.patients, args.stage_dir, (self.world.job.local_rank,
+                                                                       self.world.job.local_size))
+            distributed.barrier()
+            self.store = Store(args.stage_dir)
         args.steps_per_epoch = steps_per_epoch(args, len(self.patients), self.world.size)
         self.task = get_task(args.task)
         self.model = self.task.build_model(args.arch, args.frame_size, width=args.width)
@@ -250,7 +283,8 @@ class _Run:
         args = self.args
         return make_dataset(self.store, args.task, self.patients, frame_size=args.frame_size,
                             batch_size=args.batch_size, seed=args.seed, epoch=epoch, rank=self.world.rank,
-                            world_size=self.world.size, steps=args.steps_per_epoch, start_step=skip_steps)
+                            world_size=self.world.size, steps=args.steps_per_epoch, start_step=skip_steps,
+                            pool=pool_options(args))
 
     # -- job directory (rank 0) ---------------------------------------------------------------------------------
     def start_record(self) -> None:
@@ -277,6 +311,8 @@ class _Run:
             "store": self.store_record,
             "horovod": distributed.lr_record(self.schedule, self.world.size, self.args.lr_scaling),
             "epoch_times_s": [], "frames_per_s": None,
+            "sampler": (pool_options(self.args).record() if self.args.sampler == "pool"
+                        else {"sampler": "uniform"}),
             "attempts": previous.get("attempts", []) + [attempt],
         }
         self.write_history()
