@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import faulthandler
 import os
 import signal
 import statistics
@@ -40,7 +39,7 @@ from ecg_hpc.data.icentia11k import select_patients
 from ecg_hpc.data.pipeline import make_dataset
 from ecg_hpc.data.pool import DEFAULT_POOL_MB, DEFAULT_READ_RATIO, DEFAULT_READERS, PoolOptions, stage_patients
 from ecg_hpc.data.store import Store, check_sizes, patients_fingerprint
-from ecg_hpc.errors import ConfigError, DataError, EcgHpcError, user_error
+from ecg_hpc.errors import ConfigError, DataError, EcgHpcError, report_native_crashes, user_error
 from ecg_hpc.hpc.jobenv import REQUEUE_EXIT_CODE, request_requeue
 from ecg_hpc.interrupt import EXIT_INTERRUPTED
 from ecg_hpc.models import ARCHS, PRECISIONS, configure_precision
@@ -507,7 +506,7 @@ def main(argv: list[str] | None = None) -> int:
     """Parse ``argv`` and train: 0 when done, ``REQUEUE_EXIT_CODE`` when preempted, 130 when interrupted (Ctrl-C,
     checkpoint kept, not requeued), 2 on a user error."""
     args = build_parser().parse_args(argv)
-    faulthandler.enable()  # a native crash (a bus error on a changed store file) names itself in the log
+    report_native_crashes()
     try:
         status = train(args)
     except EcgHpcError as exc:
