@@ -40,7 +40,7 @@ from ecg_hpc.data.pipeline import make_dataset
 from ecg_hpc.data.pool import DEFAULT_POOL_MB, DEFAULT_READ_RATIO, DEFAULT_READERS, PoolOptions, stage_patients
 from ecg_hpc.data.store import Store, check_sizes, patients_fingerprint
 from ecg_hpc.errors import ConfigError, DataError, EcgHpcError, report_native_crashes, user_error
-from ecg_hpc.hpc.jobenv import REQUEUE_EXIT_CODE, request_requeue
+from ecg_hpc.hpc.jobenv import REQUEUE_EXIT_CODE, request_requeue, time_left_s
 from ecg_hpc.interrupt import EXIT_INTERRUPTED
 from ecg_hpc.models import ARCHS, PRECISIONS, configure_precision
 from ecg_hpc.options import check_number, check_seed
@@ -366,6 +366,9 @@ class _Run:
             epoch_time = float(prior_logs.get("_time_s", 0.0)) + elapsed
             logs["lr"] = float(self.schedule(self.optimizer.iterations))
             logs["frames_per_s"] = done_steps * args.batch_size * world.size / epoch_time
+            if world.is_chief and epoch == start_epoch and epoch < args.epochs:
+                warn_if_beyond_time_limit(world.job, elapsed / max(watcher.steps, 1),
+                                          (args.epochs - epoch) * args.steps_per_epoch)
             if world.is_chief:
                 record = dict(logs, _time_s=epoch_time) if done_steps < args.steps_per_epoch else logs
                 checkpoints.save(self.job_dir, self.model, self.optimizer, epoch=epoch, steps_done=done_steps,
@@ -416,6 +419,17 @@ class StepWatcher(tf.keras.callbacks.Callback):
         """NonFiniteLoss (on every worker) when a non-finite loss stopped the epoch; nothing is checkpointed."""
         if self.nonfinite is not None:
             raise NonFiniteLoss(f"{self.nonfinite}: training stopped, the last checkpoint is kept ({ADVICE})")
+
+
+def warn_if_beyond_time_limit(job: Any, seconds_per_step: float, steps_left: int) -> None:
+    """One warning line when the remaining steps at the measured speed need more time than the job has left
+    (``--time``): the run then goes on by checkpointing and requeueing, which the user should expect."""
+    left = time_left_s(job)
+    needed = seconds_per_step * steps_left
+    if left is not None and needed > left:
+        print(f"warning: the remaining {steps_left} steps need about {needed / 3600:.1f} h at "
+              f"{seconds_per_step:.3g} s/step, the job has {left / 3600:.1f} h left (--time): it will checkpoint "
+              "and requeue at its time limit", flush=True)
 
 
 def steps_per_epoch(args: argparse.Namespace, n_patients: int, world_size: int) -> int:
