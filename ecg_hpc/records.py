@@ -186,9 +186,11 @@ class PretrainRun(_Record):
     world_size: int = 1
     hosts: tuple[str, ...] = ()
     device: str | None = None
+    store: dict[str, Any] | None = None
     horovod: dict[str, Any] = field(default_factory=dict)
     epoch_times_s: tuple[float, ...] = ()
     frames_per_s: float | None = None
+    sampler: dict[str, Any] | None = None
     attempts: tuple[dict[str, Any], ...] = ()
     weights_sha256: str | None = None
     weights_identical_across_ranks: bool | None = None
@@ -296,3 +298,14 @@ def is_done(job_dir: str | os.PathLike[str]) -> bool:
     except RecordError:
         return False
     return record is not None and record.status == "done"
+
+
+def mark_failed(job_dir: str | os.PathLike[str], error: str, finished_at: str) -> None:
+    """Set the record of ``job_dir`` to failed with ``error`` (for failures before a run records itself); a
+    missing, unreadable or done one is left as it is (a done run's results stay valid)."""
+    try:
+        record = read_record(job_dir)
+    except RecordError:
+        return
+    if record is not None and record.status != "done":
+        write_record(job_dir, dataclasses.replace(record, status="failed", error=error, finished_at=finished_at))

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from ecg_hpc.errors import ConfigError
 from ecg_hpc.hpc import design, sweep
 from ecg_hpc.hpc.manifest import read_manifest
 from ecg_hpc.records import read_record
@@ -206,3 +207,12 @@ def test_sweep_array_on_slurm(world, slurm_cluster, tmp_path):
     proc = subprocess.run([*common, "--checkpoints", "1"], capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert "nothing to run" in proc.stdout
+
+
+def test_random_init_takes_the_pretraining_arch_and_width(world):
+    random, *pretrained = design.plan_scenarios([world["pretrain"]], "last")
+    assert (random.name, random.init, random.arch, random.width) == ("random", "random", "resnet18", 0.125)
+    assert [(s.arch, s.width) for s in pretrained] == [("resnet18", 0.125)]
+    assert design.plan_scenarios([], "last")[0].width == 1.0  # nothing to follow: the authors' network
+    with pytest.raises(ConfigError, match="--width 1.0 contradicts"):
+        design.plan_scenarios([world["pretrain"]], "last", width=1.0)

@@ -1,5 +1,5 @@
 """Seeded stratified hold-out split: the test set of the prepared challenge data and the validation set of
-fine-tuning (6.25 % of train, per DESIGN.md)."""
+fine-tuning (6.25 % of train, docs/design-facts.md)."""
 
 from __future__ import annotations
 

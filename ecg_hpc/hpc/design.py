@@ -17,12 +17,14 @@ from typing import Any, Sequence
 
 from ecg_hpc.errors import ConfigError
 from ecg_hpc.hpc.manifest import MANIFEST, Task, merge_tasks, read_manifest, write_manifest
+from ecg_hpc.options import check_seed
 from ecg_hpc.records import FEATURE_EXTRACTOR, RecordError, epoch_dir_name, read_pretrain_run
 from ecg_hpc.train import finetune
 from ecg_hpc.train.init_source import DEFAULT_ARCH, RANDOM, list_checkpoints, scenario_name
 
 DEFAULT_SWEEP_DIR = Path("runs") / "finetune"
 DEFAULT_SEEDS = tuple(range(10, 101, 10))
+MAX_SEEDS = 1000
 _TRAINING_OPTIONS = ("data", "batch_size", "epochs", "patience", "val_size", "val_metric", "learning_rate")
 
 
@@ -37,19 +39,24 @@ class Scenario:
 
 
 def parse_seeds(text: str) -> tuple[int, ...]:
-    """Seeds from ``10,20,30`` or a range ``10-100:10`` (start-stop:step, stop included)."""
+    """Seeds from ``10,20,30`` or a range ``10-100:10`` (start-stop:step, stop included); at most ``MAX_SEEDS``,
+    each within numpy's range (counted before any is listed, so a huge range is refused at once)."""
     try:
         if "-" in text.lstrip("-"):
             span, _, step = text.partition(":")
             start, stop = (int(v) for v in span.split("-", 1))
-            seeds = tuple(range(start, stop + 1, int(step or 1)))
+            seeds: Sequence[int] = range(start, stop + 1, int(step or 1))
         else:
-            seeds = tuple(int(v) for v in text.split(",") if v.strip())
+            seeds = [int(v) for v in text.split(",") if v.strip()]
     except ValueError:
         raise ConfigError(f"--seeds {text!r}: expected a list like 10,20,30 or a range like 10-100:10") from None
+    if len(seeds) > MAX_SEEDS:
+        raise ConfigError(f"--seeds {text!r}: {len(seeds)} seeds, at most {MAX_SEEDS} per sweep")
     if not seeds or len(set(seeds)) != len(seeds):
         raise ConfigError(f"--seeds {text!r}: give at least one seed and no seed twice")
-    return seeds
+    for seed in (min(seeds), max(seeds)):
+        check_seed("--seeds", seed)
+    return tuple(seeds)
 
 
 def select_checkpoints(pretrain_dir: str | Path, which: str) -> list[Path]:
@@ -86,18 +93,26 @@ def _agree(option: str, given: Any, recorded: Any, where: Path) -> Any:
     return given if given is not None else recorded
 
 
+def random_scenarios(pretrained: Sequence[Scenario], arch: str | None, width: float | None) -> list[Scenario]:
+    """Random init for each (arch, width) of ``pretrained`` unless ``arch``/``width`` are given (resnet18, 1.0 when
+    there is nothing to follow)."""
+    pairs = {(arch or s.arch, float(width if width is not None else s.width)): None for s in pretrained}
+    pairs = pairs or {(arch or DEFAULT_ARCH, float(width if width is not None else 1.0)): None}
+    per_arch = Counter(a for a, _ in pairs)
+    return [Scenario(scenario_name(RANDOM, a) + (f"_w{w:g}" if per_arch[a] > 1 else ""), RANDOM, a, w)
+            for a, w in pairs]
+
+
 def plan_scenarios(pretrain_dirs: Sequence[str | Path], checkpoints: str = "last", include_random: bool = True,
                    arch: str | None = None, width: float | None = None) -> list[Scenario]:
     """Random init (unless excluded) plus the chosen checkpoints of each pretraining run, arch/width resolved.
 
     A checkpoint scenario takes arch and width from its pretraining run.json; ``arch``/``width`` fill in what
-    that run does not record and must not contradict it. Random init uses ``arch``/``width`` (resnet18, 1.0).
+    that run does not record and must not contradict it. Random init is like for like: it takes ``arch``/``width``
+    when given, else those of the pretraining runs (one random scenario per distinct pair, named ``_w<width>`` when
+    an arch has several), else resnet18 at width 1.0.
     """
     scenarios = []
-    if include_random:
-        random_arch = arch or DEFAULT_ARCH
-        scenarios.append(Scenario(scenario_name(RANDOM, random_arch), RANDOM, random_arch,
-                                  float(width if width is not None else 1.0)))
     for pretrain_dir in pretrain_dirs:
         pretrain_dir = Path(pretrain_dir).resolve()
         try:
@@ -109,6 +124,8 @@ def plan_scenarios(pretrain_dirs: Sequence[str | Path], checkpoints: str = "last
         for checkpoint in select_checkpoints(pretrain_dir, checkpoints):
             scenarios.append(Scenario(scenario_name(str(checkpoint), run_arch), str(checkpoint), run_arch,
                                       float(run_width if run_width is not None else 1.0)))
+    if include_random:
+        scenarios[:0] = random_scenarios(scenarios, arch, width)
     names = Counter(s.name for s in scenarios)
     clashes = sorted(n for n, k in names.items() if k > 1)
     if clashes:

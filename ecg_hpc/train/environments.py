@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import socket
+import subprocess
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any, ClassVar, Mapping
@@ -163,6 +164,29 @@ class SingleProcessEnvironment(ClusterEnvironment):
         """Rank 0 of 1 on this host (an ``mpirun`` start is recognised once Horovod is up)."""
         host = socket.gethostname()
         return JobEnv(cls.name, 0, 1, 0, 1, 0, 1, host, (host,), (1,), env.get("SLURM_JOB_ID"), 0)
+
+
+def parse_slurm_duration(text: str) -> float | None:
+    """Seconds in a SLURM duration (``[D-]HH:MM:SS``, ``MM:SS``, ``MM``); None for ``UNLIMITED`` or unparsable."""
+    days, _, clock = text.strip().rpartition("-")
+    try:
+        parts = [int(p) for p in clock.split(":")]
+        seconds = sum(v * m for v, m in zip(reversed(parts), (1, 60, 3600)))
+        return float(seconds + (int(days) * 86400 if days else 0))
+    except ValueError:
+        return None
+
+
+def time_left_s(job: JobEnv) -> float | None:
+    """Seconds this SLURM job has left before its time limit (``squeue %L``); None elsewhere or when unknown."""
+    if job.launcher != "slurm" or not job.job_id:
+        return None
+    try:
+        proc = subprocess.run(["squeue", "-h", "-j", job.job_id, "-o", "%L"], capture_output=True, text=True,
+                              timeout=30)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return parse_slurm_duration(proc.stdout.strip().splitlines()[0]) if proc.stdout.strip() else None
 
 
 ENVIRONMENTS: tuple[type[ClusterEnvironment], ...] = (HorovodRunEnvironment, SubmititLocalEnvironment,

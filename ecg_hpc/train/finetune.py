@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
-import os
 import signal
 import sys
 import threading
@@ -27,9 +26,11 @@ import traceback
 from pathlib import Path
 from typing import Any, Iterator
 
-from ecg_hpc.errors import ConfigError, EcgHpcError, user_error
-from ecg_hpc.records import FinetuneRun, InitSource, Scores, is_done, read_record, write_record
+from ecg_hpc.atomic import writing
+from ecg_hpc.errors import ConfigError, EcgHpcError, report_native_crashes, user_error
+from ecg_hpc.options import check_number, check_seed, check_text
 from ecg_hpc.provenance import environment_info, utc_now
+from ecg_hpc.records import FinetuneRun, InitSource, Scores, is_done, read_record, write_record
 from ecg_hpc.runtime import configure_runtime
 from ecg_hpc.train.init_source import DEFAULT_ARCH, RANDOM, describe_init, require_checkpoint, scenario_name
 from ecg_hpc.train.job_lock import JobDirBusy, job_dir_lock
@@ -60,22 +61,22 @@ class FinetuneConfig:
     scenario: str | None = None
 
     def __post_init__(self) -> None:
-        """ConfigError naming the first option out of range."""
+        """ConfigError naming the first option out of range (finite numbers, a seed numpy takes)."""
         for name in ("batch_size", "epochs", "patience"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
-        if self.width is not None and self.width <= 0:
-            raise ConfigError(f"--width must be positive, got {self.width}")
+            check_number(f"--{name.replace('_', '-')}", getattr(self, name), minimum=1)
+        check_number("--width", self.width, positive=True)
+        check_number("--learning-rate", self.learning_rate, positive=True)
+        check_number("--val-size", self.val_size)
         if not 0.0 < self.val_size < 1.0:
             raise ConfigError(f"--val-size must lie strictly between 0 and 1, got {self.val_size}")
-        if self.learning_rate <= 0:
-            raise ConfigError(f"--learning-rate must be positive, got {self.learning_rate}")
+        check_seed("--seed", self.seed)
+        check_text("--scenario", self.scenario)
         if self.val_metric not in VAL_METRICS:
             raise ConfigError(f"--val-metric {self.val_metric!r}: choose one of {', '.join(VAL_METRICS)}")
 
 
 def add_training_arguments(parser: argparse.ArgumentParser) -> None:
-    """Declare the options shared by every run of a sweep (defaults from DESIGN.md: the authors' settings)."""
+    """Declare the options shared by every run of a sweep (the authors' settings, docs/design-facts.md)."""
     parser.add_argument("--data", required=True, help="prepared challenge data (.npz from prepare-physionet)")
     parser.add_argument("--arch", help="resnet18, resnet34, resnet50 or resnet18_2d (default: the checkpoint's "
                                        "arch, else resnet18)")
@@ -149,7 +150,9 @@ def _train(config: FinetuneConfig, init: InitSource, arch: str, width: float,
 
     from ecg_hpc.data.prepare import load_prepared
     from ecg_hpc.models import build_model, load_feature_extractor
+    from ecg_hpc.models.weights_file import save_weights_h5
     from ecg_hpc.train.metrics import f1_report, one_hot
+    from ecg_hpc.train.nonfinite import TerminateOnNonFinite
     from ecg_hpc.train.predictions import write_predictions
     from ecg_hpc.data.splits import stratified_holdout
     from ecg_hpc.train.validation import ValidationMonitor
@@ -175,14 +178,13 @@ def _train(config: FinetuneConfig, init: InitSource, arch: str, width: float,
     x_va, y_va, _ = sets["val"]
     monitor = ValidationMonitor(x_va, y_va, classes, config.batch_size, config.val_metric, job_dir / HISTORY)
     stopper = tf.keras.callbacks.EarlyStopping(monitor="val_loss", patience=config.patience)
+    guard = TerminateOnNonFinite()  # after the monitor, which logs the val_loss that it and the stopper read
     fit = model.fit(x_tr, one_hot(y_tr, len(classes)).astype(np.float32), batch_size=config.batch_size,
-                    epochs=config.epochs, shuffle=True, verbose=2, callbacks=[monitor, stopper],
-                    validation_data=(x_va, one_hot(y_va, len(classes)).astype(np.float32)))
+                    epochs=config.epochs, shuffle=True, verbose=2, callbacks=[monitor, guard, stopper])
+    guard.raise_if_stopped()
     model.set_weights(monitor.best_weights)
 
-    tmp = job_dir / f".{BEST_WEIGHTS}.tmp.h5"  # Keras picks the format from the suffix; rename is atomic
-    model.save_weights(str(tmp))
-    os.replace(tmp, job_dir / BEST_WEIGHTS)
+    save_weights_h5(model, job_dir / BEST_WEIGHTS)
 
     scores = {}
     for split, (x, y, names) in sets.items():
@@ -207,14 +209,24 @@ def finetune(config: FinetuneConfig) -> FinetuneRun:
     it, in which case nothing is written).
     """
     job_dir = Path(config.job_dir)
-    job_dir.mkdir(parents=True, exist_ok=True)
+    if is_done(job_dir):  # a done run is never redone, so no lock is needed to see it (works read-only too)
+        return _done(job_dir)
+    with writing(job_dir):
+        job_dir.mkdir(parents=True, exist_ok=True)
     with job_dir_lock(job_dir):
         if is_done(job_dir):
-            print(f"{job_dir}: already done, skipping", flush=True)
-            record = read_record(job_dir)
-            assert isinstance(record, FinetuneRun), f"{job_dir} holds a {record.kind} run"  # is_done read it
-            return record
+            return _done(job_dir)
         return _run(config, job_dir)
+
+
+def _done(job_dir: Path) -> FinetuneRun:
+    """The record of a run that is done already (it is skipped)."""
+    print(f"{job_dir}: already done, skipping", flush=True)
+    record = read_record(job_dir)
+    if not isinstance(record, FinetuneRun):
+        raise ConfigError(f"--job-dir {job_dir}: holds a finished {record.kind if record else '?'} run, not a "
+                          "fine-tuning one; use another --job-dir")
+    return record
 
 
 class Terminated(BaseException):
@@ -240,8 +252,9 @@ def _sigterm_raises() -> Iterator[None]:
 
 def _run(config: FinetuneConfig, job_dir: Path) -> FinetuneRun:
     """The body of ``finetune`` for a job directory that is locked and not done."""
-    for name in _OUTPUTS:  # leftovers of an interrupted or failed attempt
-        (job_dir / name).unlink(missing_ok=True)
+    with writing(job_dir):
+        for name in _OUTPUTS:  # leftovers of an interrupted or failed attempt
+            (job_dir / name).unlink(missing_ok=True)
     start = time.monotonic()
     # Provisional init and arch, so that even a run failing on a bad --init says what it was meant to be.
     init = (InitSource(RANDOM) if config.init == RANDOM else
@@ -285,6 +298,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Parse ``argv`` and run; a bad option is one line and exit status 2."""
     args = build_parser().parse_args(argv)
+    report_native_crashes()
     try:
         config = config_from_args(args)
     except EcgHpcError as exc:

@@ -30,14 +30,20 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from ecg_hpc.errors import ConfigError, DataError, EcgHpcError, user_error
+from ecg_hpc.data.pool import DEFAULT_POOL_MB, DEFAULT_READ_RATIO, DEFAULT_READERS, PoolOptions
+from ecg_hpc.errors import ConfigError, DataError, EcgHpcError, report_native_crashes, user_error
+from ecg_hpc.interrupt import EXIT_INTERRUPTED
 from ecg_hpc.names import ARCHS, PRECISIONS, TASKS
+from ecg_hpc.options import check_number, check_seed
 from ecg_hpc.records import is_done, read_pretrain_run
 from ecg_hpc.runtime import configure_runtime
 from ecg_hpc.train.environments import PREEMPTED_EXIT_CODE
 
 PRETRAIN_ROOT = Path("runs") / "pretrain"
 LR_SCALINGS = ("linear", "none")
+SAMPLERS = ("pool", "uniform")
+MAX_STEPS_PER_EPOCH = 10 ** 7  # beyond any real run (the paper's epochs have ~10^4 steps): a typo, refused
+MAX_EPOCHS = 10 ** 4
 
 
 def job_dir_name(task: str, arch: str, frame_size: int, frac: float, seed: int) -> str:
@@ -66,51 +72,62 @@ class PretrainConfig:
     warmup_epochs: float = 1.0
     precision: str = "float32"
     deterministic: bool = False
+    allow_store_change: bool = False
     seed: int = 0
+    sampler: str = "pool"
+    pool_mb: float = DEFAULT_POOL_MB
+    chunk_samples: int | None = None
+    read_ratio: float = DEFAULT_READ_RATIO
+    pool_readers: int = DEFAULT_READERS
+    stage_dir: str | None = None
 
     def __post_init__(self) -> None:
-        """ConfigError naming the first option out of range (the store is checked by ``check_store``)."""
-        for name, known in (("task", TASKS), ("arch", ARCHS), ("precision", PRECISIONS), ("lr_scaling", LR_SCALINGS)):
+        """ConfigError naming the first option out of range: finite, positive, a seed numpy takes, a sane size
+        (the store is checked by ``check_store``)."""
+        for name, known in (("task", TASKS), ("arch", ARCHS), ("precision", PRECISIONS), ("lr_scaling", LR_SCALINGS),
+                            ("sampler", SAMPLERS)):
             if getattr(self, name) not in known:
                 raise ConfigError(f"--{name.replace('_', '-')} {getattr(self, name)!r}: choose one of "
                                   f"{', '.join(known)}")
         positive = ("width", "frame_size", "samples_per_patient", "batch_size", "epochs", "steps_per_epoch", "lr")
         for name in positive:
-            if getattr(self, name) is not None and getattr(self, name) <= 0:
-                raise ConfigError(f"--{name.replace('_', '-')} {getattr(self, name)}: must be positive")
+            check_number(f"--{name.replace('_', '-')}", getattr(self, name), positive=True)
+        check_number("--steps-per-epoch", self.steps_per_epoch, maximum=MAX_STEPS_PER_EPOCH)
+        check_number("--epochs", self.epochs, maximum=MAX_EPOCHS)
         if not 0 < self.frac <= 1:
             raise ConfigError(f"--frac {self.frac}: must lie in (0, 1]")
-        if self.warmup_epochs < 0:
-            raise ConfigError(f"--warmup-epochs {self.warmup_epochs}: must not be negative")
+        check_number("--warmup-epochs", self.warmup_epochs, minimum=0)
+        check_seed("--seed", self.seed)
+        self.pool_options()
+
+    def pool_options(self) -> PoolOptions | None:
+        """The pool sampler's options (checked), or None for ``--sampler uniform``."""
+        if self.sampler != "pool":
+            return None
+        options = PoolOptions(pool_mb=self.pool_mb, chunk_samples=self.chunk_samples, read_ratio=self.read_ratio,
+                              readers=self.pool_readers)
+        options.check()
+        return options
 
     def check_store(self) -> None:
         """DataError when the store is not a directory."""
         if not Path(self.store).is_dir():
             raise DataError(f"--store {self.store}: no such directory")
 
-    def to_argv(self) -> list[str]:
-        """The arguments of ``python -m ecg_hpc.train.pretrain`` that give this config (how it is shown)."""
-        argv: list[str] = []
-        for field in dataclasses.fields(self):
-            value = getattr(self, field.name)
-            flag = f"--{field.name.replace('_', '-')}"
-            if field.type == "bool":
-                argv += [flag] if value else []
-            elif value is not None:
-                argv += [flag, str(value)]
-        return argv
-
     def as_record(self) -> dict[str, Any]:
         """The config as run.json records it (keys sorted)."""
         return dict(sorted(dataclasses.asdict(self).items()))
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The trainer's options (defaults from the authors' code, DESIGN.md) on ``parser`` or an argument group."""
-    store = os.environ.get("ECG_HPC_STORE")
-    parser.add_argument("--store", required=store is None, default=store,
+def add_arguments(parser: argparse.ArgumentParser, store_required: bool = True) -> None:
+    """The trainer's options (the authors' defaults, docs/design-facts.md) on ``parser`` or an argument group;
+    launchers find ``--store`` themselves (``store_required=False``: no default, see ``ecg_hpc.project_config``)."""
+    store = os.environ.get("ECG_HPC_STORE") if store_required else None
+    where = (f"$ECG_HPC_STORE{f', now {store}' if store else ', which is not set'}" if store_required
+             else "$ECG_HPC_STORE, else the store named in ecg-hpc.toml, which make demo writes")
+    parser.add_argument("--store", required=store_required and store is None, default=store,
                         help="Icentia11k shard store made by python -m ecg_hpc.data convert-icentia "
-                             f"(default: $ECG_HPC_STORE{f', now {store}' if store else ', which is not set'})")
+                             f"(default: {where})")
     parser.add_argument("--task", default="beat", choices=TASKS,
                         help="pretraining task (default: beat, the paper's main one)")
     parser.add_argument("--arch", default="resnet18", choices=ARCHS, help="network (default: resnet18)")
@@ -136,19 +153,35 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="deterministic TF ops (slower on GPUs; exact resume checks)")
     parser.add_argument("--job-dir", default=None,
                         help="job directory (default: runs/pretrain/TASK_ARCH_fFRAME_fracFRAC_sSEED)")
+    parser.add_argument("--allow-store-change", action="store_true",
+                        help="resume even when the store's patients or files changed since the run started "
+                             "(recorded in run.json)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the patient subset, weights and data (default: 0)")
+    parser.add_argument("--sampler", choices=SAMPLERS, default="pool",
+                        help="pool: each worker reads whole segments of its share of the patients into memory and "
+                             "draws frames there (sequential reads; for stores larger than the page cache); "
+                             "uniform: every frame from a random place of the memory-mapped store (default: pool)")
+    parser.add_argument("--pool-mb", type=float, default=DEFAULT_POOL_MB,
+                        help=f"signal memory of the pool per worker, MiB (default: {DEFAULT_POOL_MB})")
+    parser.add_argument("--chunk-samples", type=int, default=None,
+                        help="read pieces of this many samples instead of whole segments (default: whole)")
+    parser.add_argument("--read-ratio", type=float, default=DEFAULT_READ_RATIO,
+                        help=f"samples read into the pool per sample drawn (default: {DEFAULT_READ_RATIO})")
+    parser.add_argument("--pool-readers", type=int, default=DEFAULT_READERS,
+                        help=f"reads in flight at once per worker (default: {DEFAULT_READERS}; the data do not "
+                             f"depend on it)")
+    parser.add_argument("--stage-dir", default=None,
+                        help="copy the selected patients to this node-local folder first, e.g. $SLURM_TMPDIR")
 
 
 def config_from_args(args: argparse.Namespace, name: str | None = None) -> PretrainConfig:
     """The checked config of parsed options: the job directory ``--job-dir``, else ``runs/pretrain/NAME`` with
-    ``name`` or the run's ``job_dir_name``; the store must exist."""
+    ``name`` or the run's ``job_dir_name`` (the store is checked where it is used: ``check_store``)."""
     fields = {f.name for f in dataclasses.fields(PretrainConfig)} - {"job_dir"}
     given = {k: v for k, v in vars(args).items() if k in fields}
     job_dir = args.job_dir or str(PRETRAIN_ROOT / (name or job_dir_name(args.task, args.arch, args.frame_size,
                                                                         args.frac, args.seed)))
-    config = PretrainConfig(job_dir=job_dir, **given)
-    config.check_store()
-    return config
+    return PretrainConfig(job_dir=job_dir, **given)
 
 
 def finished(job_dir: str | Path, epochs: int) -> bool:
@@ -158,9 +191,11 @@ def finished(job_dir: str | Path, epochs: int) -> bool:
 
 
 def run(config: PretrainConfig) -> int:
-    """Train (or resume) ``config`` on this worker: 0 when done, ``PREEMPTED_EXIT_CODE`` when preempted, 2 on a
-    user error, 1 on any other failure (its traceback printed)."""
+    """Train (or resume) ``config`` on this worker: 0 when done, ``PREEMPTED_EXIT_CODE`` when preempted, 130 when
+    interrupted (Ctrl-C: checkpoint kept, not requeued), 2 on a user error, 1 on any other failure (its traceback
+    printed)."""
     configure_runtime()
+    report_native_crashes()
     try:
         config.check_store()
         if finished(config.job_dir, config.epochs):
@@ -174,7 +209,7 @@ def run(config: PretrainConfig) -> int:
     except Exception:
         traceback.print_exc()
         return 1
-    return PREEMPTED_EXIT_CODE if status == "preempted" else 0
+    return {"preempted": PREEMPTED_EXIT_CODE, "interrupted": EXIT_INTERRUPTED}.get(status, 0)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -7,6 +7,7 @@ after a stop signal (see the entry point's docstring for the job directory, resu
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import signal
 import statistics
@@ -16,26 +17,30 @@ from typing import Any
 
 import tensorflow as tf
 
-from ecg_hpc.atomic import atomic_write_csv
+from ecg_hpc.atomic import atomic_write_csv, writing
 from ecg_hpc.data.icentia11k import select_patients
 from ecg_hpc.data.pipeline import make_dataset
-from ecg_hpc.data.store import Store
-from ecg_hpc.errors import ConfigError, DataError
+from ecg_hpc.data.pool import stage_patients
+from ecg_hpc.data.store import Store, check_sizes, patients_fingerprint
+from ecg_hpc.errors import ConfigError, DataError, EcgHpcError
 from ecg_hpc.models import configure_precision
 from ecg_hpc.progress import Progress
 from ecg_hpc.provenance import environment_info, utc_now
-from ecg_hpc.records import PretrainRun, RecordError, read_pretrain_run, write_record
+from ecg_hpc.records import PretrainRun, RecordError, mark_failed, read_pretrain_run, write_record
 from ecg_hpc.tasks import get_task
 from ecg_hpc.train import checkpoints, distributed
-from ecg_hpc.train.environments import PREEMPTED_EXIT_CODE
+from ecg_hpc.train.environments import PREEMPTED_EXIT_CODE, time_left_s
+from ecg_hpc.train.job_lock import JobDirBusy, job_dir_lock
+from ecg_hpc.train.nonfinite import ADVICE, NonFiniteLoss, nonfinite
 from ecg_hpc.train.pretrain import PretrainConfig
 
 HISTORY = "history.csv"
 DEFAULT_STEPS = 1024
-STOP_SIGNALS = (signal.SIGUSR1, signal.SIGUSR2, signal.SIGTERM)
+STOP_SIGNALS = (signal.SIGUSR1, signal.SIGUSR2, signal.SIGTERM, signal.SIGINT)  # SIGINT: stop, do not requeue
 # Options that decide what a run computes: a resumed run must agree on them with the run.json it continues.
 _FIXED = ("task", "arch", "width", "frac", "frame_size", "samples_per_patient", "batch_size",
-          "steps_per_epoch", "seed", "precision", "lr", "lr_scaling", "warmup_epochs")
+          "steps_per_epoch", "seed", "precision", "lr", "lr_scaling", "warmup_epochs", "sampler", "pool_mb",
+          "chunk_samples", "read_ratio")
 
 
 class StopFlag:
@@ -79,6 +84,7 @@ class _Run:
         self.job_dir = Path(config.job_dir)
         self.record: PretrainRun | None = None
         self.steps = 0  # steps per epoch, resolved once the patients are known
+        self.damaged: tuple[checkpoints.Damaged, ...] = ()
 
     # -- setup -------------------------------------------------------------------------------------------------
     def build(self) -> None:
@@ -92,6 +98,12 @@ class _Run:
         if not self.store.patient_ids:
             raise DataError(f"--store {config.store}: holds no converted patients")
         self.patients = select_patients(self.store.patient_ids, frac=config.frac, seed=config.seed)
+        self.store_record = self.check_store_unchanged()
+        if config.stage_dir:
+            stage_patients(self.store, self.patients, config.stage_dir, (self.world.job.local_rank,
+                                                                       self.world.job.local_size))
+            distributed.barrier()
+            self.store = Store(config.stage_dir)
         self.steps = steps_per_epoch(config, len(self.patients), self.world.size)
         self.task = get_task(config.task)
         self.model = self.task.build_model(config.arch, config.frame_size, width=config.width)
@@ -101,18 +113,73 @@ class _Run:
         self.optimizer = distributed.distributed_optimizer(adam)
         self.task.compile_model(self.model, self.optimizer)
         self.optimizer.build(self.model.trainable_variables)
-        local_resume = checkpoints.resume_point(self.job_dir) if self.world.is_chief else None
-        self.resume = distributed.broadcast_object(local_resume)
+        self.resume, self.damaged = self.find_resume()
         if self.resume is not None and self.world.is_chief:
             checkpoints.restore(self.resume, self.model, self.optimizer)
         distributed.broadcast_state(self.model, self.optimizer)
+
+    def check_store_unchanged(self) -> dict[str, Any]:
+        """The store record of this run's patients; rank 0 refuses (on every worker) to continue a run whose
+        patient set or files changed since it started, unless ``--allow-store-change``."""
+        record = patients_fingerprint(self.store, self.patients)
+        problem = None
+        if self.world.is_chief and not self.config.allow_store_change:
+            try:
+                previous = read_pretrain_run(self.job_dir)
+            except RecordError:
+                previous = None
+            before = previous.store if previous is not None else None
+            if isinstance(before, dict) and before.get("files_sha256") != record["files_sha256"]:
+                old, new = set(before.get("patients") or []), set(record["patients"])
+                change = (f"{len(new)} patients now, {len(old)} when it started"
+                          + (f" (gone: {sorted(old - new)[:5]})" if old - new else "")
+                          + (f" (new: {sorted(new - old)[:5]})" if new - old else "")) if old != new else \
+                    "the same patients, but their files changed"
+                problem = (f"--store {self.config.store}: the store changed since the run in {self.job_dir} started: "
+                           f"{change}; restore it, use another --job-dir, or pass --allow-store-change")
+        problem = distributed.broadcast_object(problem)
+        if problem is not None:
+            raise DataError(problem)
+        return record
+
+    def check_store_sizes(self) -> None:
+        """Before each epoch: every worker checks its files' sizes; all stop with one DataError if one changed
+        (a file truncated while memory-mapped would otherwise end the process with a bare bus error)."""
+        try:
+            check_sizes(self.store, self.patients)
+            problem = None
+        except DataError as exc:
+            problem = str(exc)
+        if distributed.any_worker(problem is not None):
+            raise DataError(problem or "the store changed under this run (another worker found which file)")
+
+    def find_resume(self) -> tuple[checkpoints.CheckpointInfo | None, tuple[checkpoints.Damaged, ...]]:
+        """Rank 0 picks the newest intact checkpoint, says in one line which damaged ones it skips and deletes
+        them; every worker gets the choice, or the same DataError when no checkpoint is intact."""
+        found: Any = None
+        if self.world.is_chief:
+            try:
+                found = checkpoints.find_resume(self.job_dir)
+            except DataError as exc:
+                found = str(exc)
+        found = distributed.broadcast_object(found)
+        if isinstance(found, str):
+            raise DataError(found)
+        resume, damaged = found
+        if damaged and self.world.is_chief:
+            skipped = "; ".join(f"{d.path.name} ({d.problem})" for d in damaged)
+            print(f"warning: damaged checkpoint {skipped} in {self.job_dir}; resuming from {resume.path.name} "
+                  "instead", flush=True)
+            checkpoints.discard(damaged)
+        return resume, damaged
 
     def dataset(self, epoch: int, skip_steps: int) -> tf.data.Dataset:
         """This worker's batches of ``epoch`` (a function of seed, epoch and rank) from step ``skip_steps`` on."""
         config = self.config
         return make_dataset(self.store, config.task, self.patients, frame_size=config.frame_size,
                             batch_size=config.batch_size, seed=config.seed, epoch=epoch, rank=self.world.rank,
-                            world_size=self.world.size, steps=self.steps, start_step=skip_steps)
+                            world_size=self.world.size, steps=self.steps, start_step=skip_steps,
+                            pool=config.pool_options())
 
     # -- job directory (rank 0) ---------------------------------------------------------------------------------
     def start_record(self) -> None:
@@ -132,12 +199,17 @@ class _Run:
         attempt = {"started_at": utc_now(), "launcher": job.launcher, "job_id": job.job_id,
                    "restart_count": job.restart_count, "world_size": self.world.size, "hosts": list(job.hosts),
                    "resumed_from": str(self.resume.path) if self.resume else None}
+        if self.damaged:
+            attempt["damaged_checkpoints"] = [d.record() for d in self.damaged]
+        pool = config.pool_options()
         self.record = PretrainRun(
             status="running", seed=config.seed, config=recorded, environment=environment_info(),
             started_at=previous.started_at if previous is not None else attempt["started_at"],
             task=config.task, arch=config.arch, width=config.width, frame_size=config.frame_size, frac=config.frac,
             n_patients=len(self.patients), epochs=config.epochs, world_size=self.world.size, hosts=tuple(job.hosts),
-            device=self.world.device, horovod=distributed.lr_record(self.schedule, self.world.size, config.lr_scaling),
+            device=self.world.device, store=self.store_record,
+            horovod=distributed.lr_record(self.schedule, self.world.size, config.lr_scaling),
+            sampler=pool.record() if pool is not None else {"sampler": "uniform"},
             attempts=(*(previous.attempts if previous is not None else ()), attempt))
         self.write_history()
 
@@ -185,11 +257,13 @@ class _Run:
             print(f"training epochs {start_epoch}..{config.epochs} (epoch {start_epoch} from step {skip}), {origin}, "
                   f"{world.size} worker(s) on {world.device}, {len(self.patients)} patients", flush=True)
         for epoch in range(start_epoch, config.epochs + 1):
+            self.check_store_sizes()
             steps = self.steps - skip
-            watcher = StepWatcher(stop, steps, f"epoch {epoch}/{config.epochs}" if world.is_chief else None)
+            watcher = StepWatcher(stop, steps, f"epoch {epoch}/{config.epochs}" if world.is_chief else None, epoch)
             began = time.monotonic()
             history = self.model.fit(self.dataset(epoch, skip), epochs=1, steps_per_epoch=steps, verbose=0,
                                      callbacks=[watcher])
+            watcher.raise_if_diverged()
             elapsed = time.monotonic() - began
             local = {k: float(v[-1]) for k, v in history.history.items()}
             logs = distributed.average(_combine(prior_logs, skip, local, watcher.steps))
@@ -197,6 +271,9 @@ class _Run:
             epoch_time = float(prior_logs.get("_time_s", 0.0)) + elapsed
             logs["lr"] = float(self.schedule(self.optimizer.iterations))
             logs["frames_per_s"] = done_steps * config.batch_size * world.size / epoch_time
+            if world.is_chief and epoch == start_epoch and epoch < config.epochs:
+                warn_if_beyond_time_limit(world.job, elapsed / max(watcher.steps, 1),
+                                          (config.epochs - epoch) * self.steps)
             if world.is_chief:
                 record = dict(logs, _time_s=epoch_time) if done_steps < self.steps else logs
                 checkpoints.save(self.job_dir, self.model, self.optimizer, epoch=epoch, steps_done=done_steps,
@@ -220,11 +297,13 @@ class _Run:
 
 
 class StepWatcher(tf.keras.callbacks.Callback):
-    """Counts steps, shows progress on rank 0, and stops all workers at the same step after a signal."""
+    """Counts steps, shows progress on rank 0, and stops all workers at the same step after a signal or when
+    any worker's loss is not finite (``nonfinite`` then says where, on every worker)."""
 
-    def __init__(self, stop: StopFlag, total: int, label: str | None) -> None:
+    def __init__(self, stop: StopFlag, total: int, label: str | None, epoch: int = 1) -> None:
         super().__init__()
-        self.stop, self.steps, self.stopped = stop, 0, False
+        self.stop, self.steps, self.stopped, self.epoch = stop, 0, False, epoch
+        self.nonfinite: str | None = None
         self.progress = Progress(total, label, unit="steps", interval=10.0) if label else None
 
     def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
@@ -232,9 +311,30 @@ class StepWatcher(tf.keras.callbacks.Callback):
         self.steps += 1
         if self.progress is not None:
             self.progress.update()
-        if distributed.any_worker(self.stop.raised):
+        mine = nonfinite(logs, ("loss",))
+        signalled, diverged = distributed.any_workers((self.stop.raised, mine is not None))
+        if diverged:
+            self.nonfinite = f"epoch {self.epoch} step {self.steps}: {mine or 'loss not finite on another worker'}"
+            self.model.stop_training = True
+        elif signalled:
             self.stopped = True
             self.model.stop_training = True
+
+    def raise_if_diverged(self) -> None:
+        """NonFiniteLoss (on every worker) when a non-finite loss stopped the epoch; nothing is checkpointed."""
+        if self.nonfinite is not None:
+            raise NonFiniteLoss(f"{self.nonfinite}: training stopped, the last checkpoint is kept ({ADVICE})")
+
+
+def warn_if_beyond_time_limit(job: Any, seconds_per_step: float, steps_left: int) -> None:
+    """One warning line when the remaining steps at the measured speed need more time than the job has left
+    (``--time``): the run then goes on by checkpointing and requeueing, which the user should expect."""
+    left = time_left_s(job)
+    needed = seconds_per_step * steps_left
+    if left is not None and needed > left:
+        print(f"warning: the remaining {steps_left} steps need about {needed / 3600:.1f} h at "
+              f"{seconds_per_step:.3g} s/step, the job has {left / 3600:.1f} h left (--time): it will checkpoint "
+              "and requeue at its time limit", flush=True)
 
 
 def steps_per_epoch(config: PretrainConfig, n_patients: int, world_size: int) -> int:
@@ -247,10 +347,13 @@ def steps_per_epoch(config: PretrainConfig, n_patients: int, world_size: int) ->
 
 
 def train(config: PretrainConfig) -> str:
-    """Run (or resume) the pretraining job of ``config`` on this worker; return ``"done"`` or ``"preempted"``."""
+    """Run (or resume) the pretraining job of ``config`` on this worker; return ``"done"``, ``"preempted"`` or
+    ``"interrupted"`` (SIGINT: checkpointed like a preemption, but not requeued)."""
     world = distributed.start()
     run = _Run(config, world)
+    lock = contextlib.ExitStack()
     try:
+        _hold_lock(lock, world, Path(config.job_dir))
         with StopFlag() as stop:
             run.build()
             if world.is_chief:
@@ -258,18 +361,41 @@ def train(config: PretrainConfig) -> str:
             status = run.fit(stop)
             run.check_in_sync()
         if status == "preempted":
+            by_user = stop.signal_name == "SIGINT"
             if world.is_chief:
                 run.finish_record("preempted")
-                print(f"preempted by {stop.signal_name}: checkpointed; exit status {PREEMPTED_EXIT_CODE} leaves the "
-                      "requeue to the launcher", flush=True)
-            return status
+                print(f"interrupted by SIGINT: checkpoint kept in {config.job_dir}; start the same command again to "
+                      f"resume" if by_user else f"preempted by {stop.signal_name}: checkpointed; exit status "
+                      f"{PREEMPTED_EXIT_CODE} leaves the requeue to the launcher", flush=True)
+            return "interrupted" if by_user else status
         if world.is_chief:
             run.finish_record("done")
             print(f"done: {config.job_dir}", flush=True)
         return status
     except BaseException as exc:
-        if world.is_chief and run.record is not None:
-            run.finish_record("failed", f"{type(exc).__name__}: {exc}")
+        if world.is_chief and not isinstance(exc, JobDirBusy):  # a busy run belongs to its holder
+            reason = str(exc) if isinstance(exc, EcgHpcError) else f"{type(exc).__name__}: {exc}"
+            if run.record is not None:
+                run.finish_record("failed", reason)
+            else:
+                mark_failed(config.job_dir, reason, utc_now())
         raise
     finally:
+        lock.close()
         distributed.stop(world)
+
+
+def _hold_lock(stack: contextlib.ExitStack, world: Any, job_dir: Path) -> None:
+    """Rank 0 holds the run's lock until the run ends (so a run that dies is seen as died, and a second copy
+    of the job stops); every worker raises the same JobDirBusy when another process has it."""
+    busy = None
+    if world.is_chief:
+        try:
+            with writing(job_dir):
+                job_dir.mkdir(parents=True, exist_ok=True)
+            stack.enter_context(job_dir_lock(job_dir))
+        except JobDirBusy as exc:
+            busy = str(exc)
+    busy = distributed.broadcast_object(busy)
+    if busy is not None:
+        raise JobDirBusy(busy)
