@@ -29,6 +29,7 @@ from ecg_hpc.hpc.executor import (ModuleJob, add_cluster_arguments, describe_dry
                                   interrupt_local_job, job_log, make_executor, submit_jobs)
 from ecg_hpc.interrupt import children_ignore_interrupt, interrupt_raises, interrupted  # noqa: E402
 from ecg_hpc.project_config import resolve_store  # noqa: E402
+from ecg_hpc.hpc.run_state import died  # noqa: E402
 from ecg_hpc.options import check_text  # noqa: E402
 from ecg_hpc.rundir import writing  # noqa: E402
 from ecg_hpc.train import pretrain  # noqa: E402
@@ -86,6 +87,9 @@ def main(argv: list[str] | None = None) -> int:
         if pretrain.finished(job_dir, trainer_args.epochs):
             print(f"{job_dir}: run.json says done; not submitted (delete the folder to redo the run)")
             return 0
+        if died(job_dir):
+            print(f"note: {job_dir}: its last attempt died (run.json says running, but no process holds the run "
+                  "and its job has ended); submitting it again resumes from its last intact checkpoint")
         job = ModuleJob(TRAINER, trainer_argv)
         with writing(job_dir):  # submitit creates the log folder: a read-only or full job folder is one line
             executor = make_executor(args, job_dir / "logs", job_name=f"pretrain-{job_dir.name}")
