@@ -2,18 +2,23 @@
 
 Every job writes one directory holding ``run.json`` (config, seed, code and package versions, host, world
 size, wall times, status) next to its CSVs and checkpoints. Files appear atomically (written to a temporary
-name in the same folder, then renamed), so a reader never sees half a file.
+name in the same folder, then renamed), so a reader never sees half a file; a full, over-quota, read-only or
+forbidden folder raises a one-line ``StorageError`` naming it, large writes check the free space first, and no
+temporary file stays behind.
 
 ``run.json`` keys shared by all kinds of run (kind-specific keys are documented where they are written):
 
 - ``kind``: ``"pretrain"`` or ``"finetune"``
-- ``status``: one of ``STATUSES``; ``error`` holds the message when ``"failed"``
+- ``status``: one of ``STATUSES``; ``error`` holds the message when ``"failed"``. A ``"running"`` run that
+  nobody runs any more is reported as ``"died"`` (derived, never written: ``ecg_hpc.hpc.run_state``)
 - ``seed``, ``config`` (the full resolved options), ``environment`` (see ``environment_info``)
 - ``started_at``, ``finished_at`` (ISO 8601 UTC), ``wall_time_s``
 
 Pretraining runs (``runs/pretrain/<name>/``) add ``task``, ``arch``, ``frame_size``, ``frac``, ``epochs``,
 ``epochs_done``, ``world_size``, ``hosts``, ``horovod`` (lr scaling and warm-up), ``epoch_times_s`` and
-``sampler`` (``{"sampler": "uniform"}`` or the pool's options with ``memory_bound_bytes`` per worker); their
+``sampler`` (``{"sampler": "uniform"}`` or the pool's options with ``memory_bound_bytes`` per worker), ``store``
+(``path``, ``n_patients``, ``patients``, ``files_sha256``: what a resume checks) and ``attempts`` (one per start,
+with ``damaged_checkpoints`` when a resume skipped any); their
 checkpoints are ``epoch_NN/`` folders (NN from 01) and ``history.csv`` has one row per epoch.
 
 Fine-tuning runs (``runs/finetune/<scenario>/seed_S/``) add:

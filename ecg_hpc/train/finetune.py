@@ -27,7 +27,7 @@ import traceback
 from pathlib import Path
 from typing import Any, Iterator
 
-from ecg_hpc.errors import ConfigError, EcgHpcError, user_error
+from ecg_hpc.errors import ConfigError, EcgHpcError, report_native_crashes, user_error
 from ecg_hpc.options import check_number, check_seed, check_text
 from ecg_hpc.rundir import environment_info, is_done, read_run, utc_now, write_run, writing
 from ecg_hpc.train.init_source import DEFAULT_ARCH, RANDOM, describe_init, require_checkpoint, scenario_name
@@ -293,6 +293,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Parse ``argv``, run, and turn user errors into one line and exit status 2."""
     args = build_parser().parse_args(argv)
+    report_native_crashes()
     try:
         finetune(config_from_args(args))
     except JobDirBusy as exc:  # the run is in progress elsewhere: nothing to do here
