@@ -7,7 +7,8 @@ name in the same folder, then renamed), so a reader never sees half a file.
 ``run.json`` keys shared by all kinds of run (kind-specific keys are documented where they are written):
 
 - ``kind``: ``"pretrain"`` or ``"finetune"``
-- ``status``: one of ``STATUSES``; ``error`` holds the message when ``"failed"``
+- ``status``: one of ``STATUSES``; ``error`` holds the message when ``"failed"``, and ``failed_rank`` /
+  ``failed_host`` the worker that failed first (see ``record_failure``)
 - ``seed``, ``config`` (the full resolved options), ``environment`` (see ``environment_info``)
 - ``started_at``, ``finished_at`` (ISO 8601 UTC), ``wall_time_s``
 
@@ -145,6 +146,20 @@ def write_run(job_dir: str | os.PathLike[str], info: Mapping[str, Any]) -> Path:
     if status not in STATUSES:
         raise ValueError(f"run.json status must be one of {STATUSES}, got {status!r}")
     return atomic_write_json(Path(job_dir) / RUN_JSON, info)
+
+
+def record_failure(job_dir: str | os.PathLike[str], kind: str, rank: int, host: str, error: str,
+                   info: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Mark the run in ``job_dir`` failed by worker ``rank`` on ``host`` (starting from ``info``, else the run.json
+    there, else a bare record of ``kind``), unless run.json names a failed worker already: the first worker to
+    fail is the cause, the others fail because of it. Returns the record as it now stands."""
+    on_disk = read_run(job_dir)
+    if on_disk and on_disk.get("status") == "failed" and "failed_rank" in on_disk:
+        return on_disk
+    record = dict(info if info is not None else on_disk or {"kind": kind})
+    record.update(status="failed", error=error, failed_rank=rank, failed_host=host, finished_at=utc_now())
+    write_run(job_dir, record)
+    return record
 
 
 def is_done(job_dir: str | os.PathLike[str]) -> bool:

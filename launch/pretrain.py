@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{job_dir}: run.json says done; not submitted (delete the folder to redo the run)")
             return 0
         job = ModuleJob(TRAINER, trainer_argv)
-        executor = make_executor(args, job_dir / "logs", job_name=f"pretrain-{job_dir.name}")
+        executor = make_executor(args, job_dir / "logs", job_name=f"pretrain-{job_dir.name}", whole_nodes=True)
         if args.dry_run:
             print(describe_dry_run(executor, job))
             return 0

@@ -48,6 +48,18 @@ def test_parse_mem_gb() -> None:
         executor.parse_mem_gb("lots")
 
 
+def test_slurm_workers_share_out_their_nodes_cpus(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(executor, "slurm_available", lambda: True)
+    monkeypatch.setattr(executor, "slurm_cpus_per_node", lambda partition: 64)
+    monkeypatch.setattr(executor, "slurm_gpus_per_node", lambda partition: 4)
+    assert executor.resolve_plan(_args(), whole_nodes=True).cpus_per_task == 16  # 64 CPUs / 4 GPU workers
+    assert executor.resolve_plan(_args("--tasks", "3"), whole_nodes=True).cpus_per_task == 21
+    assert executor.resolve_plan(_args("--cpus-per-task", "5"), whole_nodes=True).cpus_per_task == 5
+    assert executor.resolve_plan(_args(), tasks_per_node=1).cpus_per_task is None  # array tasks: cluster default
+    monkeypatch.setattr(executor, "slurm_cpus_per_node", lambda partition: 0)  # sinfo could not tell
+    assert executor.resolve_plan(_args(), whole_nodes=True).cpus_per_task is None
+
+
 def test_local_plan_defaults_to_two_cpu_workers(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
     plan = executor.resolve_plan(_args("--local", "--time", "30"))

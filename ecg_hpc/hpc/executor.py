@@ -44,7 +44,8 @@ def add_cluster_arguments(parser: argparse.ArgumentParser) -> None:
                        help="worker processes per node (default: one per GPU; without GPUs 2 on the local "
                             "machine and 1 per SLURM node)")
     group.add_argument("--cpus-per-task", type=int, default=None,
-                       help="CPUs per worker process (default: the cluster's default)")
+                       help="CPUs per worker process (default for multi-worker jobs on SLURM: the node's CPUs "
+                            "divided by the workers per node; else the cluster's default)")
     group.add_argument("--mem", default=None, help="memory per node, e.g. 64G or 500M (default: the cluster's)")
     group.add_argument("--partition", default=None, help="SLURM partition (default: the cluster's default)")
     group.add_argument("--account", default=None, help="SLURM account to charge")
@@ -106,6 +107,17 @@ def local_gpu_count() -> int:
     return sum(1 for line in out.splitlines() if line.startswith("GPU "))
 
 
+def slurm_cpus_per_node(partition: str | None) -> int:
+    """CPUs per node of a SLURM partition (``sinfo %c``; the smallest node wins), 0 when sinfo cannot tell."""
+    cmd = ["sinfo", "-h", "-o", "%c"] + (["-p", partition] if partition else [])
+    try:
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=60).stdout
+    except (OSError, subprocess.SubprocessError):
+        return 0
+    counts = [int(m.group(1)) for m in re.finditer(r"(\d+)\+?", out)]
+    return min(counts) if counts else 0
+
+
 def slurm_gpus_per_node(partition: str | None) -> int:
     """GPUs per node of a SLURM partition from its generic resources (``sinfo %G``); the smallest node wins."""
     cmd = ["sinfo", "-h", "-o", "%G"] + (["-p", partition] if partition else [])
@@ -136,8 +148,13 @@ class ClusterPlan:
         return self.nodes * self.tasks_per_node
 
 
-def resolve_plan(args: argparse.Namespace, tasks_per_node: int | None = None) -> ClusterPlan:
-    """Resolve the cluster options (defaults filled in, combinations checked); ``tasks_per_node`` overrides."""
+def resolve_plan(args: argparse.Namespace, tasks_per_node: int | None = None,
+                 whole_nodes: bool = False) -> ClusterPlan:
+    """Resolve the cluster options (defaults filled in, combinations checked); ``tasks_per_node`` overrides.
+
+    ``whole_nodes``: the job's workers share out their nodes (Horovod pretraining), so on SLURM each worker
+    gets the node's CPUs divided by the workers per node unless ``--cpus-per-task`` says otherwise.
+    """
     cluster = "slurm" if slurm_available() and not args.local else "local"
     if args.nodes < 1:
         raise ConfigError(f"--nodes {args.nodes}: must be at least 1")
@@ -153,15 +170,19 @@ def resolve_plan(args: argparse.Namespace, tasks_per_node: int | None = None) ->
         tasks = gpus if gpus > 0 else (2 if cluster == "local" else 1)
     if tasks < 1:
         raise ConfigError(f"--tasks {tasks}: must be at least 1")
-    if args.cpus_per_task is not None and args.cpus_per_task < 1:
-        raise ConfigError(f"--cpus-per-task {args.cpus_per_task}: must be at least 1")
+    cpus = args.cpus_per_task
+    if cpus is not None and cpus < 1:
+        raise ConfigError(f"--cpus-per-task {cpus}: must be at least 1")
+    if cpus is None and whole_nodes and cluster == "slurm":
+        node_cpus = slurm_cpus_per_node(args.partition)
+        cpus = max(1, node_cpus // tasks) if node_cpus else None
     python = shlex.quote(sys.executable)
     if args.image:
         if not Path(args.image).is_file():
             raise ConfigError(f"--image {args.image}: no such file")
         python = f"apptainer exec --nv {shlex.quote(str(Path(args.image).resolve()))} python3"
     return ClusterPlan(cluster=cluster, nodes=args.nodes, gpus_per_node=gpus, tasks_per_node=tasks,
-                       cpus_per_task=args.cpus_per_task,
+                       cpus_per_task=cpus,
                        mem_gb=parse_mem_gb(args.mem) if args.mem else None,
                        timeout_min=parse_time_minutes(args.time), python=python)
 
@@ -179,15 +200,17 @@ def _local_python(python: str) -> str:
 
 
 def make_executor(args: argparse.Namespace, folder: str | os.PathLike[str], *, job_name: str,
-                  tasks_per_node: int | None = None,
+                  tasks_per_node: int | None = None, whole_nodes: bool = False,
                   array_parallelism: int | None = None) -> submitit.AutoExecutor:
     """A submitit executor for the cluster options in ``args`` writing its logs to ``folder``.
 
-    SLURM: one job of ``nodes x tasks`` srun tasks, ``--requeue``, a warning signal before the time limit.
-    Local: the same number of worker processes on this machine, restarted when one exits with
-    ``REQUEUE_EXIT_CODE``. ``tasks_per_node`` overrides ``--tasks`` (e.g. 1 for single-process jobs).
+    SLURM: one job of ``nodes x tasks`` srun tasks, ``--requeue``, a warning signal before the time limit, and
+    ``srun --kill-on-bad-exit=1``: a worker that fails ends the others at once instead of leaving them waiting
+    for it until the time limit. Local: the same number of worker processes on this machine, restarted when one
+    exits with ``REQUEUE_EXIT_CODE``. ``tasks_per_node`` overrides ``--tasks`` (e.g. 1 for single-process jobs);
+    ``whole_nodes`` see ``resolve_plan``.
     """
-    plan = resolve_plan(args, tasks_per_node)
+    plan = resolve_plan(args, tasks_per_node, whole_nodes)
     executor = submitit.AutoExecutor(folder=folder, cluster=plan.cluster,
                                      slurm_python=plan.python, local_python=_local_python(plan.python))
     params: dict[str, Any] = dict(name=job_name, timeout_min=plan.timeout_min, nodes=plan.nodes,
@@ -201,7 +224,8 @@ def make_executor(args: argparse.Namespace, folder: str | os.PathLike[str], *, j
     if plan.cluster == "slurm":
         params.update(slurm_setup=_setup_lines(),
                       slurm_signal_delay_s=min(MAX_SIGNAL_DELAY_S, plan.timeout_min * 60 // 5),
-                      slurm_additional_parameters={"requeue": True})
+                      slurm_additional_parameters={"requeue": True},
+                      slurm_srun_args=["--kill-on-bad-exit=1"])
         if args.partition:
             params["slurm_partition"] = args.partition
         if args.account:

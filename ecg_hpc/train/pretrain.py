@@ -32,11 +32,12 @@ import tensorflow as tf
 from ecg_hpc.data.icentia11k import select_patients
 from ecg_hpc.data.pipeline import make_dataset
 from ecg_hpc.data.store import Store
-from ecg_hpc.errors import ConfigError, DataError, EcgHpcError, user_error
+from ecg_hpc.errors import ConfigError, DataError, EcgHpcError, WorkerFailed, user_error
 from ecg_hpc.hpc.jobenv import REQUEUE_EXIT_CODE, request_requeue
 from ecg_hpc.models import ARCHS, PRECISIONS, configure_precision
 from ecg_hpc.progress import Progress
-from ecg_hpc.rundir import atomic_write_csv, environment_info, is_done, read_run, utc_now, write_run
+from ecg_hpc.rundir import (atomic_write_csv, environment_info, is_done, read_run, record_failure, utc_now,
+                            write_run)
 from ecg_hpc.tasks import TASKS, get_task
 from ecg_hpc.train import checkpoints, distributed
 
@@ -70,8 +71,10 @@ def add_arguments(parser: argparse.ArgumentParser, job_dir_required: bool = True
     parser.add_argument("--steps-per-epoch", type=int, default=None,
                         help=f"steps per epoch (default: {DEFAULT_STEPS} unless --samples-per-patient is given)")
     parser.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate of one worker (default: 1e-3)")
-    parser.add_argument("--lr-scaling", choices=("linear", "none"), default="linear",
-                        help="scale the learning rate by the number of workers (default: linear)")
+    parser.add_argument("--lr-scaling", choices=tuple(distributed.LR_SCALING_RULES), default="linear",
+                        help="how the learning rate grows with the number of workers: linear (x workers, the "
+                             "authors'), sqrt (x sqrt(workers), gentler for Adam with many workers) or none "
+                             "(default: linear); run.json records the rule")
     parser.add_argument("--warmup-epochs", type=float, default=1.0,
                         help="epochs of linear warm-up to the scaled learning rate (default: 1)")
     parser.add_argument("--precision", default="float32", choices=PRECISIONS, help="dtype policy (default: float32)")
@@ -173,7 +176,8 @@ class _Run:
         args = self.args
         return make_dataset(self.store, args.task, self.patients, frame_size=args.frame_size,
                             batch_size=args.batch_size, seed=args.seed, epoch=epoch, rank=self.world.rank,
-                            world_size=self.world.size, steps=args.steps_per_epoch, start_step=skip_steps)
+                            world_size=self.world.size, steps=args.steps_per_epoch, start_step=skip_steps,
+                            parallel_batches=self.world.cpu_threads)
 
     # -- job directory (rank 0) ---------------------------------------------------------------------------------
     def start_record(self) -> None:
@@ -212,15 +216,13 @@ class _Run:
                          frames_per_s=statistics.median([row[-1] for row in rows]) if rows else None)
         write_run(self.job_dir, self.info)
 
-    def finish_record(self, status: str, error: str | None = None) -> None:
-        """Mark the run done or failed (``finished_at``, ``wall_time_s`` = summed epoch times), or preempted."""
+    def finish_record(self, status: str) -> None:
+        """Mark the run done (``finished_at``, ``wall_time_s`` = summed epoch times) or preempted."""
         if status == "preempted":
             self.info["attempts"][-1]["preempted_at"] = utc_now()
         else:
             self.info.update(status=status, finished_at=utc_now(),
                              wall_time_s=round(sum(self.info.get("epoch_times_s") or []), 3))
-        if error:
-            self.info["error"] = error
         write_run(self.job_dir, self.info)
 
     # -- training ---------------------------------------------------------------------------------------------
@@ -305,14 +307,19 @@ def finished(job_dir: str | Path, epochs: int) -> bool:
 
 
 def train(args: argparse.Namespace) -> str:
-    """Run (or resume) the pretraining job of ``args`` on this worker; return ``"done"`` or ``"preempted"``."""
+    """Run (or resume) the pretraining job of ``args`` on this worker; return ``"done"`` or ``"preempted"``.
+
+    Rank 0 alone reads and writes the job folder (the others learn from it whether the run is done already); a
+    worker that fails records itself in run.json (``rundir.record_failure``) before it exits.
+    """
     check_arguments(args)
-    if finished(args.job_dir, args.epochs):
-        print(f"{args.job_dir}: run.json says done with {args.epochs} epochs; nothing to do", flush=True)
-        return "done"
-    world = distributed.start()
+    world = distributed.start(shared_dir=Path(args.job_dir))
     run = _Run(args, world)
     try:
+        if distributed.broadcast_object(finished(args.job_dir, args.epochs) if world.is_chief else None):
+            if world.is_chief:
+                print(f"{args.job_dir}: run.json says done with {args.epochs} epochs; nothing to do", flush=True)
+            return "done"
         with StopFlag() as stop:
             run.build()
             if world.is_chief:
@@ -320,9 +327,13 @@ def train(args: argparse.Namespace) -> str:
             status = run.fit(stop)
             run.check_in_sync()
         if status == "preempted":
+            # Every worker exits with REQUEUE_EXIT_CODE; the TERM that srun --kill-on-bad-exit sends the others
+            # when the first one exits must not turn theirs into 143 (the sbatch script requeues on 144).
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
             if world.is_chief:
                 run.finish_record("preempted")
                 print(f"preempted by {stop.signal_name}: {request_requeue(world.job)}", flush=True)
+            distributed.barrier()  # no worker exits (ending the step) before rank 0 has asked for the requeue
             return status
         if world.is_chief:
             run.finish_record("done")
@@ -330,7 +341,12 @@ def train(args: argparse.Namespace) -> str:
         return status
     except BaseException as exc:
         if world.is_chief and run.info:
-            run.finish_record("failed", f"{type(exc).__name__}: {exc}")
+            run.info["wall_time_s"] = round(sum(run.info["epoch_times_s"] or []), 3)
+        record = record_failure(args.job_dir, "pretrain", world.rank, world.job.hostname,
+                                f"{type(exc).__name__}: {exc}", info=run.info if world.is_chief and run.info else None)
+        if record["failed_rank"] != world.rank and isinstance(exc, Exception):  # Horovod shut down by the other
+            raise WorkerFailed(f"rank {record['failed_rank']} on {record['failed_host']} failed first "
+                               f"({record['error']}); rank {world.rank} stopped with it") from exc
         raise
     finally:
         distributed.stop(world)
