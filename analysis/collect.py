@@ -5,7 +5,7 @@ pretrained init the pretraining task, arch, frame size, fraction of patients and
 and width. Fields a run.json's ``init`` lacks are taken from the pretraining run's own run.json when it can be
 found (``init.pretrain_run``), the epoch from an ``epoch_NN`` checkpoint path; a fraction still absent means all
 patients. Macro F1 and per-class F1 of a run are its run.json ``test`` values (the trainer computes them from
-``test_predictions.csv`` with the DESIGN.md rule); epochs to early stop are ``epochs_run``.
+``test_predictions.csv`` with the rule of docs/design-facts.md); epochs to early stop are ``epochs_run``.
 
 Nothing is dropped silently: failed and running runs, malformed run.json or CSVs, planned tasks of a sweep
 manifest (``*manifest*.jsonl`` with a ``job_dir`` per line) without a run.json, and ``seed_*`` folders without

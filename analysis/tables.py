@@ -111,12 +111,19 @@ def comparisons(done: pd.DataFrame, summary: pd.DataFrame, seed: int = 0,
                 resamples: int = 10_000) -> pd.DataFrame:
     """Each pretrained scenario against random init with the same fine-tune arch and width: difference of mean
     macro F1, 95 % percentile bootstrap CI (generator seeded by ``seed`` and the scenario name, so a row does
-    not change when others are added) and Welch's t-test p-value."""
+    not change when others are added) and Welch's t-test p-value. A scenario without such a baseline gets a row
+    saying so (statistics empty), never a comparison with another arch or width."""
     rows = []
     scenarios = set(summary["scenario"])
+    randoms = sorted(summary.loc[summary["init"] == "random", "scenario"])
     for r in summary[summary["init"] != "random"].itertuples():
         baseline = scenario_label({"init": "random", "arch": r.arch, "width": r.width})
-        if baseline not in scenarios:
+        if baseline not in scenarios:  # an unlike pair would compare architectures or widths, not inits: say so
+            ran = f"random init ran as {', '.join(r_.split('-> ')[-1] for r_ in randoms)}" if randoms else \
+                "no random init ran"
+            rows.append({"scenario": r.scenario, "n": r.n, "n_baseline": 0, "mean": r.macro_f1_mean,
+                         "baseline": f"not compared: no '{baseline}' runs ({ran}); fine-tune random init with "
+                                     "the same arch and width to compare"})
             continue
         a = done.loc[done["scenario"] == r.scenario, "macro_f1"].to_numpy(dtype=float)
         b = done.loc[done["scenario"] == baseline, "macro_f1"].to_numpy(dtype=float)

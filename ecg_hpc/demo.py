@@ -4,31 +4,40 @@ Stages: synthesise Icentia11k-format patients and challenge-format records; conv
 prepare the challenge arrays; pretrain (beat task) on two patient fractions with two Horovod workers through
 ``launch/pretrain.py``; plan and run the fine-tuning sweep (random init plus each pretrained checkpoint, several
 seeds) through ``launch/finetune.py``, as ``sbatch slurm/finetune_array.sh`` would; end with
-``python -m analysis.report``. Jobs go to the test SLURM when one answers (``tests/cluster/slurm.sh start``), else
-they run as local worker processes. Each stage is skipped when its output is already complete, so an interrupted
-demo resumes where it stopped.
+``python -m analysis.report``. Jobs go to the project's own test SLURM when it answers (``tests/cluster/slurm.sh
+start``; another SLURM only with ``--slurm``), else they run as local worker processes. Each stage is skipped when
+its output is already complete, so an interrupted demo resumes where it stopped. The demo names its store and runs
+in ``ecg-hpc.toml``, so ``python launch/pretrain.py`` and ``python -m analysis.report`` find them afterwards.
 
 ``--real`` runs the same fine-tuning sweep and report on real challenge records (default: the 300 records of
-``../shared/data/physionet2017-validation``) from random init and from the synthetic demo's pretrained checkpoint.
+``tests/data/physionet2017-validation``) from random init and from the synthetic demo's pretrained checkpoint.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
+import re
 import shutil
+import signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from ecg_hpc.errors import ConfigError, EcgHpcError, user_error
 from ecg_hpc.hpc.executor import slurm_available
+from ecg_hpc.hpc.partition import slurm_conf_path
+from ecg_hpc.interrupt import interrupted
+from ecg_hpc.project_config import config_path, update_config
 from ecg_hpc.rundir import is_done
 
 REPO = Path(__file__).resolve().parent.parent
-DEFAULT_REAL = REPO.parent / "shared" / "data" / "physionet2017-validation"
+TEST_CLUSTER_NAME = "ecghpc"  # ClusterName in the slurm.conf of tests/cluster/slurm.sh
+DEFAULT_REAL = REPO / "tests" / "data" / "physionet2017-validation"
 
 
 @dataclass(frozen=True)
@@ -77,8 +86,20 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--records", type=Path, default=DEFAULT_REAL,
                         help=f"challenge records for --real (default: {DEFAULT_REAL})")
     parser.add_argument("--local", action="store_true", help="never use SLURM, even when a cluster answers")
+    parser.add_argument("--slurm", action="store_true",
+                        help="submit to the SLURM cluster that answers even when it is not the project's test "
+                             "cluster (tests/cluster/slurm.sh); by default only that one is used")
     parser.add_argument("--fresh", action="store_true", help="delete WORKDIR first")
     return parser
+
+
+def is_test_cluster() -> bool:
+    """True when SLURM's configuration is the one ``tests/cluster/slurm.sh`` writes (its cluster name)."""
+    try:
+        text = slurm_conf_path().read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return False
+    return any(line.replace(" ", "") == f"ClusterName={TEST_CLUSTER_NAME}" for line in text.splitlines())
 
 
 def slurm_answers() -> bool:
@@ -95,9 +116,9 @@ def slurm_answers() -> bool:
 class Demo:
     """Runs the stages in order, printing each with its duration."""
 
-    def __init__(self, workdir: Path, scale: Scale, local: bool) -> None:
+    def __init__(self, workdir: Path, scale: Scale, local: bool, any_slurm: bool = False) -> None:
         self.w, self.s = workdir.resolve(), scale
-        self.use_slurm = not local and slurm_answers()
+        self.use_slurm = not local and (any_slurm or is_test_cluster()) and slurm_answers()
         self.cluster_args = [] if self.use_slurm else ["--local"]
         self.env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONUNBUFFERED="1")
         self.stage_no = 0
@@ -111,11 +132,33 @@ class Demo:
             return
         print("    $ " + " ".join(_shorten(c, self.w) for c in cmd), flush=True)
         start = time.monotonic()
-        proc = subprocess.run(cmd, cwd=REPO, env=self.env)
-        if proc.returncode != 0:
-            raise ConfigError(f"stage '{title}' failed (exit {proc.returncode}); fix the cause and run the demo "
+        returncode = self._stage(title, cmd)
+        if returncode != 0:
+            raise ConfigError(f"stage '{title}' failed (exit {returncode}); fix the cause and run the demo "
                               f"again: finished stages are skipped")
         print(f"    ({time.monotonic() - start:.0f} s)", flush=True)
+
+    def _stage(self, title: str, cmd: list[str]) -> int:
+        """Run one stage's command in its own session, relaying its output; on Ctrl-C stop it as a terminal would
+        (SIGINT to its process group), cancel a SLURM job it submitted, drop its output and raise DemoInterrupted."""
+        proc = subprocess.Popen(cmd, cwd=REPO, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                text=True, errors="replace", start_new_session=True)
+        relay = _Relay(proc)
+        try:
+            return proc.wait()
+        except KeyboardInterrupt:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the stop short
+            relay.silence()
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGINT)
+            proc.wait()
+            cancelled = ""
+            if relay.slurm_job:
+                subprocess.run(["scancel", relay.slurm_job], capture_output=True, timeout=60)
+                cancelled = f", its SLURM job {relay.slurm_job} cancelled"
+            raise DemoInterrupted(f"stage [{self.stage_no}] {title}{cancelled}") from None
+        finally:
+            relay.join()
 
     def data(self, module: str, *args: str) -> list[str]:
         """Command line of ``python -m MODULE ARGS``."""
@@ -176,6 +219,36 @@ class Demo:
         self.run("report", self.data("analysis.report", "--runs", str(runs), "--out", str(out), "--quiet"))
 
 
+class DemoInterrupted(Exception):
+    """Ctrl-C stopped the demo; the message names the stage."""
+
+
+class _Relay:
+    """Copies a stage's output to ours line by line until silenced; notes the id of a SLURM job it submits."""
+
+    def __init__(self, proc: subprocess.Popen) -> None:
+        self.slurm_job: str | None = None
+        self._silent = threading.Event()
+        self._thread = threading.Thread(target=self._copy, args=(proc,), daemon=True)
+        self._thread.start()
+
+    def _copy(self, proc: subprocess.Popen) -> None:
+        for line in proc.stdout:
+            found = re.match(r"submitted slurm job (\d+)", line)
+            self.slurm_job = found.group(1) if found else self.slurm_job
+            if not self._silent.is_set():
+                sys.stdout.write(line)
+                sys.stdout.flush()
+
+    def silence(self) -> None:
+        """Drop the rest of the output (what a stopped stage prints about stopping)."""
+        self._silent.set()
+
+    def join(self) -> None:
+        """Wait until the output has been copied (a stage's background workers may hold it open a little longer)."""
+        self._thread.join(timeout=60)
+
+
 def _shorten(arg: str, workdir: Path) -> str:
     return arg.replace(str(workdir), "WORKDIR").replace(sys.executable, "python").replace(str(REPO) + "/", "")
 
@@ -187,10 +260,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.fresh and args.workdir.exists():
             shutil.rmtree(args.workdir)
-        demo = Demo(args.workdir, SCALES[args.scale], args.local)
+        demo = Demo(args.workdir, SCALES[args.scale], args.local, args.slurm)
         print(f"ecg-hpc demo ({args.scale}) in {demo.w}; jobs run on "
               f"{'the SLURM cluster' if demo.use_slurm else 'this machine (local worker processes)'}", flush=True)
         demo.synthetic_inputs()
+        update_config({"store": demo.w / "store"})
         pretrained = demo.pretrain()
         if args.real:
             if not (args.records / "REFERENCE.csv").is_file():
@@ -204,11 +278,18 @@ def main(argv: list[str] | None = None) -> int:
             npz = demo.w / "challenge.npz"
             demo.challenge(None, npz)
             demo.finetune(npz, pretrained, demo.w / "runs" / "finetune")
+            update_config({"runs": demo.w / "runs"})
             demo.report(demo.w / "runs", demo.w / "reports")
             out = demo.w / "reports"
     except EcgHpcError as exc:
         return user_error(exc)
-    print(f"\ndemo finished in {time.monotonic() - started:.0f} s; report and figures in {out}", flush=True)
+    except (KeyboardInterrupt, DemoInterrupted) as exc:
+        stage = f" during {exc}" if isinstance(exc, DemoInterrupted) else ""
+        return interrupted(f"interrupted: the demo stopped{stage}; finished stages are kept in {args.workdir}; run "
+                           "it again (make demo) to resume from there")
+    print(f"\ndemo finished in {time.monotonic() - started:.0f} s; report and figures in {out}\n"
+          f"{config_path().name} now names its store and runs: `python launch/pretrain.py --dry-run` and "
+          "`python -m analysis.report` use them (activate the venv first: source .venv/bin/activate)", flush=True)
     return 0
 
 

@@ -19,6 +19,10 @@ class WorkerFailed(EcgHpcError):
     """Another worker of the same job failed first and this one stopped with it (the message names the first)."""
 
 
+class StorageError(EcgHpcError, OSError):
+    """A folder cannot be written: full, over quota, read-only or not permitted (the message names it and the fix)."""
+
+
 def user_error(exc: EcgHpcError) -> int:
     """Print ``exc`` as one ``error:`` line on stderr and return the exit status CLIs use for it (2)."""
     print(f"error: {exc}", file=sys.stderr, flush=True)

@@ -1,4 +1,5 @@
-"""Shared pytest fixtures: the project's real single-node and two-node SLURM, quiet TensorFlow, the shared data."""
+"""Shared pytest fixtures: the project's real single-node and two-node SLURM, quiet TensorFlow, the real records in
+tests/data."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")  # see ecg_hpc/__init__.py
 
 ROOT = Path(__file__).resolve().parent.parent
-SHARED_DATA = ROOT.parent / "shared" / "data"
+REAL_DATA = ROOT / "tests" / "data"
 SLURM_SCRIPT = ROOT / "tests" / "cluster" / "slurm.sh"
 MULTINODE_SCRIPT = ROOT / "tests" / "cluster" / "multinode.sh"
 
@@ -54,11 +55,9 @@ def _cluster_running() -> bool:
 
 
 @pytest.fixture(scope="session")
-def shared_data() -> Path:
-    """``../shared/data`` beside the repository (real PhysioNet records), which tests read only."""
-    if not SHARED_DATA.is_dir():
-        pytest.fail(f"{SHARED_DATA} is missing: clone the project with ../shared beside it")
-    return SHARED_DATA
+def real_data() -> Path:
+    """``tests/data``: the real PhysioNet records kept in the repository (see its README), which tests read only."""
+    return REAL_DATA
 
 
 @pytest.fixture(scope="session")

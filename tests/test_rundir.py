@@ -52,6 +52,10 @@ def test_the_first_failed_worker_is_recorded(tmp_path: Path) -> None:
                                                                                      "status": "running", "seed": 4})
     info = rundir.read_run(tmp_path)
     assert (info["status"], info["failed_rank"], info["seed"]) == ("failed", 0, 4) and "epochs_done" not in info
+    # a done run keeps its results
+    rundir.write_run(tmp_path, {"kind": "pretrain", "status": "done"})
+    assert rundir.record_failure(tmp_path, "pretrain", 1, "node2", "late")["status"] == "done"
+    assert rundir.read_run(tmp_path) == {"kind": "pretrain", "status": "done"}
 
 
 def test_csv_and_environment_info(tmp_path: Path) -> None:

@@ -7,7 +7,7 @@
 #
 # State, spool, logs and PID files live under one folder, ECG_HPC_SLURM_DIR (default /tmp/ecg-hpc-slurm).
 # Configuration goes to /etc/slurm (where the client commands look). Needs root; settings and pitfalls:
-# ../shared/SLURM-TESTING.md. Slurm 22.05 (Debian 12).
+# docs/design-facts.md, "The single-node test SLURM". Slurm 22.05 (Debian 12).
 set -euo pipefail
 
 BASE="${ECG_HPC_SLURM_DIR:-/tmp/ecg-hpc-slurm}"
