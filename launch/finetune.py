@@ -25,10 +25,13 @@ if __name__ == "__main__":  # before the imports: Ctrl-C and a Python without th
     exit_quietly_on_interrupt("interrupted: nothing was submitted")
     exit_unless_installed(("numpy", "submitit", "tensorflow"))
 
+import submitit  # noqa: E402
+
 from ecg_hpc.errors import ConfigError, EcgHpcError, user_error  # noqa: E402
 from ecg_hpc.hpc import sweep  # noqa: E402
 from ecg_hpc.hpc.executor import (ModuleJob, add_cluster_arguments, check_cluster_text,  # noqa: E402
                                   describe_dry_run, interrupt_local_job, job_log, make_executor, submit_jobs)
+from ecg_hpc.hpc.pending import stuck_message, stuck_reason  # noqa: E402
 from ecg_hpc.hpc.sweep_progress import progress_line  # noqa: E402
 from ecg_hpc.interrupt import children_ignore_interrupt, interrupt_raises, interrupted  # noqa: E402
 from ecg_hpc.rundir import writing  # noqa: E402
@@ -66,6 +69,10 @@ def _wait(jobs: list, tasks: list[sweep.Task], poll_s: float = 2.0, every_s: flo
     last_line, last_time = "", 0.0
     while True:
         finished = all(j.done() for j in jobs)
+        if not finished and isinstance(jobs[0], submitit.SlurmJob) and time.monotonic() - last_time >= every_s:
+            reason = stuck_reason(str(jobs[0].job_id))
+            if reason:
+                raise ConfigError(stuck_message(str(jobs[0].job_id).split("_")[0], reason))
         line = progress_line(tasks, logs)
         if line != last_line and (finished or time.monotonic() - last_time >= every_s):
             print(line, flush=True)
@@ -110,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
                       f"{len(jobs)} {executor.cluster} job(s){limit}; the first one:")
                 print(describe_dry_run(executor, jobs[0]))
                 return 0
-            with children_ignore_interrupt():  # local workers handle Ctrl-C themselves; submitit's controller must not
+            with children_ignore_interrupt():  # local workers handle Ctrl-C; submitit's controller must not
                 submitted = submit_jobs(executor, jobs, array=True)
     except EcgHpcError as exc:
         return user_error(exc)
@@ -123,6 +130,8 @@ def main(argv: list[str] | None = None) -> int:
             _wait(submitted, planned)
         except KeyboardInterrupt:
             return _stopped(executor.cluster, submitted, manifest, job_id)
+        except EcgHpcError as exc:  # pending for good
+            return user_error(exc)
         failed = [t for t in sweep.read_manifest(manifest) if t.index in todo and sweep.task_status(t) != "done"]
         print(sweep.summarize(sweep.read_manifest(manifest)))
         for task in failed:

@@ -16,6 +16,7 @@ the labels of a frame with one ``searchsorted`` (``position * 8`` bounds) and re
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -219,12 +220,78 @@ def write_manifest(store: str | os.PathLike[str]) -> Path:
 
 
 def read_meta(store: str | os.PathLike[str], patient_id: int) -> dict[str, Any]:
-    """The meta record of one converted patient."""
+    """The meta record of one converted patient, checked to list every file with its dtype, shape and size."""
     path = patient_dir(store, patient_id) / "meta.json"
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        meta = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as exc:
         raise DataError(f"{path}: cannot read patient meta ({exc})") from None
+    files = meta.get("files") if isinstance(meta, dict) else None
+    missing = [n for n in _FILES if not isinstance(files, dict) or not isinstance(files.get(n), dict)
+               or not {"dtype", "shape", "bytes"} <= set(files[n])]
+    if missing or not {"n_segments", "segment_len", "scale"} <= set(meta):
+        what = ", ".join(missing) or "n_segments/segment_len/scale"
+        raise DataError(f"{path}: not a patient meta record (no dtype/shape/bytes of {what}); delete the patient "
+                        "folder and re-run convert-icentia")
+    return meta
+
+
+def check_manifest(store: str | os.PathLike[str]) -> None:
+    """DataError naming ``manifest.json`` when it is not this project's store format and version (a store being
+    converted may not have one yet)."""
+    path = Path(store) / MANIFEST
+    if not path.is_file():
+        return
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+        found = (manifest.get("format"), manifest.get("version"))
+    except (OSError, ValueError, AttributeError) as exc:
+        raise DataError(f"{path}: not a store manifest ({type(exc).__name__}); rewrite it with "
+                        "`python -m ecg_hpc.data convert-icentia --manifest-only` on this store") from None
+    if found != (STORE_FORMAT, STORE_VERSION):
+        raise DataError(f"{path}: format {found[0]!r} version {found[1]!r}, this code reads {STORE_FORMAT!r} "
+                        f"version {STORE_VERSION}; convert the data again with this version")
+
+
+def file_sizes(store: str | os.PathLike[str], patient_ids: Sequence[int]) -> dict[int, dict[str, int]]:
+    """The current size of every file of ``patient_ids`` (-1 for a missing one): cheap to take every epoch."""
+    sizes = {}
+    for pid in patient_ids:
+        folder = patient_dir(store, pid)
+        sizes[int(pid)] = {}
+        for name in _FILES:
+            try:
+                sizes[int(pid)][name] = (folder / name).stat().st_size
+            except OSError:
+                sizes[int(pid)][name] = -1
+    return sizes
+
+
+def check_sizes(store: "Store", patient_ids: Sequence[int]) -> None:
+    """DataError naming the first file of ``patient_ids`` whose size differs from its meta record (a file
+    truncated or replaced under a running job; found before a memory map of it could fault)."""
+    metas = store.metas(patient_ids)
+    for pid, sizes in file_sizes(store.path, patient_ids).items():
+        for name, size in sizes.items():
+            expected = int(metas[pid]["files"][name]["bytes"])
+            if size != expected:
+                raise DataError(f"{patient_dir(store.path, pid) / name}: {size} bytes, meta.json says {expected}: "
+                                "the store changed under this run; restore it, or convert the patient again and "
+                                "start a new run")
+
+
+def patients_fingerprint(store: "Store", patient_ids: Sequence[int]) -> dict[str, Any]:
+    """What a run records of the patients it trains on: their ids and one sha256 over each file's recorded
+    checksum and current size, so a resumed run can tell a changed patient set or changed files (cheaply: the
+    files are stat'ed, not read)."""
+    metas = store.metas(patient_ids)
+    sizes = file_sizes(store.path, patient_ids)
+    digest = hashlib.sha256()
+    for pid in sorted(int(p) for p in patient_ids):
+        for name in _FILES:
+            digest.update(f"{pid}/{name}:{metas[pid]['files'][name].get('sha256')}:{sizes[pid][name]};".encode())
+    return {"path": str(store.path.resolve()), "n_patients": len(patient_ids),
+            "patients": sorted(int(p) for p in patient_ids), "files_sha256": digest.hexdigest()}
 
 
 def verify_patient(store: str | os.PathLike[str], patient_id: int) -> None:
@@ -268,6 +335,7 @@ class Store:
         if not (self.path / PATIENTS_DIR).is_dir():
             raise DataError(f"{self.path}: not an Icentia11k store (no '{PATIENTS_DIR}/' folder); "
                             f"create one with `python -m ecg_hpc.data convert-icentia`")
+        check_manifest(self.path)
         self._cache: dict[int, StorePatient] = {}
 
     @cached_property

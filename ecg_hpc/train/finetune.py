@@ -26,7 +26,7 @@ import traceback
 from pathlib import Path
 from typing import Any, Iterator
 
-from ecg_hpc.errors import ConfigError, EcgHpcError, user_error
+from ecg_hpc.errors import ConfigError, EcgHpcError, report_native_crashes, user_error
 from ecg_hpc.options import check_number, check_seed, check_text
 from ecg_hpc.rundir import environment_info, is_done, read_run, utc_now, write_run, writing
 from ecg_hpc.train.init_source import DEFAULT_ARCH, RANDOM, describe_init, require_checkpoint, scenario_name
@@ -175,10 +175,9 @@ def _train(config: FinetuneConfig, init: dict[str, Any], arch: str, width: float
     x_va, y_va, _ = sets["val"]
     monitor = ValidationMonitor(x_va, y_va, classes, config.batch_size, config.val_metric, job_dir / HISTORY)
     stopper = tf.keras.callbacks.EarlyStopping(monitor="val_loss", patience=config.patience)
-    guard = TerminateOnNonFinite()
+    guard = TerminateOnNonFinite()  # after the monitor, which logs the val_loss that it and the stopper read
     fit = model.fit(x_tr, one_hot(y_tr, len(classes)).astype(np.float32), batch_size=config.batch_size,
-                    epochs=config.epochs, shuffle=True, verbose=2, callbacks=[guard, monitor, stopper],
-                    validation_data=(x_va, one_hot(y_va, len(classes)).astype(np.float32)))
+                    epochs=config.epochs, shuffle=True, verbose=2, callbacks=[monitor, guard, stopper])
     guard.raise_if_stopped()
     model.set_weights(monitor.best_weights)
 
@@ -288,6 +287,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Parse ``argv``, run, and turn user errors into one line and exit status 2."""
     args = build_parser().parse_args(argv)
+    report_native_crashes()
     try:
         finetune(config_from_args(args))
     except JobDirBusy as exc:  # the run is in progress elsewhere: nothing to do here

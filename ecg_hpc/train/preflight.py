@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 from ecg_hpc.errors import ConfigError
+from ecg_hpc.rundir import writing
 
 SHARED_WAIT_ENV = "ECG_HPC_SHARED_DIR_WAIT_S"  # how long ranks > 0 wait for rank 0's token (default 30 s)
 DEFAULT_SHARED_WAIT_S = 30.0
@@ -68,9 +69,10 @@ def shared_token(folder: Path, job_id: str | None, restart_count: int) -> Path:
 
 def write_shared_token(folder: Path, job_id: str | None, restart_count: int, hostname: str) -> Path:
     """Rank 0: create the job folder and put this start's token in it; return the token's path."""
-    folder.mkdir(parents=True, exist_ok=True)
     token = shared_token(folder, job_id, restart_count)
-    token.write_text(f"{hostname}\n", encoding="utf-8")
+    with writing(folder):  # a read-only or full job folder is one line
+        folder.mkdir(parents=True, exist_ok=True)
+        token.write_text(f"{hostname}\n", encoding="utf-8")
     return token
 
 
