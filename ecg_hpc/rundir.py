@@ -13,7 +13,8 @@ name in the same folder, then renamed), so a reader never sees half a file.
 
 Pretraining runs (``runs/pretrain/<name>/``) add ``task``, ``arch``, ``frame_size``, ``frac``, ``epochs``,
 ``epochs_done``, ``world_size``, ``hosts``, ``horovod`` (lr scaling and warm-up), ``epoch_times_s`` and
-``sampler`` (``{"sampler": "uniform"}`` or the pool's options with ``memory_bound_bytes`` per worker); their
+``sampler`` (``{"sampler": "uniform"}`` or the pool's options with ``memory_bound_bytes`` per worker) and ``store``
+(its path and the manifest's ``per_patient`` store/source bytes and conversion CPU seconds); their
 checkpoints are ``epoch_NN/`` folders (NN from 01) and ``history.csv`` has one row per epoch.
 
 Fine-tuning runs (``runs/finetune/<scenario>/seed_S/``) add:

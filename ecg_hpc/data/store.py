@@ -319,17 +319,23 @@ class Store:
                             beats=arrays["beats.npy"], rhythms=arrays["rhythms.npy"],
                             offsets=np.asarray(arrays["offsets.npy"]))
 
+    def manifest(self) -> dict[str, Any]:
+        """``manifest.json`` (empty when there is none); DataError naming it when it is corrupt."""
+        path = self.path / MANIFEST
+        if not path.is_file():
+            return {}
+        try:
+            manifest = json.loads(path.read_text(encoding="utf-8"))
+            for m in manifest["patients"]:
+                int(m["patient_id"])
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise DataError(f"{path}: corrupt store manifest ({type(exc).__name__}: {exc}); rewrite it with "
+                            f"`python -m ecg_hpc.data convert-icentia --manifest-only --dst {self.path}`") from None
+        return manifest
+
     def metas(self, patient_ids: Sequence[int]) -> dict[int, dict[str, Any]]:
         """Meta records of ``patient_ids``: from ``manifest.json`` (one read) where it lists them, else meta.json."""
-        listed = {}
-        path = self.path / MANIFEST
-        if path.is_file():
-            try:
-                manifest = json.loads(path.read_text(encoding="utf-8"))
-                listed = {int(m["patient_id"]): m for m in manifest["patients"]}
-            except (OSError, ValueError, KeyError, TypeError) as exc:
-                raise DataError(f"{path}: corrupt store manifest ({type(exc).__name__}: {exc}); rewrite it with "
-                                f"`python -m ecg_hpc.data convert-icentia` on the same --dst, or delete it") from None
+        listed = {int(m["patient_id"]): m for m in self.manifest().get("patients", [])}
         out = {}
         for pid in map(int, patient_ids):
             if not patient_dir(self.path, pid).is_dir():

@@ -239,6 +239,7 @@ class _Run:
             "epoch_times_s": [], "frames_per_s": None,
             "sampler": (pool_options(self.args).record() if self.args.sampler == "pool"
                         else {"sampler": "uniform"}),
+            "store": {"path": str(self.args.store), "per_patient": self.store.manifest().get("per_patient")},
             "attempts": previous.get("attempts", []) + [attempt],
         }
         self.write_history()
