@@ -76,7 +76,8 @@ def comparisons(data: pd.DataFrame) -> Table:
              num(r["mean_baseline"]), "" if is_missing(r["diff"]) else f"{float(r['diff']):+.3f}",
              "" if is_missing(r["ci_low"]) else f"[{r['ci_low']:+.3f}, {r['ci_high']:+.3f}]", p_value(r["p_value"])]
             for r in data.to_dict("records")]
-    return Table("comparisons", "Pretrained vs random init (same fine-tune arch and width): difference of mean macro F1",
+    return Table("comparisons",
+                 "Pretrained vs random init (same fine-tune arch and width): difference of mean macro F1",
                  "95% percentile bootstrap CI (seeded) and Welch's t-test; both need two runs per group.",
                  data, headers, rows)
 

@@ -212,7 +212,7 @@ class Demo:
                   "--pretrain", *map(str, pretrain_runs), "--width", str(s.width), "--seeds",
                   ",".join(map(str, s.seeds)), "--epochs", str(s.finetune_epochs), "--patience", str(s.patience),
                   "--batch-size", str(s.finetune_batch), "--val-size", str(s.val_size),
-                  "--sweep-dir", str(sweep_dir), "--time", "60", "--follow"])
+                  "--sweep-dir", str(sweep_dir), "--time", "60", "--cpus-per-task", "1", "--follow"])
 
     def report(self, runs: Path, out: Path) -> None:
         """The paper's tables and figures from the run directories."""

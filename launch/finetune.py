@@ -25,12 +25,16 @@ if __name__ == "__main__":  # before the imports: Ctrl-C and a Python without th
     exit_quietly_on_interrupt("interrupted: nothing was submitted")
     exit_unless_installed(("numpy", "submitit", "tensorflow"))
 
+import submitit  # noqa: E402
+
 from ecg_hpc.errors import ConfigError, EcgHpcError, user_error  # noqa: E402
 from ecg_hpc.hpc import sweep  # noqa: E402
-from ecg_hpc.hpc.executor import (ModuleJob, add_cluster_arguments, describe_dry_run,  # noqa: E402
-                                  interrupt_local_job, job_log, make_executor, submit_jobs)
+from ecg_hpc.hpc.executor import (ModuleJob, add_cluster_arguments, check_cluster_text,  # noqa: E402
+                                  describe_dry_run, interrupt_local_job, job_log, make_executor, submit_jobs)
+from ecg_hpc.hpc.pending import stuck_message, stuck_reason  # noqa: E402
 from ecg_hpc.hpc.sweep_progress import progress_line  # noqa: E402
 from ecg_hpc.interrupt import children_ignore_interrupt, interrupt_raises, interrupted  # noqa: E402
+from ecg_hpc.rundir import writing  # noqa: E402
 
 RUNNER = "ecg_hpc.hpc.sweep"
 DEFAULT_TIME = "04:00:00"
@@ -65,6 +69,10 @@ def _wait(jobs: list, tasks: list[sweep.Task], poll_s: float = 2.0, every_s: flo
     last_line, last_time = "", 0.0
     while True:
         finished = all(j.done() for j in jobs)
+        if not finished and isinstance(jobs[0], submitit.SlurmJob) and time.monotonic() - last_time >= every_s:
+            reason = stuck_reason(str(jobs[0].job_id))
+            if reason:
+                raise ConfigError(stuck_message(str(jobs[0].job_id).split("_")[0], reason))
         line = progress_line(tasks, logs)
         if line != last_line and (finished or time.monotonic() - last_time >= every_s):
             print(line, flush=True)
@@ -90,6 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     """Plan the sweep, then submit (or describe) its pending tasks."""
     args = build_parser().parse_args(argv)
     try:
+        check_cluster_text(args)  # before the manifest is written
         if args.max_parallel is not None and args.max_parallel < 1:
             raise ConfigError(f"--max-parallel {args.max_parallel}: must be at least 1")
         manifest, tasks, planned = sweep.plan_from_args(args, write=not args.dry_run)
@@ -98,17 +107,18 @@ def main(argv: list[str] | None = None) -> int:
         if not todo:
             print("nothing to run: every planned task is done")
             return 0
-        executor = make_executor(args, manifest.parent / "logs", job_name="finetune", tasks_per_node=1,
-                                 array_parallelism=args.max_parallel, array_task=True)
-        jobs = task_jobs(manifest, todo, local=executor.cluster == "local")
-        if args.dry_run:
-            limit = f", at most {args.max_parallel} at once" if args.max_parallel else ""
-            print(f"dry run: the manifest is not written; would run {len(todo)} task(s), indices {todo}, as "
-                  f"{len(jobs)} {executor.cluster} job(s){limit}; the first one:")
-            print(describe_dry_run(executor, jobs[0]))
-            return 0
-        with children_ignore_interrupt():  # local workers handle Ctrl-C themselves; submitit's controller must not
-            submitted = submit_jobs(executor, jobs, array=True)
+        with writing(manifest.parent):  # submitit creates the log folder
+            executor = make_executor(args, manifest.parent / "logs", job_name="finetune", tasks_per_node=1,
+                                     array_parallelism=args.max_parallel, array_task=True)
+            jobs = task_jobs(manifest, todo, local=executor.cluster == "local")
+            if args.dry_run:
+                limit = f", at most {args.max_parallel} at once" if args.max_parallel else ""
+                print(f"dry run: the manifest is not written; would run {len(todo)} task(s), indices {todo}, as "
+                      f"{len(jobs)} {executor.cluster} job(s){limit}; the first one:")
+                print(describe_dry_run(executor, jobs[0]))
+                return 0
+            with children_ignore_interrupt():  # local workers handle Ctrl-C; submitit's controller must not
+                submitted = submit_jobs(executor, jobs, array=True)
     except EcgHpcError as exc:
         return user_error(exc)
     interrupt_raises()
@@ -120,6 +130,8 @@ def main(argv: list[str] | None = None) -> int:
             _wait(submitted, planned)
         except KeyboardInterrupt:
             return _stopped(executor.cluster, submitted, manifest, job_id)
+        except EcgHpcError as exc:  # pending for good
+            return user_error(exc)
         failed = [t for t in sweep.read_manifest(manifest) if t.index in todo and sweep.task_status(t) != "done"]
         print(sweep.summarize(sweep.read_manifest(manifest)))
         for task in failed:

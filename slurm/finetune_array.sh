@@ -16,7 +16,7 @@
 # Options on the sbatch command line override the lines below. Submit from the repository root: the paths here are
 # relative to it. A task whose run.json says done exits at once, so submitting again runs only what is missing or
 # failed; an index past the end of the manifest exits cleanly with a message. A container: ECG_HPC_IMAGE=FILE.sif;
-# another interpreter: ECG_HPC_PYTHON (default python3, which must have the project's packages).
+# another interpreter: ECG_HPC_PYTHON (default: the checkout's .venv/bin/python when there is one, else python3).
 #
 #SBATCH --job-name=ecg-finetune
 #SBATCH --array=0-19
@@ -36,8 +36,12 @@ if [ -z "${SLURM_ARRAY_TASK_ID:-}" ]; then
 fi
 if [ -n "${ECG_HPC_IMAGE:-}" ]; then
     PYTHON=(apptainer exec --nv "$ECG_HPC_IMAGE" python3)
+elif [ -n "${ECG_HPC_PYTHON:-}" ]; then
+    PYTHON=("$ECG_HPC_PYTHON")
+elif [ -x .venv/bin/python ]; then  # the project's venv (make setup), even when the shell has not activated it
+    PYTHON=(.venv/bin/python)
 else
-    PYTHON=("${ECG_HPC_PYTHON:-python3}")
+    PYTHON=(python3)
 fi
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 

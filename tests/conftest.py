@@ -12,7 +12,6 @@ from typing import Iterator
 import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")  # see ecg_hpc/__init__.py
 
 ROOT = Path(__file__).resolve().parent.parent
 REAL_DATA = ROOT / "tests" / "data"
@@ -66,7 +65,6 @@ def slurm_cluster() -> Iterator[SlurmCluster]:
 
     Under CI a cluster that cannot start fails the test run; elsewhere the SLURM tests are skipped with the reason.
     """
-    state_dir = Path(os.environ.get("ECG_HPC_SLURM_DIR", "/tmp/ecg-hpc-slurm"))
     started = False
     if not _cluster_running():
         if os.geteuid() != 0 and not _in_ci():
@@ -78,7 +76,8 @@ def slurm_cluster() -> Iterator[SlurmCluster]:
                 pytest.fail(message)
             pytest.skip(message)
         started = True
-    yield SlurmCluster(partition="debug", state_dir=state_dir)
+    state_dir = subprocess.run([str(SLURM_SCRIPT), "state-dir"], capture_output=True, text=True).stdout.strip()
+    yield SlurmCluster(partition="debug", state_dir=Path(state_dir))
     if started and not os.environ.get("ECG_HPC_KEEP_SLURM"):
         subprocess.run([str(SLURM_SCRIPT), "stop"], capture_output=True)
 

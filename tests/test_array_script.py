@@ -33,19 +33,20 @@ def test_overrides_only_what_the_partition_cannot_run() -> None:
 
 def test_default_sweep_from_the_repository_root(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(REPO)
-    monkeypatch.setenv("PATH", f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setenv("PATH", f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")  # activated
     line = sbatch_line(REPO / "runs" / "finetune" / "manifest.jsonl", 20, None, GPU_NODE)
     assert line == "sbatch --array=0-19 slurm/finetune_array.sh"
 
 
+@pytest.mark.skipif(not (REPO / ".venv" / "bin" / "python").exists(), reason="needs the project's .venv")
 def test_other_sweep_folder_throttle_and_cpu_partition(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(REPO)
-    monkeypatch.setenv("PATH", "/usr/bin:/bin")  # python3 there is not this interpreter: the line names it
+    monkeypatch.setenv("PATH", "/usr/bin:/bin")  # not activated: the script still picks ./.venv
     manifest = tmp_path / "sweep" / "manifest.jsonl"
     line = sbatch_line(manifest, 6, 2, CPU_NODE)
-    assert line == (f"ECG_HPC_MANIFEST={manifest} ECG_HPC_PYTHON={sys.executable} sbatch --array=0-5%2 "
-                    f"--output={manifest.parent}/slurm-%A_%a.out --gres=none --cpus-per-task=2 "
-                    "slurm/finetune_array.sh")
-    monkeypatch.chdir(tmp_path)  # typed elsewhere: paths relative to where it is typed
-    assert sbatch_line(manifest, 6, None, None).endswith(
-        "sbatch --array=0-5 --output=sweep/slurm-%A_%a.out " + str(ARRAY_SCRIPT))
+    assert line == (f"ECG_HPC_MANIFEST={manifest} sbatch --array=0-5%2 --output={manifest.parent}/slurm-%A_%a.out "
+                    "--gres=none --cpus-per-task=2 slurm/finetune_array.sh")
+    monkeypatch.chdir(tmp_path)  # typed elsewhere (no .venv, python3 not this one): relative paths, the interpreter
+    assert sbatch_line(manifest, 6, None, None) == (
+        f"ECG_HPC_MANIFEST=sweep/manifest.jsonl ECG_HPC_PYTHON={sys.executable} sbatch --array=0-5 "
+        f"--output=sweep/slurm-%A_%a.out {ARRAY_SCRIPT}")

@@ -1,4 +1,4 @@
-"""The project stands alone: its real-data tests pass from a clone with nothing beside it, and nothing reads ../shared."""
+"""The project stands alone: its real-data tests pass from a clone with nothing beside it; nothing reads ../shared."""
 
 from __future__ import annotations
 

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 from ecg_hpc.data import icentia11k, icentia_wfdb, store
-from ecg_hpc.errors import ConfigError, DataError
+from ecg_hpc.errors import ConfigError, DataError, StorageError
 from ecg_hpc.progress import Progress
 
 FORMATS = ("auto", "pkl", "npy", "wfdb")
@@ -167,13 +167,19 @@ def convert(src: str | os.PathLike[str], dst: str | os.PathLike[str], fmt: str =
     todo = [pid for pid in mine if pid not in done]
     progress = Progress(len(todo), f"convert-icentia {fmt} -> {dst}", unit="patients") if show_progress else None
     jobs = [(fmt, available[pid], dst, pid) for pid in todo]
-    for pid, error, nbytes in _map(_convert_one, jobs, workers):
-        if error is None:
-            summary.converted.append(pid)
-        else:
-            summary.failed[pid] = error
-        if progress:
-            progress.update(nbytes=nbytes)
+    try:
+        for pid, error, nbytes in _map(_convert_one, jobs, workers):
+            if error is None:
+                summary.converted.append(pid)
+            else:
+                summary.failed[pid] = error
+            if progress:
+                progress.update(nbytes=nbytes)
+    except StorageError as exc:  # a full or read-only store: every further patient would fail the same way
+        if manifest:
+            _try_manifest(dst)
+        raise StorageError(f"{exc} ({len(summary.converted)} patients converted before; a re-run continues "
+                           "after the last complete one)") from None
     if manifest and dst.is_dir():
         store.write_manifest(dst)
     summary.total_in_store = len(store.done_patients(dst))
@@ -183,6 +189,15 @@ def convert(src: str | os.PathLike[str], dst: str | os.PathLike[str], fmt: str =
                         f"{'; ...' if len(summary.failed) > 5 else ''}); {len(summary.converted)} converted; "
                         f"re-run to retry failed conversions, delete corrupt patient folders to redo them")
     return summary
+
+
+def _try_manifest(dst: Path) -> None:
+    """Rewrite the manifest of the complete patients where the store still takes that small file."""
+    try:
+        if dst.is_dir():
+            store.write_manifest(dst)
+    except StorageError:
+        pass
 
 
 def _map(fn, jobs: list[tuple], workers: int) -> Iterable[tuple[int, str | None, int]]:

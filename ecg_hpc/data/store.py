@@ -31,7 +31,7 @@ import numpy as np
 
 from ecg_hpc.data.icentia11k import Labels
 from ecg_hpc.errors import DataError
-from ecg_hpc.rundir import atomic_dir, atomic_write_json, utc_now
+from ecg_hpc.rundir import atomic_dir, atomic_write_json, check_free_space, file_sha256, utc_now
 
 STORE_FORMAT = "ecg-hpc-icentia11k-store"
 STORE_VERSION = 1
@@ -161,18 +161,28 @@ def write_patient(store: str | os.PathLike[str], patient_id: int, signal: np.nda
               "offsets.npy": np.stack([beat_off, rhythm_off])}
     final = patient_dir(store, patient_id)
     with atomic_dir(final, prefix=f".tmp-{int(patient_id):05d}-") as tmp:
+        check_free_space(tmp, sum(a.nbytes for a in arrays.values()))
         files = {}
         for name, array in arrays.items():
             path = tmp / name
-            np.save(path, np.ascontiguousarray(array), allow_pickle=False)
+            _save_npy(path, array)
             files[name] = {"dtype": str(array.dtype), "shape": list(array.shape), "bytes": path.stat().st_size,
-                           "offset": npy_data_offset(path), "sha256": _sha256(path)}
+                           "offset": npy_data_offset(path), "sha256": file_sha256(path)}
         meta = {"patient_id": int(patient_id), "n_segments": int(n_segments), "segment_len": int(segment_len),
                 "signal_dtype": str(values.dtype), "scale": scale, "n_beats": int(beat_packed.size),
                 "n_rhythms": int(rhythm_packed.size), "files": files, "source": source, "converted_at": utc_now(),
                 "write_cpu_s": round(time.process_time() - began, 3)}
         atomic_write_json(tmp / "meta.json", meta)
     return meta
+
+
+def _save_npy(path: Path, array: np.ndarray) -> None:
+    """``np.save`` (format 1.0, C order) through Python's file object, so that a full disk raises OSError ENOSPC
+    (numpy's own ``tofile`` says only "N requested and M written", with no error number)."""
+    array = np.ascontiguousarray(array)
+    with open(path, "wb") as fh:
+        np.lib.format.write_array_header_1_0(fh, np.lib.format.header_data_from_array_1_0(array))
+        fh.write(memoryview(array.reshape(-1)).cast("B"))
 
 
 def npy_data_offset(path: str | os.PathLike[str]) -> int:
@@ -195,14 +205,6 @@ def remove_stale_temps(store: str | os.PathLike[str], patient_id: int) -> None:
     if parent.is_dir():
         for entry in parent.glob(f".tmp-{int(patient_id):05d}-*"):
             shutil.rmtree(entry, ignore_errors=True)
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 22), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def done_patients(store: str | os.PathLike[str]) -> list[int]:
@@ -232,12 +234,84 @@ def _per_patient(metas: list[dict[str, Any]]) -> dict[str, float | None]:
 
 
 def read_meta(store: str | os.PathLike[str], patient_id: int) -> dict[str, Any]:
-    """The meta record of one converted patient."""
+    """The meta record of one converted patient, checked to list every file with its dtype, shape and size."""
     path = patient_dir(store, patient_id) / "meta.json"
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        meta = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as exc:
         raise DataError(f"{path}: cannot read patient meta ({exc})") from None
+    files = meta.get("files") if isinstance(meta, dict) else None
+    missing = [n for n in _FILES if not isinstance(files, dict) or not isinstance(files.get(n), dict)
+               or not {"dtype", "shape", "bytes"} <= set(files[n])]
+    if missing or not {"n_segments", "segment_len", "scale"} <= set(meta):
+        what = ", ".join(missing) or "n_segments/segment_len/scale"
+        raise DataError(f"{path}: not a patient meta record (no dtype/shape/bytes of {what}); delete the patient "
+                        "folder and re-run convert-icentia")
+    return meta
+
+
+def read_manifest(store: str | os.PathLike[str]) -> dict[str, Any]:
+    """``manifest.json`` of ``store`` (empty when there is none yet: a store being converted); DataError naming it
+    when it is unreadable or not this project's store format and version."""
+    path = Path(store) / MANIFEST
+    if not path.is_file():
+        return {}
+    rewrite = "rewrite it with `python -m ecg_hpc.data convert-icentia --manifest-only` on this store"
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+        found = (manifest.get("format"), manifest.get("version"))
+    except (OSError, ValueError, AttributeError) as exc:
+        raise DataError(f"{path}: not a store manifest ({type(exc).__name__}); {rewrite}") from None
+    if found != (STORE_FORMAT, STORE_VERSION):
+        raise DataError(f"{path}: format {found[0]!r} version {found[1]!r}, this code reads {STORE_FORMAT!r} "
+                        f"version {STORE_VERSION}; convert the data again with this version")
+    try:
+        for m in manifest["patients"]:
+            int(m["patient_id"])
+    except (ValueError, KeyError, TypeError) as exc:
+        raise DataError(f"{path}: not a store manifest (patients: {type(exc).__name__}); {rewrite}") from None
+    return manifest
+
+
+def file_sizes(store: str | os.PathLike[str], patient_ids: Sequence[int]) -> dict[int, dict[str, int]]:
+    """The current size of every file of ``patient_ids`` (-1 for a missing one): cheap to take every epoch."""
+    sizes = {}
+    for pid in patient_ids:
+        folder = patient_dir(store, pid)
+        sizes[int(pid)] = {}
+        for name in _FILES:
+            try:
+                sizes[int(pid)][name] = (folder / name).stat().st_size
+            except OSError:
+                sizes[int(pid)][name] = -1
+    return sizes
+
+
+def check_sizes(store: "Store", patient_ids: Sequence[int]) -> None:
+    """DataError naming the first file of ``patient_ids`` whose size differs from its meta record (a file
+    truncated or replaced under a running job; found before a memory map of it could fault)."""
+    metas = store.metas(patient_ids)
+    for pid, sizes in file_sizes(store.path, patient_ids).items():
+        for name, size in sizes.items():
+            expected = int(metas[pid]["files"][name]["bytes"])
+            if size != expected:
+                raise DataError(f"{patient_dir(store.path, pid) / name}: {size} bytes, meta.json says {expected}: "
+                                "the store changed under this run; restore it, or convert the patient again and "
+                                "start a new run")
+
+
+def patients_fingerprint(store: "Store", patient_ids: Sequence[int]) -> dict[str, Any]:
+    """What a run records of the patients it trains on: their ids and one sha256 over each file's recorded
+    checksum and current size, so a resumed run can tell a changed patient set or changed files (cheaply: the
+    files are stat'ed, not read)."""
+    metas = store.metas(patient_ids)
+    sizes = file_sizes(store.path, patient_ids)
+    digest = hashlib.sha256()
+    for pid in sorted(int(p) for p in patient_ids):
+        for name in _FILES:
+            digest.update(f"{pid}/{name}:{metas[pid]['files'][name].get('sha256')}:{sizes[pid][name]};".encode())
+    return {"path": str(store.path.resolve()), "n_patients": len(patient_ids),
+            "patients": sorted(int(p) for p in patient_ids), "files_sha256": digest.hexdigest()}
 
 
 def verify_patient(store: str | os.PathLike[str], patient_id: int) -> None:
@@ -245,7 +319,7 @@ def verify_patient(store: str | os.PathLike[str], patient_id: int) -> None:
     meta = read_meta(store, patient_id)
     for name, info in meta["files"].items():
         path = patient_dir(store, patient_id) / name
-        if not path.is_file() or path.stat().st_size != info["bytes"] or _sha256(path) != info["sha256"]:
+        if not path.is_file() or path.stat().st_size != info["bytes"] or file_sha256(path) != info["sha256"]:
             raise DataError(f"{path}: checksum or size differs from meta.json (corrupt store)")
 
 
@@ -281,6 +355,7 @@ class Store:
         if not (self.path / PATIENTS_DIR).is_dir():
             raise DataError(f"{self.path}: not an Icentia11k store (no '{PATIENTS_DIR}/' folder); "
                             f"create one with `python -m ecg_hpc.data convert-icentia`")
+        read_manifest(self.path)
         self._cache: dict[int, StorePatient] = {}
 
     @cached_property
@@ -320,18 +395,8 @@ class Store:
                             offsets=np.asarray(arrays["offsets.npy"]))
 
     def manifest(self) -> dict[str, Any]:
-        """``manifest.json`` (empty when there is none); DataError naming it when it is corrupt."""
-        path = self.path / MANIFEST
-        if not path.is_file():
-            return {}
-        try:
-            manifest = json.loads(path.read_text(encoding="utf-8"))
-            for m in manifest["patients"]:
-                int(m["patient_id"])
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise DataError(f"{path}: corrupt store manifest ({type(exc).__name__}: {exc}); rewrite it with "
-                            f"`python -m ecg_hpc.data convert-icentia --manifest-only --dst {self.path}`") from None
-        return manifest
+        """``manifest.json`` (see ``read_manifest``)."""
+        return read_manifest(self.path)
 
     def metas(self, patient_ids: Sequence[int]) -> dict[int, dict[str, Any]]:
         """Meta records of ``patient_ids``: from ``manifest.json`` (one read) where it lists them, else meta.json."""

@@ -44,20 +44,29 @@ def _relative(path: Path) -> str:
         return str(path.resolve())
 
 
+def _script_python() -> Path | None:
+    """The bin folder of the interpreter the script picks when typed from here: ./.venv's, else python3's on PATH
+    (folders, not binaries: a venv's python links outside the venv)."""
+    venv = Path.cwd() / ".venv" / "bin"
+    if (venv / "python").exists():
+        return venv.resolve()
+    python3 = shutil.which("python3")
+    return Path(python3).absolute().parent.resolve() if python3 else None
+
+
 def sbatch_line(manifest: Path, n_tasks: int, max_parallel: int | None, partition: Partition | None,
                 script: Path = ARRAY_SCRIPT) -> str:
     """The command that submits every task of ``manifest`` with ``script`` here (typed from the working directory).
 
     ``ECG_HPC_MANIFEST`` and ``--output`` appear when the manifest is not the header's; ``ECG_HPC_PYTHON`` when the
-    ``python3`` on PATH is not this interpreter (e.g. the venv is not activated where sbatch is typed).
+    interpreter the script would pick (``./.venv``, else ``python3`` on PATH) is not this one.
     """
     header = header_options(script)
     env = []
     default_manifest = (REPO / "runs" / "finetune" / "manifest.jsonl").resolve()
     if manifest.resolve() != default_manifest or Path.cwd().resolve() != REPO:
         env.append(f"ECG_HPC_MANIFEST={shlex.quote(_relative(manifest))}")
-    python3 = shutil.which("python3")  # same bin folder = same environment (a venv's pythons link outside it)
-    if python3 is None or Path(python3).absolute().parent != Path(sys.executable).absolute().parent:
+    if _script_python() != Path(sys.executable).absolute().parent.resolve():
         env.append(f"ECG_HPC_PYTHON={shlex.quote(sys.executable)}")
     array = f"--array=0-{n_tasks - 1}" + (f"%{max_parallel}" if max_parallel else "")
     options = [array]

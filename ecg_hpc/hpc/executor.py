@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import importlib
+import io
 import os
 import re
 import shlex
@@ -29,7 +30,9 @@ import submitit
 from ecg_hpc.errors import ConfigError
 from ecg_hpc.hpc.jobenv import REQUEUE_EXIT_CODE
 from ecg_hpc.hpc.partition import Partition
+from ecg_hpc.hpc.pending import stuck_message, stuck_reason
 from ecg_hpc.interrupt import EXIT_INTERRUPTED
+from ecg_hpc.options import check_text
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_TIME = "24:00:00"
@@ -130,6 +133,12 @@ class ClusterPlan:
         return self.nodes * self.tasks_per_node
 
 
+def check_cluster_text(args: argparse.Namespace) -> None:
+    """ConfigError when a cluster option that goes into the batch script holds a control character."""
+    for option in ("partition", "account", "mem", "time"):
+        check_text(f"--{option}", getattr(args, option))
+
+
 def resolve_plan(args: argparse.Namespace, tasks_per_node: int | None = None, array_task: bool = False,
                  partition: Partition | None = None) -> ClusterPlan:
     """Resolve the cluster options (defaults filled in, combinations checked); ``tasks_per_node`` overrides.
@@ -139,6 +148,7 @@ def resolve_plan(args: argparse.Namespace, tasks_per_node: int | None = None, ar
     ``array_task`` (one process of a job array) asks for at most one GPU and a GPU's share of the node's CPUs.
     ``partition`` is asked of ``sinfo`` unless given.
     """
+    check_cluster_text(args)
     cluster = "slurm" if slurm_available() and not args.local else "local"
     if args.nodes < 1:
         raise ConfigError(f"--nodes {args.nodes}: must be at least 1")
@@ -234,15 +244,17 @@ def submit_jobs(executor: submitit.AutoExecutor, jobs: Sequence["ModuleJob"],
     created = [p for p in (folder, *folder.parents) if not p.exists()]
     before = set(folder.iterdir()) if folder.is_dir() else set()
     try:
-        return executor.submit_array(list(jobs)) if array else [executor.submit(job) for job in jobs]
+        with contextlib.redirect_stderr(io.StringIO()):  # submitit prints sbatch's complaint; the message has it
+            return executor.submit_array(list(jobs)) if array else [executor.submit(job) for job in jobs]
     except (submitit.core.utils.FailedJobError, submitit.core.utils.FailedSubmissionError, OSError) as exc:
         for path in (set(folder.iterdir()) if folder.is_dir() else set()) - before:
             path.unlink(missing_ok=True) if not path.is_dir() or path.is_symlink() else shutil.rmtree(path)
         for path in created:  # deepest first
             if path.is_dir() and not any(path.iterdir()):
                 path.rmdir()
-        lines = [line.strip() for line in str(exc).splitlines() if "error" in line.lower()] or [str(exc).strip()]
-        raise ConfigError(f"sbatch refused the job ({lines[-1][:200]}); nothing was submitted") from None
+        lines = [re.sub(r"^sbatch: error: ", "", line.strip()) for line in str(exc).splitlines()
+                 if "error" in line.lower()] or [str(exc).strip()]
+        raise ConfigError(f"sbatch refused the job ({'; '.join(lines)[:300]}); nothing was submitted") from None
 
 
 def describe_dry_run(executor: submitit.AutoExecutor, job: "ModuleJob") -> str:
@@ -324,12 +336,21 @@ def job_log(job: submitit.Job, rank: int = 0) -> Path:
     return job.task(rank).paths.stdout if job.num_tasks > 1 else job.paths.stdout
 
 
-def follow(job: submitit.Job, stream: TextIO | None = None, poll_s: float = 2.0) -> None:
-    """Copy rank 0's log to ``stream`` as it grows until the job ends, then raise if the job failed."""
+def follow(job: submitit.Job, stream: TextIO | None = None, poll_s: float = 2.0, stuck_every_s: float = 10.0) -> None:
+    """Copy rank 0's log to ``stream`` as it grows until the job ends, then raise if the job failed.
+
+    A SLURM job pending for a reason that will not clear (``ecg_hpc.hpc.pending``) is a ConfigError, not a wait.
+    """
     stream = stream if stream is not None else sys.stdout
     path, offset = job_log(job), 0
+    checked = 0.0
     while True:
         finished = job.done()
+        if not finished and isinstance(job, submitit.SlurmJob) and time.monotonic() - checked >= stuck_every_s:
+            checked = time.monotonic()
+            reason = stuck_reason(str(job.job_id))
+            if reason:
+                raise ConfigError(stuck_message(str(job.job_id), reason))
         if path.is_file():
             with path.open("r", encoding="utf-8", errors="replace") as fh:
                 fh.seek(offset)

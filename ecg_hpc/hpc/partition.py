@@ -3,8 +3,8 @@
 ``Partition.query`` asks ``sinfo`` once; before that ``controller_answers`` tries a TCP connection to the
 controller named in ``slurm.conf`` (a dead controller makes every SLURM command wait about 10 s, then fail).
 ``Partition.refusal`` names the first resource a request asks for that no node of the partition has: such a job
-would pend forever (``PartitionNodeLimit``, ``PartitionConfig``); ``PENDING_FOREVER`` lists those pending reasons for
-a job that was submitted anyway.
+would pend forever (``PartitionNodeLimit``, ``PartitionConfig``); ``ecg_hpc.hpc.pending`` notices such a job that
+was submitted anyway.
 """
 
 from __future__ import annotations
@@ -19,10 +19,6 @@ from pathlib import Path
 from ecg_hpc.errors import ConfigError
 
 DEFAULT_CTLD_PORT = 6817
-# Pending reasons that will not clear by waiting (the request exceeds the partition, or it is down for good).
-PENDING_FOREVER = ("PartitionNodeLimit", "PartitionConfig", "PartitionDown", "PartitionInactive",
-                   "ReqNodeNotAvail", "BadConstraints", "InvalidAccount", "InvalidQOS", "QOSMaxNodePerJobLimit",
-                   "QOSMaxGRESPerJob", "AssocMaxNodesPerJob", "Resources_Unavailable", "DependencyNeverSatisfied")
 
 
 def slurm_conf_path() -> Path:

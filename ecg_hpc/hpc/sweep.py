@@ -29,7 +29,10 @@ from ecg_hpc.errors import ConfigError, EcgHpcError, user_error
 from ecg_hpc.hpc.array_script import sbatch_line
 from ecg_hpc.hpc.executor import slurm_available
 from ecg_hpc.hpc.partition import Partition
+from ecg_hpc.hpc.pending import stuck_jobs_logging_to, stuck_message
+from ecg_hpc.hpc.run_state import DIED, derived_status
 from ecg_hpc.interrupt import EXIT_INTERRUPTED, interrupt_raises
+from ecg_hpc.options import check_seed
 from ecg_hpc.rundir import atomic_write_text, read_run
 from ecg_hpc.train import finetune
 from ecg_hpc.train.init_source import DEFAULT_ARCH, FEATURE_EXTRACTOR, RANDOM, list_checkpoints, scenario_name
@@ -37,6 +40,7 @@ from ecg_hpc.train.init_source import DEFAULT_ARCH, FEATURE_EXTRACTOR, RANDOM, l
 MANIFEST = "manifest.jsonl"
 DEFAULT_SWEEP_DIR = Path("runs") / "finetune"
 DEFAULT_SEEDS = tuple(range(10, 101, 10))
+MAX_SEEDS = 1000
 _TRAINING_OPTIONS = ("data", "batch_size", "epochs", "patience", "val_size", "val_metric", "learning_rate")
 
 
@@ -75,19 +79,24 @@ class Task:
 
 
 def parse_seeds(text: str) -> tuple[int, ...]:
-    """Seeds from ``10,20,30`` or a range ``10-100:10`` (start-stop:step, stop included)."""
+    """Seeds from ``10,20,30`` or a range ``10-100:10`` (start-stop:step, stop included); at most ``MAX_SEEDS``,
+    each within numpy's range (counted before any is listed, so a huge range is refused at once)."""
     try:
         if "-" in text.lstrip("-"):
             span, _, step = text.partition(":")
             start, stop = (int(v) for v in span.split("-", 1))
-            seeds = tuple(range(start, stop + 1, int(step or 1)))
+            seeds: Sequence[int] = range(start, stop + 1, int(step or 1))
         else:
-            seeds = tuple(int(v) for v in text.split(",") if v.strip())
+            seeds = [int(v) for v in text.split(",") if v.strip()]
     except ValueError:
         raise ConfigError(f"--seeds {text!r}: expected a list like 10,20,30 or a range like 10-100:10") from None
+    if len(seeds) > MAX_SEEDS:
+        raise ConfigError(f"--seeds {text!r}: {len(seeds)} seeds, at most {MAX_SEEDS} per sweep")
     if not seeds or len(set(seeds)) != len(seeds):
         raise ConfigError(f"--seeds {text!r}: give at least one seed and no seed twice")
-    return seeds
+    for seed in (min(seeds), max(seeds)):
+        check_seed("--seeds", seed)
+    return tuple(seeds)
 
 
 def select_checkpoints(pretrain_dir: str | Path, which: str) -> list[Path]:
@@ -242,16 +251,17 @@ def write_manifest(path: str | Path, tasks: Sequence[Task]) -> Path:
 
 
 def task_status(task: Task) -> str:
-    """``done``, ``failed``, ``running`` (or interrupted) or ``missing`` (no run.json yet)."""
+    """``done``, ``failed``, ``running``, ``died`` (run.json says running but nobody runs it: see
+    ``ecg_hpc.hpc.run_state``) or ``missing`` (no run.json yet)."""
     try:
         info = read_run(task.job_dir)
     except ValueError:
         return "failed"
-    return "missing" if info is None else str(info.get("status"))
+    return "missing" if info is None else derived_status(task.job_dir, info)
 
 
 def pending(tasks: Sequence[Task]) -> list[Task]:
-    """The tasks not done yet (missing, failed or interrupted)."""
+    """The tasks not done yet (missing, failed, died or interrupted)."""
     return [t for t in tasks if task_status(t) != "done"]
 
 
@@ -335,7 +345,7 @@ def plan_from_args(args: argparse.Namespace, write: bool = True) -> tuple[Path, 
 def summarize(tasks: Sequence[Task]) -> str:
     """One line of counts per status, e.g. ``20 tasks: 18 done, 2 failed``."""
     counts = Counter(task_status(t) for t in tasks)
-    parts = [f"{counts[s]} {s}" for s in ("done", "failed", "running", "missing") if counts[s]]
+    parts = [f"{counts[s]} {s}" for s in ("done", "failed", "running", DIED, "missing") if counts[s]]
     return f"{len(tasks)} tasks: " + ", ".join(parts)
 
 
@@ -365,7 +375,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--manifest", type=Path, required=True, help="the sweep's manifest.jsonl")
     run.add_argument("--index", type=_parse_index, action="append", required=True,
                      help="task index (0-based, e.g. $SLURM_ARRAY_TASK_ID); repeat to run several in turn")
-    status = sub.add_parser("status", help="show which tasks are done, failed, running or missing")
+    status = sub.add_parser("status", help="show which tasks are done, failed, running or missing, and SLURM jobs "
+                                           "of the sweep pending for a reason that will not clear")
     status.add_argument("--manifest", type=Path, required=True, help="the sweep's manifest.jsonl")
     return parser
 
@@ -387,6 +398,9 @@ def main(argv: list[str] | None = None) -> int:
         for task in tasks:
             print(f"{task.index:4d}  {task_status(task):8s} {task.scenario}  seed {task.seed}")
         print(summarize(tasks))
+        stuck = stuck_jobs_logging_to(args.manifest.parent) if slurm_available() else []
+        for job_id, reason in stuck:
+            print(f"warning: {stuck_message(job_id, reason)}", file=sys.stderr)
         return 0
     except EcgHpcError as exc:
         return user_error(exc)

@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import os
 from dataclasses import dataclass
 from typing import Any, Mapping
 
 import tensorflow as tf
 
 from ecg_hpc.hpc import jobenv
+from ecg_hpc.train.threads import configure_cpu_threads
 
 keras = tf.keras
 
@@ -40,13 +40,6 @@ class World:
         return self.rank == 0
 
 
-def _threads_per_worker(local_size: int) -> int:
-    """CPU threads for one worker: SLURM's per-task CPUs when set, else this machine's share per local worker."""
-    if os.environ.get("SLURM_CPUS_PER_TASK"):
-        return int(os.environ["SLURM_CPUS_PER_TASK"])
-    return max(1, len(os.sched_getaffinity(0)) // local_size)
-
-
 def _assign_device(local_rank: int, local_size: int) -> str:
     """Give this worker one GPU by local rank, else its share of the CPU threads; describe the choice."""
     gpus = tf.config.list_physical_devices("GPU")
@@ -55,10 +48,8 @@ def _assign_device(local_rank: int, local_size: int) -> str:
         tf.config.set_visible_devices(gpu, "GPU")
         tf.config.experimental.set_memory_growth(gpu, True)
         return gpu.name
-    threads = _threads_per_worker(local_size)
-    tf.config.threading.set_intra_op_parallelism_threads(threads)
-    tf.config.threading.set_inter_op_parallelism_threads(max(1, min(2, threads)))
-    return f"CPU ({threads} threads)"
+    threads = configure_cpu_threads(local_size)
+    return f"CPU ({threads['intra_op_threads']} threads, from {threads['cpus_from']})"
 
 
 def start(job: jobenv.JobEnv | None = None) -> World:
@@ -147,9 +138,16 @@ def average(values: Mapping[str, float]) -> dict[str, float]:
 
 def any_worker(flag: bool) -> bool:
     """True on every worker when ``flag`` is true on at least one (e.g. "a stop signal arrived")."""
+    return any_workers((flag,))[0]
+
+
+def any_workers(flags: tuple[bool, ...]) -> tuple[bool, ...]:
+    """For each of ``flags``, True on every worker when it is true on at least one (one allreduce for all)."""
     import horovod.tensorflow as hvd_tf
 
-    return bool(hvd_tf.allreduce(tf.constant(1 if flag else 0, tf.int32), op=hvd_tf.Sum, name="any_worker") > 0)
+    counts = hvd_tf.allreduce(tf.constant([1 if f else 0 for f in flags], tf.int32), op=hvd_tf.Sum,
+                              name=f"any_workers.{len(flags)}")
+    return tuple(bool(c > 0) for c in counts.numpy())
 
 
 def barrier() -> None:

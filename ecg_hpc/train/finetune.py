@@ -8,7 +8,8 @@ cross-entropy, early stopping on ``val_loss``, the weights of the best validatio
 Determinism: the seed drives the validation split (a ``numpy.random.Generator``) and, through
 ``tf.keras.utils.set_random_seed`` plus ``tf.config.experimental.enable_op_determinism``, the weight
 initialisation, the batch order and every TF op, so the same seed on the same data and the same CPU build gives
-the same split and the same predictions (tested; oneDNN is switched off for this, see below). On a GPU the same
+the same split and the same predictions with the same thread count (tested, with oneDNN's kernels on; the
+threads come from the job's CPUs, ``ecg_hpc.train.threads``, and are recorded in run.json). On a GPU the same
 setting selects deterministic kernels (TF raises for an op that has none); its numbers differ from the CPU's.
 ``set_random_seed`` also seeds Python's and NumPy's global generators, which Keras uses; this code does not.
 """
@@ -18,7 +19,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
-import os
 import signal
 import sys
 import threading
@@ -27,8 +27,9 @@ import traceback
 from pathlib import Path
 from typing import Any, Iterator
 
-from ecg_hpc.errors import ConfigError, EcgHpcError, user_error
-from ecg_hpc.rundir import environment_info, is_done, read_run, utc_now, write_run
+from ecg_hpc.errors import ConfigError, EcgHpcError, report_native_crashes, user_error
+from ecg_hpc.options import check_number, check_seed, check_text
+from ecg_hpc.rundir import environment_info, is_done, read_run, utc_now, write_run, writing
 from ecg_hpc.train.init_source import DEFAULT_ARCH, RANDOM, describe_init, require_checkpoint, scenario_name
 from ecg_hpc.train.job_lock import JobDirBusy, job_dir_lock
 from ecg_hpc.train.metrics import VAL_METRICS
@@ -99,16 +100,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def config_from_args(args: argparse.Namespace) -> FinetuneConfig:
-    """Build the config from parsed arguments, checking ranges."""
+    """Build the config from parsed arguments, checking ranges (finite numbers, a seed numpy takes)."""
     for name in ("batch_size", "epochs", "patience"):
-        if getattr(args, name) < 1:
-            raise ConfigError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
-    if args.width is not None and args.width <= 0:
-        raise ConfigError(f"--width must be positive, got {args.width}")
+        check_number(f"--{name.replace('_', '-')}", getattr(args, name), minimum=1)
+    check_number("--width", args.width, positive=True)
+    check_number("--learning-rate", args.learning_rate, positive=True)
+    check_number("--val-size", args.val_size)
     if not 0.0 < args.val_size < 1.0:
         raise ConfigError(f"--val-size must lie strictly between 0 and 1, got {args.val_size}")
-    if args.learning_rate <= 0:
-        raise ConfigError(f"--learning-rate must be positive, got {args.learning_rate}")
+    if getattr(args, "seed", None) is not None:
+        check_seed("--seed", args.seed)
+    check_text("--scenario", getattr(args, "scenario", None))
     if args.arch is not None:
         from ecg_hpc.models.architectures import arch_spec  # imports TensorFlow, so only when needed
 
@@ -146,11 +148,15 @@ def _train(config: FinetuneConfig, init: dict[str, Any], arch: str, width: float
 
     from ecg_hpc.data.prepare import load_prepared
     from ecg_hpc.models import build_model, load_feature_extractor
+    from ecg_hpc.models.weights_file import save_weights_h5
     from ecg_hpc.train.metrics import f1_report, one_hot
+    from ecg_hpc.train.nonfinite import TerminateOnNonFinite
     from ecg_hpc.train.predictions import write_predictions
     from ecg_hpc.train.splits import stratified_holdout
+    from ecg_hpc.train.threads import configure_cpu_threads
     from ecg_hpc.train.validation import ValidationMonitor
 
+    threads = configure_cpu_threads()
     data = load_prepared(config.data)
     classes = [str(c) for c in data.classes]
     keep, held = stratified_holdout(np.asarray(data.y_train), config.val_size, np.random.default_rng(config.seed))
@@ -172,14 +178,13 @@ def _train(config: FinetuneConfig, init: dict[str, Any], arch: str, width: float
     x_va, y_va, _ = sets["val"]
     monitor = ValidationMonitor(x_va, y_va, classes, config.batch_size, config.val_metric, job_dir / HISTORY)
     stopper = tf.keras.callbacks.EarlyStopping(monitor="val_loss", patience=config.patience)
+    guard = TerminateOnNonFinite()  # after the monitor, which logs the val_loss that it and the stopper read
     fit = model.fit(x_tr, one_hot(y_tr, len(classes)).astype(np.float32), batch_size=config.batch_size,
-                    epochs=config.epochs, shuffle=True, verbose=2, callbacks=[monitor, stopper],
-                    validation_data=(x_va, one_hot(y_va, len(classes)).astype(np.float32)))
+                    epochs=config.epochs, shuffle=True, verbose=2, callbacks=[monitor, guard, stopper])
+    guard.raise_if_stopped()
     model.set_weights(monitor.best_weights)
 
-    tmp = job_dir / f".{BEST_WEIGHTS}.tmp.h5"  # Keras picks the format from the suffix; rename is atomic
-    model.save_weights(str(tmp))
-    os.replace(tmp, job_dir / BEST_WEIGHTS)
+    save_weights_h5(model, job_dir / BEST_WEIGHTS)
 
     scores = {}
     for split, (x, y, names) in sets.items():
@@ -191,7 +196,7 @@ def _train(config: FinetuneConfig, init: dict[str, Any], arch: str, width: float
                   "val_size": config.val_size, "fingerprint": str(data.fingerprint),
                   "n_train": len(keep), "n_val": len(held), "n_test": len(data.y_test)},
         "epochs_run": len(fit.history["loss"]), "best_epoch": monitor.best_epoch,
-        "best_val": scores["val"], "test": scores["test"],
+        "best_val": scores["val"], "test": scores["test"], "threads": threads,
     }
 
 
@@ -203,7 +208,11 @@ def finetune(config: FinetuneConfig) -> dict[str, Any]:
     it, in which case nothing is written).
     """
     job_dir = Path(config.job_dir)
-    job_dir.mkdir(parents=True, exist_ok=True)
+    if is_done(job_dir):  # a done run is never redone, so no lock is needed to see it (works read-only too)
+        print(f"{job_dir}: already done, skipping", flush=True)
+        return read_run(job_dir) or {}
+    with writing(job_dir):
+        job_dir.mkdir(parents=True, exist_ok=True)
     with job_dir_lock(job_dir):
         if is_done(job_dir):
             print(f"{job_dir}: already done, skipping", flush=True)
@@ -234,8 +243,9 @@ def _sigterm_raises() -> Iterator[None]:
 
 def _run(config: FinetuneConfig, job_dir: Path) -> dict[str, Any]:
     """The body of ``finetune`` for a job directory that is locked and not done."""
-    for name in _OUTPUTS:  # leftovers of an interrupted or failed attempt
-        (job_dir / name).unlink(missing_ok=True)
+    with writing(job_dir):
+        for name in _OUTPUTS:  # leftovers of an interrupted or failed attempt
+            (job_dir / name).unlink(missing_ok=True)
     start = time.monotonic()
     info: dict[str, Any] = {"kind": "finetune", "status": "running", "seed": config.seed,
                             "config": dataclasses.asdict(config), "scenario": config.scenario,
@@ -280,6 +290,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Parse ``argv``, run, and turn user errors into one line and exit status 2."""
     args = build_parser().parse_args(argv)
+    report_native_crashes()
     try:
         finetune(config_from_args(args))
     except JobDirBusy as exc:  # the run is in progress elsewhere: nothing to do here

@@ -24,7 +24,7 @@
 # Guard: while the cluster exists, the root namespace routes its range to `unreachable`, so a Slurm client run
 # outside the cluster's namespaces fails at once ("No route to host") instead of sending packets out of the
 # default route; nothing is addressed outside the range this script made. Needs root. Facts and pitfalls:
-# ../shared/SLURM-TESTING.md ("Two nodes on one machine"). Slurm 22.05 (Debian 12).
+# docs/design-facts.md ("Two SLURM nodes on one machine"). Slurm 22.05 (Debian 12).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd -P)"
