@@ -96,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
             if args.dry_run:
                 print(describe_dry_run(executor, job))
                 return 0
-            with children_ignore_interrupt():  # local workers handle Ctrl-C themselves; submitit's controller must not
+            with children_ignore_interrupt():  # local workers handle Ctrl-C; submitit's controller must not
                 submitted = submit_jobs(executor, [job])[0]
     except EcgHpcError as exc:
         return user_error(exc)
@@ -125,8 +125,8 @@ def stop_message(cluster: str, job: Any, job_dir: Path) -> int:
                            f"{job_log(job)}); cancel it with scancel {job.job_id}")
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the checkpoint short
     ended = interrupt_local_job(job)
-    kept = sorted(p.name for p in job_dir.glob("*") if p.name.startswith(("epoch_", "preempted")))
-    what = f"checkpoints kept in {job_dir} (latest {kept[-1]})" if kept else f"no checkpoint yet in {job_dir}"
+    kept = sorted(p.name for p in job_dir.glob("epoch_*"))[-1:] + [p.name for p in job_dir.glob("preempted")]
+    what = f"checkpoints kept in {job_dir} ({' and '.join(kept)})" if kept else f"no checkpoint yet in {job_dir}"
     state = "stopped" if ended else "still stopping (its workers finish their step)"
     return interrupted(f"interrupted: the local pretraining {state}; {what}; run the same command again to resume")
 
