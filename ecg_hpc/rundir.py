@@ -29,7 +29,8 @@ Fine-tuning runs (``runs/finetune/<scenario>/seed_S/``) add:
 - ``scenario`` (the sweep's name for the init), ``split`` (``test_seed``, ``n_train``, ``n_val``, ``n_test``)
 - ``epochs_run``, ``best_epoch``, ``test``: ``{"macro_f1": x, "f1": {"A": .., "N": .., "O": .., "~": ..}}``
 - ``threads``: the CPU threads set from the job's CPUs (``ecg_hpc.train.threads.configure_cpu_threads``:
-  ``cpus``, ``cpus_from``, ``intra_op_threads``, ``inter_op_threads``, ``applied``, ``onednn``)
+  ``cpus``, ``cpus_from``, ``intra_op_threads``, ``inter_op_threads``, ``applied``, ``onednn``);
+  ``jit_compile`` (whether the training step was XLA-compiled)
 - files ``history.csv`` (``epoch, loss, val_loss, f1, f1_A, f1_N, f1_O, f1_~`` where ``f1*`` are on the
   validation set), ``train|val|test_predictions.csv`` (``record_name, true_A, true_N, true_O, true_~,
   prob_A, prob_N, prob_O, prob_~``) and the best weights.
