@@ -133,7 +133,7 @@ def test_launcher_on_two_nodes_requeued_by_usr2_resumes_to_the_same_weights(mult
     cpus = int(multinode_cluster.run("sinfo", "-h", "-o", "%c", timeout=60).stdout.strip())
     (script,) = (job_dir / "logs").glob("*_submission.sh")
     assert f"#SBATCH --cpus-per-task={cpus}\n" in script.read_text() and "--kill-on-bad-exit=1" in script.read_text()
-    assert info["device"] == f"CPU ({cpus} threads)"
+    assert info["device"] == f"CPU ({cpus} threads, from SLURM_CPUS_PER_TASK)"
 
 
 def test_finetune_array_spreads_over_both_nodes_and_the_report_reads_it(multinode_cluster: MultinodeCluster,

@@ -91,3 +91,23 @@ def test_sigkilled_finetuning_task_is_died_and_redone(tmp_path: Path) -> None:
     assert redo.returncode == 0, redo.stderr[-2000:]
     info = json.loads((job / "run.json").read_text())
     assert info["status"] == "done" and sweep.task_status(sweep.read_manifest(manifest)[0]) == "done"
+
+
+@pytest.mark.slurm
+def test_slurm_job_alive_follows_the_real_queue(slurm_cluster, tmp_path: Path) -> None:
+    from ecg_hpc.hpc.run_state import slurm_job_alive
+
+    proc = subprocess.run(["sbatch", "--parsable", f"--partition={slurm_cluster.partition}", "--time=2",
+                           f"--output={tmp_path / 'sleep-%j.out'}", "--wrap", "sleep 120"],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    job_id = proc.stdout.strip().split(";")[0]
+    try:
+        assert slurm_job_alive(job_id) is True  # pending or running: a run of this job is not dead
+        info = {"status": "running", "environment": {"slurm": {"SLURM_JOB_ID": job_id}}}
+        assert derived_status(tmp_path, info) == "running"  # no lock here, but its job is still queued
+    finally:
+        subprocess.run(["scancel", job_id], timeout=60)
+    _wait_for(lambda: slurm_job_alive(job_id) is False, 120, "the cancelled job to leave the queue")
+    assert derived_status(tmp_path, {"status": "running",
+                                     "environment": {"slurm": {"SLURM_JOB_ID": job_id}}}) == DIED

@@ -13,7 +13,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import math
-import os
 import socket
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +22,7 @@ import tensorflow as tf
 
 from ecg_hpc.hpc import jobenv
 from ecg_hpc.train import preflight
+from ecg_hpc.train.threads import configure_cpu_threads, worker_cpus
 
 keras = tf.keras
 
@@ -45,26 +45,16 @@ class World:
         return self.rank == 0
 
 
-def _threads_per_worker(local_size: int) -> int:
-    """CPU threads for one worker: SLURM's per-task CPUs when set, else this machine's share per local worker."""
-    if os.environ.get("SLURM_CPUS_PER_TASK"):
-        return int(os.environ["SLURM_CPUS_PER_TASK"])
-    return max(1, len(os.sched_getaffinity(0)) // local_size)
-
-
-def _assign_device(local_rank: int, local_size: int) -> tuple[str, int]:
-    """Give this worker one GPU by local rank, else its share of the CPU threads; describe the choice and
-    return the CPU threads the worker may use (for its input pipeline)."""
-    threads = _threads_per_worker(local_size)
+def _assign_device(local_rank: int, local_size: int) -> str:
+    """Give this worker one GPU by local rank, else its share of the CPU threads; describe the choice."""
     gpus = tf.config.list_physical_devices("GPU")
     if gpus:
         gpu = gpus[local_rank % len(gpus)]
         tf.config.set_visible_devices(gpu, "GPU")
         tf.config.experimental.set_memory_growth(gpu, True)
-        return gpu.name, threads
-    tf.config.threading.set_intra_op_parallelism_threads(threads)
-    tf.config.threading.set_inter_op_parallelism_threads(max(1, min(2, threads)))
-    return f"CPU ({threads} threads)", threads
+        return gpu.name
+    threads = configure_cpu_threads(local_size)
+    return f"CPU ({threads['intra_op_threads']} threads, from {threads['cpus_from']})"
 
 
 def _preflight(job: jobenv.JobEnv, shared_dir: Path | None) -> Path | None:
@@ -99,7 +89,8 @@ def start(job: jobenv.JobEnv | None = None, shared_dir: Path | None = None) -> W
                                   cross_size=hvd.cross_size())
     if hvd.size() != job.size or hvd.rank() != job.rank:
         raise RuntimeError(f"Horovod started rank {hvd.rank()} of {hvd.size()}, expected {job.rank} of {job.size}")
-    device, threads = _assign_device(hvd.local_rank(), hvd.local_size())
+    device = _assign_device(hvd.local_rank(), hvd.local_size())
+    threads, _ = worker_cpus(hvd.local_size())
     return World(job=job, rank=hvd.rank(), size=hvd.size(), local_rank=hvd.local_rank(), device=device,
                  cpu_threads=threads, _server=server)
 

@@ -8,7 +8,8 @@ cross-entropy, early stopping on ``val_loss``, the weights of the best validatio
 Determinism: the seed drives the validation split (a ``numpy.random.Generator``) and, through
 ``tf.keras.utils.set_random_seed`` plus ``tf.config.experimental.enable_op_determinism``, the weight
 initialisation, the batch order and every TF op, so the same seed on the same data and the same CPU build gives
-the same split and the same predictions (tested; oneDNN is switched off for this, see below). On a GPU the same
+the same split and the same predictions with the same thread count (tested, with oneDNN's kernels on; the
+threads come from the job's CPUs, ``ecg_hpc.train.threads``, and are recorded in run.json). On a GPU the same
 setting selects deterministic kernels (TF raises for an op that has none); its numbers differ from the CPU's.
 ``set_random_seed`` also seeds Python's and NumPy's global generators, which Keras uses; this code does not.
 """
@@ -37,6 +38,9 @@ BEST_WEIGHTS = "best_model.weights.h5"
 HISTORY = "history.csv"
 SPLITS = ("train", "val", "test")
 _OUTPUTS = (HISTORY, BEST_WEIGHTS, *(f"{s}_predictions.csv" for s in SPLITS))
+# XLA stays off: under op determinism, which the seed's reproducibility needs, TF 2.15 refuses to compile the
+# max-pool gradient ("MaxPool gradient ops do not yet have a deterministic XLA implementation"), on CPU and GPU.
+JIT_COMPILE = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -152,8 +156,10 @@ def _train(config: FinetuneConfig, init: dict[str, Any], arch: str, width: float
     from ecg_hpc.train.nonfinite import TerminateOnNonFinite
     from ecg_hpc.train.predictions import write_predictions
     from ecg_hpc.train.splits import stratified_holdout
+    from ecg_hpc.train.threads import configure_cpu_threads
     from ecg_hpc.train.validation import ValidationMonitor
 
+    threads = configure_cpu_threads()
     data = load_prepared(config.data)
     classes = [str(c) for c in data.classes]
     keep, held = stratified_holdout(np.asarray(data.y_train), config.val_size, np.random.default_rng(config.seed))
@@ -169,7 +175,7 @@ def _train(config: FinetuneConfig, init: dict[str, Any], arch: str, width: float
     if init["source"] != RANDOM:
         load_feature_extractor(model, require_checkpoint(init))
     model.compile(optimizer=tf.keras.optimizers.Adam(learning_rate=config.learning_rate),
-                  loss=tf.keras.losses.CategoricalCrossentropy())
+                  loss=tf.keras.losses.CategoricalCrossentropy(), jit_compile=JIT_COMPILE)
 
     x_tr, y_tr, _ = sets["train"]
     x_va, y_va, _ = sets["val"]
@@ -193,7 +199,7 @@ def _train(config: FinetuneConfig, init: dict[str, Any], arch: str, width: float
                   "val_size": config.val_size, "fingerprint": str(data.fingerprint),
                   "n_train": len(keep), "n_val": len(held), "n_test": len(data.y_test)},
         "epochs_run": len(fit.history["loss"]), "best_epoch": monitor.best_epoch,
-        "best_val": scores["val"], "test": scores["test"],
+        "best_val": scores["val"], "test": scores["test"], "threads": threads, "jit_compile": JIT_COMPILE,
     }
 
 
