@@ -17,7 +17,8 @@ temporary file stays behind.
 Pretraining runs (``runs/pretrain/<name>/``) add ``task``, ``arch``, ``frame_size``, ``frac``, ``epochs``,
 ``epochs_done``, ``world_size``, ``hosts``, ``horovod`` (lr scaling and warm-up), ``epoch_times_s`` and
 ``sampler`` (``{"sampler": "uniform"}`` or the pool's options with ``memory_bound_bytes`` per worker), ``store``
-(``path``, ``n_patients``, ``patients``, ``files_sha256``: what a resume checks) and ``attempts`` (one per start,
+(``path``, ``n_patients``, ``patients``, ``files_sha256``: what a resume checks; ``per_patient``: the manifest's
+mean store and source bytes and conversion CPU seconds per patient) and ``attempts`` (one per start,
 with ``damaged_checkpoints`` when a resume skipped any); their
 checkpoints are ``epoch_NN/`` folders (NN from 01) and ``history.csv`` has one row per epoch.
 
@@ -28,7 +29,8 @@ Fine-tuning runs (``runs/finetune/<scenario>/seed_S/``) add:
 - ``scenario`` (the sweep's name for the init), ``split`` (``test_seed``, ``n_train``, ``n_val``, ``n_test``)
 - ``epochs_run``, ``best_epoch``, ``test``: ``{"macro_f1": x, "f1": {"A": .., "N": .., "O": .., "~": ..}}``
 - ``threads``: the CPU threads set from the job's CPUs (``ecg_hpc.train.threads.configure_cpu_threads``:
-  ``cpus``, ``cpus_from``, ``intra_op_threads``, ``inter_op_threads``, ``applied``, ``onednn``)
+  ``cpus``, ``cpus_from``, ``intra_op_threads``, ``inter_op_threads``, ``applied``, ``onednn``);
+  ``jit_compile`` (whether the training step was XLA-compiled)
 - files ``history.csv`` (``epoch, loss, val_loss, f1, f1_A, f1_N, f1_O, f1_~`` where ``f1*`` are on the
   validation set), ``train|val|test_predictions.csv`` (``record_name, true_A, true_N, true_O, true_~,
   prob_A, prob_N, prob_O, prob_~``) and the best weights.

@@ -44,6 +44,8 @@ def test_a_finetuning_job_sizes_tensorflow_to_its_cpus_and_records_it(tmp_path):
                           capture_output=True, text=True, env=env, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "threads 1 1" in proc.stdout  # TensorFlow's pools as the run left them
-    threads = read_run(job)["threads"]
+    info = read_run(job)
+    threads = info["threads"]
+    assert info["jit_compile"] is False
     assert threads == {"cpus": 1, "cpus_from": "SLURM_CPUS_PER_TASK", "local_workers": 1, "applied": True,
                        "intra_op_threads": 1, "inter_op_threads": 1, "onednn": onednn_enabled()}

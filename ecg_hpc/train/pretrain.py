@@ -307,7 +307,7 @@ class _Run:
             "frame_size": self.args.frame_size, "frac": self.args.frac, "n_patients": len(self.patients),
             "epochs": self.args.epochs, "epochs_done": 0, "world_size": self.world.size, "hosts": list(job.hosts),
             "device": self.world.device,
-            "store": self.store_record,
+            "store": dict(self.store_record, per_patient=self.store.manifest().get("per_patient")),
             "horovod": distributed.lr_record(self.schedule, self.world.size, self.args.lr_scaling),
             "epoch_times_s": [], "frames_per_s": None,
             "sampler": (pool_options(self.args).record() if self.args.sampler == "pool"
