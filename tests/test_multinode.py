@@ -69,12 +69,14 @@ def _launch(cluster: MultinodeCluster, store: Path, job_dir: Path, *extra: str) 
 
 def _sbatch(cluster: MultinodeCluster, store: Path, job_dir: Path, out: Path, python: str = sys.executable,
             **env: str) -> str:
-    """Submit slurm/pretrain.sbatch with TINY on 2 nodes x 1 task; its job id."""
+    """Submit slurm/pretrain.sbatch with TINY on 2 nodes x 1 task of all the node's CPUs, as the launcher's
+    default gives (oneDNN's results depend on the thread count); its job id."""
+    cpus = cluster.run("sinfo", "-h", "-o", "%c", timeout=60).stdout.strip()
     variables = dict(ENV, STORE=str(store), TASK="beat", FRAME_SIZE="256", BATCH_SIZE="8", EPOCHS="2",
                      STEPS_PER_EPOCH="30", SEED="3", JOB_DIR=str(job_dir), PYTHON=python,
                      EXTRA_ARGS="--width 0.125 --deterministic", **env)
     proc = cluster.run("sbatch", "--parsable", "-N", "2", "--ntasks-per-node=1", "--gpus-per-node=0",
-                       "--cpus-per-task=1", "--time=15", f"--output={out}", "slurm/pretrain.sbatch",
+                       f"--cpus-per-task={cpus}", "--time=15", f"--output={out}", "slurm/pretrain.sbatch",
                        env=variables, timeout=60)
     assert proc.returncode == 0, proc.stderr
     return proc.stdout.strip().split(";")[0]
