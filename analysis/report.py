@@ -1,8 +1,8 @@
 """``python -m analysis.report``: the paper's tables and figures from run directories, with statistics.
 
 Reads only run directories (run.json + CSVs) below ``--runs``, prints the tables to the terminal and writes them
-to ``--out`` (Markdown report, one CSV per table plus runs.csv, LaTeX tables; PNG figures). Problems (missing,
-failed, running, malformed runs) are listed, never dropped. Bad input gives one line on stderr and exit code 1.
+to ``--out`` (Markdown report, one CSV per table plus runs.csv, LaTeX tables; figures as PNG and PDF). Problems
+(missing, failed, running, malformed runs) are listed, never dropped. Bad input gives one line on stderr and exit code 1.
 """
 
 from __future__ import annotations
@@ -33,10 +33,10 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m analysis.report",
         description="Collect fine-tuning and pretraining run directories into the paper's tables (Table 1 with "
                     "the published numbers, pretrained-vs-random differences with bootstrap CI and Welch's "
-                    "t-test, epochs to early stop, pretraining data size and epoch, 1-D vs 2-D) and figures. "
-                    "Missing, failed, running and malformed runs are listed as problems.",
+                    "t-test, label efficiency, epochs to early stop, pretraining data size and epoch, 1-D vs 2-D) "
+                    "and figures. Missing, failed, running and malformed runs are listed as problems.",
         epilog=f"Files in --out: {REPORT_MD} (md), one CSV per table plus {RUNS_CSV} (csv), {TABLES_TEX} (tex), "
-               f"and the figures {', '.join(FIGURE_NAMES)}.")
+               f"and the figures {', '.join(FIGURE_NAMES)} (each .png and .pdf).")
     parser.add_argument("--runs", default="runs", help="runs tree to read: run.json files below it; sweep "
                         "manifests *manifest*.jsonl list planned tasks (default: %(default)s)")
     parser.add_argument("--out", default="reports", help="folder for the report files (default: %(default)s)")
@@ -46,7 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=0, help="seed of the bootstrap resampling (default: %(default)s)")
     parser.add_argument("--resamples", type=int, default=10_000,
                         help="bootstrap resamples per comparison (default: %(default)s)")
-    parser.add_argument("--no-figures", action="store_true", help="skip the PNG figures")
+    parser.add_argument("--no-figures", action="store_true", help="skip the figures")
     parser.add_argument("--quiet", action="store_true", help="no progress line while reading runs")
     return parser
 

@@ -19,7 +19,8 @@ Fine-tuning runs (``runs/finetune/<scenario>/seed_S/``) add:
 
 - ``arch``; ``init``: ``{"source": "random"}`` or ``{"source": "checkpoint", "checkpoint": PATH,
   "pretrain_run": PATH, "pretrain_epoch": N, "task": ..., "arch": ..., "frame_size": ..., "frac": ...}``
-- ``scenario`` (the sweep's name for the init), ``split`` (``test_seed``, ``n_train``, ``n_val``, ``n_test``)
+- ``scenario`` (the sweep's name for the init), ``label_frac`` (fraction of the training records it trained on,
+  1 = all), ``split`` (``test_seed``, ``n_train``, ``n_val``, ``n_test``, ``label_frac``, ``n_train_pool``)
 - ``epochs_run``, ``best_epoch``, ``test``: ``{"macro_f1": x, "f1": {"A": .., "N": .., "O": .., "~": ..}}``
 - files ``history.csv`` (``epoch, loss, val_loss, f1, f1_A, f1_N, f1_O, f1_~`` where ``f1*`` are on the
   validation set), ``train|val|test_predictions.csv`` (``record_name, true_A, true_N, true_O, true_~,

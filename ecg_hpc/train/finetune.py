@@ -1,6 +1,7 @@
 """``python -m ecg_hpc.train.finetune``: fine-tune a classifier on prepared PhysioNet/CinC 2017 data.
 
-One run, one job directory: a seeded stratified validation split of the training records, Adam and categorical
+One run, one job directory: a seeded stratified validation split of the training records (then, for a
+label-efficiency run, a stratified nested ``--label-frac`` of the rest to train on), Adam and categorical
 cross-entropy, early stopping on ``val_loss``, the weights of the best validation macro F1 kept; then
 ``history.csv``, ``train|val|test_predictions.csv``, ``best_model.weights.h5`` and ``run.json`` (keys in
 ``ecg_hpc.rundir``). A job directory whose run.json says done is left alone (delete it to redo the run).
@@ -36,6 +37,7 @@ from ecg_hpc.train.metrics import VAL_METRICS
 BEST_WEIGHTS = "best_model.weights.h5"
 HISTORY = "history.csv"
 SPLITS = ("train", "val", "test")
+LABEL_STREAM = 1  # second entropy word of the label-subset generator, beside the run seed
 _OUTPUTS = (HISTORY, BEST_WEIGHTS, *(f"{s}_predictions.csv" for s in SPLITS))
 
 
@@ -56,6 +58,7 @@ class FinetuneConfig:
     val_metric: str = "f1"
     learning_rate: float = 1e-3
     scenario: str | None = None
+    label_frac: float = 1.0
 
     def to_argv(self, exclude: tuple[str, ...] = ()) -> list[str]:
         """The command-line arguments that reproduce this config (None and ``exclude`` fields omitted)."""
@@ -96,6 +99,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=10,
                         help="seed of the split, init and batch order (default: %(default)s)")
     parser.add_argument("--scenario", help="name of the init in a sweep (default: derived from --init/--arch)")
+    parser.add_argument("--label-frac", type=float, default=1.0,
+                        help="train on this stratified fraction of the training records left after the validation "
+                             "split, in (0, 1]; the sets of one seed are nested (default: %(default)s)")
 
 
 def config_from_args(args: argparse.Namespace) -> FinetuneConfig:
@@ -109,6 +115,8 @@ def config_from_args(args: argparse.Namespace) -> FinetuneConfig:
         raise ConfigError(f"--val-size must lie strictly between 0 and 1, got {args.val_size}")
     if args.learning_rate <= 0:
         raise ConfigError(f"--learning-rate must be positive, got {args.learning_rate}")
+    if not 0.0 < args.label_frac <= 1.0:
+        raise ConfigError(f"--label-frac must lie in (0, 1], got {args.label_frac}")
     if args.arch is not None:
         from ecg_hpc.models.architectures import arch_spec  # imports TensorFlow, so only when needed
 
@@ -148,12 +156,16 @@ def _train(config: FinetuneConfig, init: dict[str, Any], arch: str, width: float
     from ecg_hpc.models import build_model, load_feature_extractor
     from ecg_hpc.train.metrics import f1_report, one_hot
     from ecg_hpc.train.predictions import write_predictions
-    from ecg_hpc.train.splits import stratified_holdout
+    from ecg_hpc.train.splits import nested_label_subset, stratified_holdout
     from ecg_hpc.train.validation import ValidationMonitor
 
     data = load_prepared(config.data)
     classes = [str(c) for c in data.classes]
     keep, held = stratified_holdout(np.asarray(data.y_train), config.val_size, np.random.default_rng(config.seed))
+    n_pool = len(keep)
+    if config.label_frac < 1.0:  # its own stream of the seed: the validation split stays the same
+        keep = keep[nested_label_subset(np.asarray(data.y_train)[keep], config.label_frac,
+                                        np.random.default_rng([config.seed, LABEL_STREAM]))]
     sets = {
         "train": (data.x_train[keep], data.y_train[keep], [data.names_train[i] for i in keep]),
         "val": (data.x_train[held], data.y_train[held], [data.names_train[i] for i in held]),
@@ -189,6 +201,7 @@ def _train(config: FinetuneConfig, init: dict[str, Any], arch: str, width: float
     return {
         "split": {"test_seed": int(data.test_seed), "test_size": float(data.test_size),
                   "val_size": config.val_size, "fingerprint": str(data.fingerprint),
+                  "label_frac": config.label_frac, "n_train_pool": n_pool,
                   "n_train": len(keep), "n_val": len(held), "n_test": len(data.y_test)},
         "epochs_run": len(fit.history["loss"]), "best_epoch": monitor.best_epoch,
         "best_val": scores["val"], "test": scores["test"],
@@ -244,6 +257,7 @@ def _run(config: FinetuneConfig, job_dir: Path) -> dict[str, Any]:
     info["init"] = ({"source": RANDOM} if config.init == RANDOM else {
         "source": "checkpoint", "checkpoint": config.init, "pretrain_run": str(Path(config.init).parent)})
     info["arch"], info["width"] = config.arch or DEFAULT_ARCH, config.width
+    info["label_frac"] = config.label_frac
     write_run(job_dir, info)
     try:
         with _sigterm_raises():
