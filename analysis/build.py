@@ -86,6 +86,22 @@ def _markdown(report: Report) -> str:
     return "\n".join(parts)
 
 
+SUMMARY_TABLES = ("table1", "comparisons", "label_efficiency")
+
+
+def summary_markdown(report: Report) -> str:
+    """The result tables alone (Table 1, pretrained vs random, label efficiency when present) as Markdown, with no
+    timestamp or path: the same runs give the same bytes, so a README can include the file a run wrote."""
+    runs = report.collection.runs
+    done = runs[runs["status"] == "done"]
+    parts = [f"{len(done)} finished fine-tuning runs in {done['scenario'].nunique()} scenarios, seeds "
+             f"{', '.join(str(s) for s in sorted(done['seed'].dropna().unique()))}; bootstrap {report.resamples} "
+             f"resamples, seed {report.seed}.", ""]
+    parts += [render.markdown(t).replace("## ", "### ", 1) for t in report.tables
+              if t.name in SUMMARY_TABLES and t.rows]
+    return "\n".join(parts)
+
+
 def write_report(report: Report, out_dir: str | os.PathLike[str], formats: tuple[str, ...] = ("md", "csv")
                  ) -> list[Path]:
     """Write the report's files into ``out_dir`` (each atomically) and remove figures of earlier reports that

@@ -11,7 +11,7 @@ from typing import Any
 
 import pandas as pd
 
-from analysis.collect import is_missing
+from analysis.collect import KEY_COLUMNS, is_missing
 
 _OPTIONAL = ("pretrain_arch", "frame_size", "arch", "width", "label_frac")
 _DEFAULTS = {"width": 1.0, "label_frac": 1.0}  # what an absent value means
@@ -68,7 +68,8 @@ def human_labels(frame: pd.DataFrame, omit: tuple[str, ...] = ()) -> list[str]:
     figure, whose rows may then share a name); rows that would share a name get every optional field."""
     shown = _varying(frame) - set(omit)
     names = [", ".join(_parts(r, shown, omit)) for _, r in frame.iterrows()]
-    if len(set(names)) < len(names):
+    keys = [c for c in KEY_COLUMNS if c in frame.columns and c not in omit]
+    if len(set(names)) < len(frame[keys].astype(str).drop_duplicates()):
         everything = set(_OPTIONAL) - set(omit)
         names = [", ".join(_parts(r, everything, omit)) for _, r in frame.iterrows()]
     return names

@@ -11,10 +11,12 @@ import argparse
 import os
 import sys
 
-from analysis.build import FIGURE_NAMES, FORMATS, REPORT_MD, RUNS_CSV, TABLES_TEX, make_report, write_report
+from analysis.build import (FIGURE_NAMES, FORMATS, REPORT_MD, RUNS_CSV, TABLES_TEX, make_report, summary_markdown,
+                            write_report)
 from analysis.collect import collect
 from analysis.render import text
 from ecg_hpc.errors import ConfigError, DataError, EcgHpcError
+from ecg_hpc.rundir import atomic_write_text
 
 
 def _formats(value: str) -> list[str]:
@@ -47,6 +49,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--resamples", type=int, default=10_000,
                         help="bootstrap resamples per comparison (default: %(default)s)")
     parser.add_argument("--no-figures", action="store_true", help="skip the figures")
+    parser.add_argument("--summary", metavar="FILE",
+                        help="also write the result tables alone to FILE (Markdown without timestamp or paths: the "
+                             "same runs give the same file, for a README to include)")
     parser.add_argument("--quiet", action="store_true", help="no progress line while reading runs")
     return parser
 
@@ -66,7 +71,9 @@ def main(argv: list[str] | None = None) -> int:
         print("\n".join(text(t) for t in report.shown))
         if not written:
             raise DataError(f"{args.runs}: no finished fine-tuning runs to report (problems listed above)")
-        print(f"wrote {len(written)} files to {args.out}")
+        if args.summary:
+            written.append(atomic_write_text(args.summary, summary_markdown(report)))
+        print(f"wrote {len(written)} files to {args.out}" + (f" and {args.summary}" if args.summary else ""))
     except BrokenPipeError:  # the terminal output was piped into e.g. `head`: stop quietly
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
