@@ -121,7 +121,8 @@ def epochs(data: pd.DataFrame) -> Table:
 def fraction(data: pd.DataFrame) -> Table:
     """Macro F1 against the fraction of pretraining patients."""
     repro = _has(data, ["repro_macro_f1"])
-    headers = ["Pretraining", "Patients", "Epoch", "n", "Macro F1", "Challenge F1"] + (["Reproduction"] if repro else [])
+    headers = ["Pretraining", "Patients", "Epoch", "n", "Macro F1", "Challenge F1"]
+    headers += ["Reproduction"] if repro else []
     rows = [[r["family_label"], percent(r["frac"]), integer(r["pretrain_epoch"]), str(r["n"]),
              mean_sd(r["macro_f1_mean"], r["macro_f1_sd"]), mean_sd(r["challenge_f1_mean"], r["challenge_f1_sd"])]
             + ([num(r["repro_macro_f1"])] if repro else []) for r in data.to_dict("records")]

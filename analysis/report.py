@@ -2,7 +2,8 @@
 
 Reads only run directories (run.json + CSVs) below ``--runs``, prints the tables to the terminal and writes them
 to ``--out`` (Markdown report, one CSV per table plus runs.csv, LaTeX tables; figures as PNG and PDF). Problems
-(missing, failed, running, malformed runs) are listed, never dropped. Bad input gives one line on stderr and exit code 1.
+(missing, failed, running, malformed runs) are listed, never dropped. Bad input gives one line on stderr and exit
+code 1.
 """
 
 from __future__ import annotations
