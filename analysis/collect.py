@@ -6,9 +6,9 @@ and width. Fields a run.json's ``init`` lacks are taken from the pretraining run
 found (``init.pretrain_run``), the epoch from an ``epoch_NN`` checkpoint path; a fraction still absent means all
 patients; ``label_frac`` (the labelled fraction of the training records) absent means all of them. Macro F1 and
 per-class F1 of a run are its run.json ``test`` values (the trainer computes them from ``test_predictions.csv``
-with the DESIGN.md rule), the challenge F1 the mean of the N, A and O values; epochs to early stop are
-``epochs_run``. Confusion counts come from ``test_predictions.csv`` and pretraining curves from the pretraining
-runs' ``history.csv``; a run without them is only left out of those figures.
+with the rule of docs/design-facts.md), the challenge F1 the mean of the N, A and O values; epochs to early stop
+are ``epochs_run``. Confusion counts come from ``test_predictions.csv`` and pretraining curves from the
+pretraining runs' ``history.csv``; a run without them is only left out of those figures.
 
 Nothing is dropped silently: failed and running runs, malformed run.json or CSVs, planned tasks of a sweep
 manifest (``*manifest*.jsonl`` with a ``job_dir`` per line) without a run.json, and ``seed_*`` folders without

@@ -90,21 +90,27 @@ def table1(data: pd.DataFrame) -> Table:
                  data, headers, rows)
 
 
+def _signed(value: Any) -> str:
+    """A difference with its sign, '' when undefined."""
+    return "" if is_missing(value) else f"{float(value):+.3f}"
+
+
 def _ci(low: Any, high: Any) -> str:
     """'[low, high]' with signs, '' when undefined."""
     return "" if is_missing(low) else f"[{float(low):+.3f}, {float(high):+.3f}]"
 
 
 def comparisons(data: pd.DataFrame) -> Table:
-    """Pretrained against random init: difference of mean macro F1 and challenge F1, bootstrap CI, Welch p."""
+    """Pretrained against random init: difference of mean macro F1 and challenge F1, bootstrap CI, Welch p (a
+    scenario without a like baseline says so in the baseline column)."""
     headers = ["Scenario", "Baseline", "n", "n base", "Mean", "Mean base", "Difference", "95% CI", "Welch p",
                "Challenge diff.", "Challenge 95% CI"]
-    rows = [[r["label"], r["baseline_label"], str(r["n"]), str(r["n_baseline"]), num(r["mean"]),
-             num(r["mean_baseline"]), f"{float(r['diff']):+.3f}", _ci(r["ci_low"], r["ci_high"]),
-             p_value(r["p_value"]), f"{float(r['challenge_diff']):+.3f}",
+    rows = [[r["label"], r["baseline"] if is_missing(r["baseline_label"]) else r["baseline_label"], str(r["n"]),
+             str(r["n_baseline"]), num(r["mean"]), num(r["mean_baseline"]), _signed(r["diff"]),
+             _ci(r["ci_low"], r["ci_high"]), p_value(r["p_value"]), _signed(r["challenge_diff"]),
              _ci(r["challenge_ci_low"], r["challenge_ci_high"])] for r in data.to_dict("records")]
-    return Table("comparisons", "Pretrained vs random init (same fine-tune arch and labels): difference of mean "
-                 "macro F1 (and challenge F1)",
+    return Table("comparisons", "Pretrained vs random init (same fine-tune arch, width and labels): difference of "
+                 "mean macro F1 (and challenge F1)",
                  "95% percentile bootstrap CI (seeded) and Welch's t-test on macro F1; both need two runs per group.",
                  data, headers, rows)
 

@@ -1,4 +1,4 @@
-"""The published numbers of DESIGN.md and the report rows they stand beside.
+"""The published numbers (docs/design-facts.md) and the report rows they stand beside.
 
 Paper: Weimann & Conrad, Sci Rep 11:5251 (2021), Table 1 (macro F1 on the PhysioNet 2017 test set, mean +- sd
 of 10 runs, fine-tuned ResNet-18). Reproduction: a later re-run of the authors' code (frame 4096, beat task,

@@ -125,12 +125,21 @@ def comparisons(done: pd.DataFrame, summary: pd.DataFrame, seed: int = 0,
                 resamples: int = 10_000) -> pd.DataFrame:
     """Each pretrained scenario against random init with the same fine-tune arch, width and labelled fraction:
     difference of mean macro F1 (and of challenge F1), 95 % percentile bootstrap CI (generator seeded by ``seed``
-    and the scenario name, so a row does not change when others are added) and Welch's t-test p-value."""
+    and the scenario name, so a row does not change when others are added) and Welch's t-test p-value. A scenario
+    without such a baseline gets a row saying so (statistics empty), never a comparison with another arch or
+    width."""
     rows = []
     scenarios = set(summary["scenario"])
+    randoms = sorted(summary.loc[summary["init"] == "random", "scenario"])
     for r in summary[summary["init"] != "random"].itertuples():
         baseline = scenario_label({"init": "random", "arch": r.arch, "width": r.width, "label_frac": r.label_frac})
-        if baseline not in scenarios:
+        if baseline not in scenarios:  # an unlike pair would compare architectures or widths, not inits: say so
+            ran = f"random init ran as {', '.join(r_.split('-> ')[-1] for r_ in randoms)}" if randoms else \
+                "no random init ran"
+            rows.append({"scenario": r.scenario, "label": r.label, "n": r.n, "n_baseline": 0,
+                         "mean": r.macro_f1_mean, "challenge_mean": r.challenge_f1_mean,
+                         "baseline": f"not compared: no '{baseline}' runs ({ran}); fine-tune random init with "
+                                     "the same arch, width and labels to compare"})
             continue
         row = {"scenario": r.scenario, "label": r.label, "baseline": baseline,
                "baseline_label": summary.loc[summary["scenario"] == baseline, "label"].iloc[0]}

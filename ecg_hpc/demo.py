@@ -6,33 +6,42 @@ rhythm task at full scale) with two Horovod workers through ``launch/pretrain.py
 sweep (random init plus each pretrained checkpoint, on a small labelled fraction of the training records, several
 seeds) through ``launch/finetune.py``, as ``sbatch slurm/finetune_array.sh`` would; end with
 ``python -m analysis.report``, which also writes ``reports/summary.md``, the result tables without a timestamp.
-Jobs go to the test SLURM when one answers (``tests/cluster/slurm.sh start``), else they run as local worker
-processes. Each stage is skipped when its output is already complete, so an interrupted
-demo resumes where it stopped.
+Jobs go to the project's own test SLURM when it answers (``tests/cluster/slurm.sh start``; another SLURM only with
+``--slurm``), else they run as local worker processes. Each stage is skipped when its output is already complete,
+so an interrupted demo resumes where it stopped. The demo names its store and runs in ``ecg-hpc.toml``, so
+``python launch/pretrain.py`` and ``python -m analysis.report`` find them afterwards.
 
 ``--real`` runs the same fine-tuning sweep and report on real challenge records (default: the 300 records of
-``../shared/data/physionet2017-validation``) from random init and from the synthetic demo's pretrained checkpoint.
+``tests/data/physionet2017-validation``) from random init and from the synthetic demo's pretrained checkpoint.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import os
+import re
 import shutil
+import signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from ecg_hpc.errors import ConfigError, EcgHpcError, user_error
 from ecg_hpc.hpc.executor import slurm_available
+from ecg_hpc.hpc.partition import slurm_conf_path
 from ecg_hpc.hpc.sweep import parse_seeds
+from ecg_hpc.interrupt import interrupted
+from ecg_hpc.project_config import config_path, update_config
 from ecg_hpc.rundir import is_done
 
 REPO = Path(__file__).resolve().parent.parent
-DEFAULT_REAL = REPO.parent / "shared" / "data" / "physionet2017-validation"
+TEST_CLUSTER_NAME = "ecghpc"  # ClusterName in the slurm.conf of tests/cluster/slurm.sh
+DEFAULT_REAL = REPO / "tests" / "data" / "physionet2017-validation"
 SUMMARY = "summary.md"
 
 
@@ -92,6 +101,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seeds", type=_seeds, default=None,
                         help="fine-tuning seeds, e.g. 0,1,2 (default: the scale's, 1,2,3 for full)")
     parser.add_argument("--local", action="store_true", help="never use SLURM, even when a cluster answers")
+    parser.add_argument("--slurm", action="store_true",
+                        help="submit to the SLURM cluster that answers even when it is not the project's test "
+                             "cluster (tests/cluster/slurm.sh); by default only that one is used")
     parser.add_argument("--fresh", action="store_true", help="delete WORKDIR first")
     return parser
 
@@ -101,6 +113,15 @@ def _seeds(text: str) -> tuple[int, ...]:
         return parse_seeds(text)
     except ConfigError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def is_test_cluster() -> bool:
+    """True when SLURM's configuration is the one ``tests/cluster/slurm.sh`` writes (its cluster name)."""
+    try:
+        text = slurm_conf_path().read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return False
+    return any(line.replace(" ", "") == f"ClusterName={TEST_CLUSTER_NAME}" for line in text.splitlines())
 
 
 def slurm_answers() -> bool:
@@ -117,9 +138,9 @@ def slurm_answers() -> bool:
 class Demo:
     """Runs the stages in order, printing each with its duration."""
 
-    def __init__(self, workdir: Path, scale: Scale, local: bool) -> None:
+    def __init__(self, workdir: Path, scale: Scale, local: bool, any_slurm: bool = False) -> None:
         self.w, self.s = workdir.resolve(), scale
-        self.use_slurm = not local and slurm_answers()
+        self.use_slurm = not local and (any_slurm or is_test_cluster()) and slurm_answers()
         self.cluster_args = [] if self.use_slurm else ["--local"]
         self.env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONUNBUFFERED="1")
         self.stage_no = 0
@@ -133,11 +154,33 @@ class Demo:
             return
         print("    $ " + " ".join(_shorten(c, self.w) for c in cmd), flush=True)
         start = time.monotonic()
-        proc = subprocess.run(cmd, cwd=REPO, env=self.env)
-        if proc.returncode != 0:
-            raise ConfigError(f"stage '{title}' failed (exit {proc.returncode}); fix the cause and run the demo "
+        returncode = self._stage(title, cmd)
+        if returncode != 0:
+            raise ConfigError(f"stage '{title}' failed (exit {returncode}); fix the cause and run the demo "
                               f"again: finished stages are skipped")
         print(f"    ({time.monotonic() - start:.0f} s)", flush=True)
+
+    def _stage(self, title: str, cmd: list[str]) -> int:
+        """Run one stage's command in its own session, relaying its output; on Ctrl-C stop it as a terminal would
+        (SIGINT to its process group), cancel a SLURM job it submitted, drop its output and raise DemoInterrupted."""
+        proc = subprocess.Popen(cmd, cwd=REPO, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                text=True, errors="replace", start_new_session=True)
+        relay = _Relay(proc)
+        try:
+            return proc.wait()
+        except KeyboardInterrupt:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the stop short
+            relay.silence()
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGINT)
+            proc.wait()
+            cancelled = ""
+            if relay.slurm_job:
+                subprocess.run(["scancel", relay.slurm_job], capture_output=True, timeout=60)
+                cancelled = f", its SLURM job {relay.slurm_job} cancelled"
+            raise DemoInterrupted(f"stage [{self.stage_no}] {title}{cancelled}") from None
+        finally:
+            relay.join()
 
     def data(self, module: str, *args: str) -> list[str]:
         """Command line of ``python -m MODULE ARGS``."""
@@ -195,12 +238,42 @@ class Demo:
                   ",".join(map(str, s.seeds)), "--label-fracs", labels, "--epochs", str(s.finetune_epochs),
                   "--patience", str(s.patience),
                   "--batch-size", str(s.finetune_batch), "--val-size", str(s.val_size),
-                  "--sweep-dir", str(sweep_dir), "--time", "60", "--follow"])
+                  "--sweep-dir", str(sweep_dir), "--time", "60", "--cpus-per-task", "1", "--follow"])
 
     def report(self, runs: Path, out: Path) -> None:
         """The paper's tables and figures from the run directories."""
         self.run("report", self.data("analysis.report", "--runs", str(runs), "--out", str(out), "--quiet",
                                      "--summary", str(out / SUMMARY)))
+
+
+class DemoInterrupted(Exception):
+    """Ctrl-C stopped the demo; the message names the stage."""
+
+
+class _Relay:
+    """Copies a stage's output to ours line by line until silenced; notes the id of a SLURM job it submits."""
+
+    def __init__(self, proc: subprocess.Popen) -> None:
+        self.slurm_job: str | None = None
+        self._silent = threading.Event()
+        self._thread = threading.Thread(target=self._copy, args=(proc,), daemon=True)
+        self._thread.start()
+
+    def _copy(self, proc: subprocess.Popen) -> None:
+        for line in proc.stdout:
+            found = re.match(r"submitted slurm job (\d+)", line)
+            self.slurm_job = found.group(1) if found else self.slurm_job
+            if not self._silent.is_set():
+                sys.stdout.write(line)
+                sys.stdout.flush()
+
+    def silence(self) -> None:
+        """Drop the rest of the output (what a stopped stage prints about stopping)."""
+        self._silent.set()
+
+    def join(self) -> None:
+        """Wait until the output has been copied (a stage's background workers may hold it open a little longer)."""
+        self._thread.join(timeout=60)
 
 
 def _shorten(arg: str, workdir: Path) -> str:
@@ -211,18 +284,19 @@ def main(argv: list[str] | None = None) -> int:
     """Run the synthetic demo, or with ``--real`` the sweep on real records."""
     args = build_parser().parse_args(argv)
     started = time.monotonic()
+    scale = SCALES[args.scale]
+    workdir = args.workdir or REPO / "demo"
+    if args.seeds is not None:
+        scale = dataclasses.replace(scale, seeds=args.seeds)
+        workdir = args.workdir or workdir / ("seeds_" + "_".join(map(str, args.seeds)))
     try:
-        scale = SCALES[args.scale]
-        workdir = args.workdir or REPO / "demo"
-        if args.seeds is not None:
-            scale = dataclasses.replace(scale, seeds=args.seeds)
-            workdir = args.workdir or workdir / ("seeds_" + "_".join(map(str, args.seeds)))
         if args.fresh and workdir.exists():
             shutil.rmtree(workdir)
-        demo = Demo(workdir, scale, args.local)
+        demo = Demo(workdir, scale, args.local, args.slurm)
         print(f"ecg-hpc demo ({args.scale}) in {demo.w}; jobs run on "
               f"{'the SLURM cluster' if demo.use_slurm else 'this machine (local worker processes)'}", flush=True)
         demo.synthetic_inputs()
+        update_config({"store": demo.w / "store"})
         pretrained = demo.pretrain()
         if args.real:
             if not (args.records / "REFERENCE.csv").is_file():
@@ -236,12 +310,19 @@ def main(argv: list[str] | None = None) -> int:
             npz = demo.w / "challenge.npz"
             demo.challenge(None, npz)
             demo.finetune(npz, pretrained, demo.w / "runs" / "finetune")
+            update_config({"runs": demo.w / "runs"})
             demo.report(demo.w / "runs", demo.w / "reports")
             out = demo.w / "reports"
     except EcgHpcError as exc:
         return user_error(exc)
+    except (KeyboardInterrupt, DemoInterrupted) as exc:
+        stage = f" during {exc}" if isinstance(exc, DemoInterrupted) else ""
+        return interrupted(f"interrupted: the demo stopped{stage}; finished stages are kept in {workdir}; run "
+                           "it again (make demo) to resume from there")
     print(f"\n{(out / SUMMARY).read_text(encoding='utf-8')}\ndemo finished in {time.monotonic() - started:.0f} s; "
-          f"report and figures in {out}, these result tables in {out / SUMMARY}", flush=True)
+          f"report and figures in {out}, these result tables in {out / SUMMARY}\n"
+          f"{config_path().name} now names its store and runs: `python launch/pretrain.py --dry-run` and "
+          "`python -m analysis.report` use them (activate the venv first: source .venv/bin/activate)", flush=True)
     return 0
 
 

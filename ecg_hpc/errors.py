@@ -15,6 +15,10 @@ class ConfigError(EcgHpcError, ValueError):
     """An option or combination of options is invalid (the message names the option)."""
 
 
+class StorageError(EcgHpcError, OSError):
+    """A folder cannot be written: full, over quota, read-only or not permitted (the message names it and the fix)."""
+
+
 def user_error(exc: EcgHpcError) -> int:
     """Print ``exc`` as one ``error:`` line on stderr and return the exit status CLIs use for it (2)."""
     print(f"error: {exc}", file=sys.stderr, flush=True)

@@ -15,11 +15,14 @@ class Progress:
         self.total, self.label, self.unit, self.interval = total, label, unit, interval
         self.stream = stream if stream is not None else sys.stderr
         self.done = 0
+        self.nbytes = 0
         self._start = self._last = time.monotonic()
 
-    def update(self, n: int = 1) -> None:
-        """Record ``n`` more finished items and print a line if the interval has passed or all are done."""
+    def update(self, n: int = 1, nbytes: int = 0) -> None:
+        """Record ``n`` more finished items (``nbytes`` of data moved, shown as MB/s) and print a line if the
+        interval has passed or all are done."""
         self.done += n
+        self.nbytes += nbytes
         now = time.monotonic()
         if now - self._last >= self.interval or self.done >= self.total:
             self._last = now
@@ -32,6 +35,7 @@ class Progress:
         eta = (self.total - self.done) / rate if rate > 0 else float("inf")
         eta_txt = f"{eta:.0f}s" if eta != float("inf") else "?"
         end = "\n" if self.done >= self.total or not self.stream.isatty() else "\r"
+        throughput = f" {self.nbytes / elapsed / 1e6:.1f} MB/s" if self.nbytes else ""
         self.stream.write(f"{self.label}: {self.done}/{self.total} ({pct:.0f}%) "
-                          f"{rate:.1f} {self.unit}/s ETA {eta_txt}{end}")
+                          f"{rate:.1f} {self.unit}/s{throughput} ETA {eta_txt}{end}")
         self.stream.flush()

@@ -12,7 +12,8 @@ name in the same folder, then renamed), so a reader never sees half a file.
 - ``started_at``, ``finished_at`` (ISO 8601 UTC), ``wall_time_s``
 
 Pretraining runs (``runs/pretrain/<name>/``) add ``task``, ``arch``, ``frame_size``, ``frac``, ``epochs``,
-``epochs_done``, ``world_size``, ``hosts``, ``horovod`` (lr scaling and warm-up) and ``epoch_times_s``; their
+``epochs_done``, ``world_size``, ``hosts``, ``horovod`` (lr scaling and warm-up), ``epoch_times_s`` and
+``sampler`` (``{"sampler": "uniform"}`` or the pool's options with ``memory_bound_bytes`` per worker); their
 checkpoints are ``epoch_NN/`` folders (NN from 01) and ``history.csv`` has one row per epoch.
 
 Fine-tuning runs (``runs/finetune/<scenario>/seed_S/``) add:
@@ -31,6 +32,8 @@ from __future__ import annotations
 
 import csv
 import datetime as _dt
+import errno
+import hashlib
 import importlib.metadata
 import io
 import json
@@ -45,6 +48,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping, Sequence
 
+from ecg_hpc.errors import StorageError
+
 RUN_JSON = "run.json"
 STATUSES = ("running", "done", "failed")
 _PACKAGES = ("ecg-hpc", "tensorflow-cpu", "tensorflow", "horovod", "submitit", "numpy", "scipy", "pandas",
@@ -56,22 +61,87 @@ def utc_now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()
 
 
-def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
-    """Write ``data`` to ``path`` via a temporary file in the same folder and a rename; return the path."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+_STORAGE_FAULTS = {errno.ENOSPC: ("no space left on the device", "free space there"),
+                   errno.EDQUOT: ("disk quota exceeded", "free space within your quota"),
+                   errno.EROFS: ("read-only file system", "choose a writable folder"),
+                   errno.EACCES: ("permission denied", "fix the folder's permissions or choose another one"),
+                   errno.EPERM: ("operation not permitted", "fix the folder's permissions or choose another one")}
+LARGE_WRITE = 1 << 20  # writes at least this big check the free space first
+SPACE_MARGIN = 1 << 20  # and leave this much free, so that run.json can still say what happened
+
+
+def storage_error(exc: OSError, folder: str | os.PathLike[str]) -> StorageError | None:
+    """The one-line StorageError for a full, over-quota, read-only or forbidden ``folder``; None for other errors."""
+    fault = _STORAGE_FAULTS.get(exc.errno or 0)
+    if fault is None:
+        return None
+    error = StorageError(f"{folder}: cannot write ({fault[0]}); {fault[1]}, then run again")
+    error.errno = exc.errno
+    return error
+
+
+@contextmanager
+def writing(folder: str | os.PathLike[str]) -> Iterator[None]:
+    """Turn a full, read-only or forbidden ``folder`` met inside the block into a StorageError naming it."""
     try:
-        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; colleagues on a cluster must read results
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        yield
+    except StorageError:
         raise
+    except OSError as exc:
+        error = storage_error(exc, folder)
+        if error is None:
+            raise
+        raise error from None
+
+
+def check_free_space(folder: str | os.PathLike[str], nbytes: int) -> None:
+    """StorageError naming ``folder`` when it has less than ``nbytes`` plus a margin free (checked where the file
+    system can tell: before large writes, so that no writer meets a full disk half-way)."""
+    if nbytes < LARGE_WRITE:
+        return
+    try:
+        stat = os.statvfs(folder)
+    except OSError:
+        return
+    free = stat.f_bavail * stat.f_frsize
+    if free < nbytes + SPACE_MARGIN:
+        error = StorageError(f"{folder}: cannot write {nbytes / 2 ** 20:.1f} MiB (no space left on the device: "
+                             f"{free / 2 ** 20:.1f} MiB free); free space there, then run again")
+        error.errno = errno.ENOSPC
+        raise error
+
+
+def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
+    """Write ``data`` to ``path`` via a temporary file in the same folder and a rename; return the path.
+
+    A full, read-only or forbidden folder raises a StorageError naming it; the temporary file never stays.
+    """
+    path = Path(path)
+    tmp: str | None = None
+    with writing(path.parent):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        check_free_space(path.parent, len(data))
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        try:
+            os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; colleagues on a cluster must read results
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
     return path
+
+
+def file_sha256(path: str | os.PathLike[str]) -> str:
+    """Hex sha256 of a file's bytes, read in 4 MiB chunks (checksums of store files and checkpoints)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 22), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def _umask() -> int:
@@ -115,18 +185,21 @@ def replace_dir(tmp: str | os.PathLike[str], final: str | os.PathLike[str]) -> N
 def atomic_dir(final: str | os.PathLike[str], prefix: str | None = None) -> Iterator[Path]:
     """Yield a new empty folder beside ``final``; when the block succeeds it replaces ``final``, else it is removed.
 
+    A full, read-only or forbidden folder met in the block raises a StorageError naming ``final``'s parent.
+
     The folder gets the umask's permissions (unlike ``mkdtemp``'s 0700), so results stay readable by the group.
     """
     final = Path(final)
-    final.parent.mkdir(parents=True, exist_ok=True)
     tmp = final.parent / f"{prefix or f'.{final.name}.'}{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
-    tmp.mkdir()
-    try:
-        yield tmp
-        replace_dir(tmp, final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    with writing(final.parent):
+        final.parent.mkdir(parents=True, exist_ok=True)
+        tmp.mkdir()
+        try:
+            yield tmp
+            replace_dir(tmp, final)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
 
 
 def read_run(job_dir: str | os.PathLike[str]) -> dict[str, Any] | None:
@@ -146,6 +219,17 @@ def write_run(job_dir: str | os.PathLike[str], info: Mapping[str, Any]) -> Path:
     if status not in STATUSES:
         raise ValueError(f"run.json status must be one of {STATUSES}, got {status!r}")
     return atomic_write_json(Path(job_dir) / RUN_JSON, info)
+
+
+def mark_failed(job_dir: str | os.PathLike[str], error: str) -> None:
+    """Set an existing run.json of ``job_dir`` to failed with ``error`` (for failures before a run records itself);
+    a missing, unreadable or done one is left as it is (a done run's results stay valid)."""
+    try:
+        info = read_run(job_dir)
+    except ValueError:
+        return
+    if info and info.get("status") != "done":
+        write_run(job_dir, {**info, "status": "failed", "error": error, "finished_at": utc_now()})
 
 
 def is_done(job_dir: str | os.PathLike[str]) -> bool:

@@ -12,17 +12,29 @@ The same manifest can be run by hand with ``sbatch slurm/finetune_array.sh``.
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+if __name__ == "__main__":  # before the imports: Ctrl-C and a Python without the project's packages get one line
+    from ecg_hpc.interrupt import exit_quietly_on_interrupt
+    from ecg_hpc.venvcheck import exit_unless_installed
+    exit_quietly_on_interrupt("interrupted: nothing was submitted")
+    exit_unless_installed(("numpy", "submitit", "tensorflow"))
+
+import submitit  # noqa: E402
+
 from ecg_hpc.errors import ConfigError, EcgHpcError, user_error  # noqa: E402
 from ecg_hpc.hpc import sweep  # noqa: E402
-from ecg_hpc.hpc.executor import (ModuleJob, add_cluster_arguments, describe_dry_run, make_executor,  # noqa: E402
-                                  resolve_plan)
-from ecg_hpc.progress import Progress  # noqa: E402
+from ecg_hpc.hpc.executor import (ModuleJob, add_cluster_arguments, check_cluster_text,  # noqa: E402
+                                  describe_dry_run, interrupt_local_job, job_log, make_executor, submit_jobs)
+from ecg_hpc.hpc.pending import stuck_message, stuck_reason  # noqa: E402
+from ecg_hpc.hpc.sweep_progress import progress_line  # noqa: E402
+from ecg_hpc.interrupt import children_ignore_interrupt, interrupt_raises, interrupted  # noqa: E402
+from ecg_hpc.rundir import writing  # noqa: E402
 
 RUNNER = "ecg_hpc.hpc.sweep"
 DEFAULT_TIME = "04:00:00"
@@ -47,23 +59,46 @@ def task_jobs(manifest: Path, indices: list[int], local: bool) -> list[ModuleJob
     return [job(indices)] if local else [job([i]) for i in indices]
 
 
-def _wait(jobs: list) -> None:
-    """Wait for every submitted job, showing how many have ended."""
-    bar = Progress(len(jobs), "sweep jobs ended", unit="jobs", interval=10.0)
-    remaining = list(jobs)
-    while remaining:
-        ended = [j for j in remaining if j.done()]
-        remaining = [j for j in remaining if j not in ended]
-        if ended:
-            bar.update(len(ended))
-        if remaining:
-            time.sleep(2.0)
+def _wait(jobs: list, tasks: list[sweep.Task], poll_s: float = 2.0, every_s: float = 10.0) -> None:
+    """Wait for every submitted job, printing the sweep's progress line when it changes (at most every
+    ``every_s`` seconds): tasks done / running (with their epoch) / failed / waiting."""
+    if len(jobs) == len(tasks):  # one job per task (a SLURM array)
+        logs = {t.index: job_log(j) for t, j in zip(tasks, jobs)}
+    else:  # one local job runs the tasks in turn
+        logs = {t.index: job_log(jobs[0]) for t in tasks}
+    last_line, last_time = "", 0.0
+    while True:
+        finished = all(j.done() for j in jobs)
+        if not finished and isinstance(jobs[0], submitit.SlurmJob) and time.monotonic() - last_time >= every_s:
+            reason = stuck_reason(str(jobs[0].job_id))
+            if reason:
+                raise ConfigError(stuck_message(str(jobs[0].job_id).split("_")[0], reason))
+        line = progress_line(tasks, logs)
+        if line != last_line and (finished or time.monotonic() - last_time >= every_s):
+            print(line, flush=True)
+            last_line, last_time = line, time.monotonic()
+        if finished:
+            return
+        time.sleep(poll_s)
+
+
+def _stopped(cluster: str, jobs: list, manifest: Path, job_id: str) -> int:
+    """After Ctrl-C: stop a local sweep (the running task is recorded as failed) or leave a SLURM array running."""
+    if cluster != "local":
+        return interrupted(f"interrupted: stopped waiting; SLURM array job {job_id} keeps running (python -m "
+                           f"ecg_hpc.hpc.sweep status --manifest {manifest}); cancel it with scancel {job_id}")
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the recording short
+    interrupt_local_job(jobs[0])
+    summary = sweep.summarize(sweep.read_manifest(manifest))
+    return interrupted(f"interrupted: the local sweep stopped ({summary}); finished tasks are kept, the one that "
+                       "was running is recorded as failed; run the same command again to run what is left")
 
 
 def main(argv: list[str] | None = None) -> int:
     """Plan the sweep, then submit (or describe) its pending tasks."""
     args = build_parser().parse_args(argv)
     try:
+        check_cluster_text(args)  # before the manifest is written
         if args.max_parallel is not None and args.max_parallel < 1:
             raise ConfigError(f"--max-parallel {args.max_parallel}: must be at least 1")
         manifest, tasks, planned = sweep.plan_from_args(args, write=not args.dry_run)
@@ -72,24 +107,31 @@ def main(argv: list[str] | None = None) -> int:
         if not todo:
             print("nothing to run: every planned task is done")
             return 0
-        if args.gpus_per_node is None:  # one GPU per fine-tuning task where the cluster has GPUs
-            args.gpus_per_node = min(1, resolve_plan(args, tasks_per_node=1).gpus_per_node)
-        executor = make_executor(args, manifest.parent / "logs", job_name="finetune", tasks_per_node=1,
-                                 array_parallelism=args.max_parallel)
-        jobs = task_jobs(manifest, todo, local=executor.cluster == "local")
-        if args.dry_run:
-            limit = f", at most {args.max_parallel} at once" if args.max_parallel else ""
-            print(f"dry run: the manifest is not written; would run {len(todo)} task(s), indices {todo}, as "
-                  f"{len(jobs)} {executor.cluster} job(s){limit}; the first one:")
-            print(describe_dry_run(executor, jobs[0]))
-            return 0
-        submitted = executor.submit_array(jobs)
+        with writing(manifest.parent):  # submitit creates the log folder
+            executor = make_executor(args, manifest.parent / "logs", job_name="finetune", tasks_per_node=1,
+                                     array_parallelism=args.max_parallel, array_task=True)
+            jobs = task_jobs(manifest, todo, local=executor.cluster == "local")
+            if args.dry_run:
+                limit = f", at most {args.max_parallel} at once" if args.max_parallel else ""
+                print(f"dry run: the manifest is not written; would run {len(todo)} task(s), indices {todo}, as "
+                      f"{len(jobs)} {executor.cluster} job(s){limit}; the first one:")
+                print(describe_dry_run(executor, jobs[0]))
+                return 0
+            with children_ignore_interrupt():  # local workers handle Ctrl-C; submitit's controller must not
+                submitted = submit_jobs(executor, jobs, array=True)
     except EcgHpcError as exc:
         return user_error(exc)
-    print(f"submitted {len(todo)} task(s): {executor.cluster} job {submitted[0].job_id.split('_')[0]}, "
-          f"logs in {manifest.parent / 'logs'}")
+    interrupt_raises()
+    job_id = submitted[0].job_id.split('_')[0]
+    print(f"submitted {len(todo)} task(s): {executor.cluster} job {job_id}, logs in {manifest.parent / 'logs'}")
     if args.follow:
-        _wait(submitted)
+        planned = [t for t in sweep.read_manifest(manifest) if t.index in todo]
+        try:
+            _wait(submitted, planned)
+        except KeyboardInterrupt:
+            return _stopped(executor.cluster, submitted, manifest, job_id)
+        except EcgHpcError as exc:  # pending for good
+            return user_error(exc)
         failed = [t for t in sweep.read_manifest(manifest) if t.index in todo and sweep.task_status(t) != "done"]
         print(sweep.summarize(sweep.read_manifest(manifest)))
         for task in failed:

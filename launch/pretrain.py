@@ -11,14 +11,26 @@ run.json says done is not submitted again; one holding checkpoints resumes from 
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from ecg_hpc.errors import EcgHpcError, user_error  # noqa: E402
-from ecg_hpc.hpc.executor import (ModuleJob, add_cluster_arguments, describe_dry_run, follow, job_log,  # noqa: E402
-                                  make_executor)
+if __name__ == "__main__":  # before the imports: Ctrl-C and a Python without the project's packages get one line
+    from ecg_hpc.interrupt import exit_quietly_on_interrupt
+    from ecg_hpc.venvcheck import exit_unless_installed
+    exit_quietly_on_interrupt("interrupted: nothing was submitted")
+    exit_unless_installed(("numpy", "submitit", "tensorflow"))
+
+from ecg_hpc.errors import ConfigError, EcgHpcError, user_error  # noqa: E402
+from ecg_hpc.hpc.executor import (ModuleJob, add_cluster_arguments, describe_dry_run, follow,  # noqa: E402
+                                  interrupt_local_job, job_log, make_executor, submit_jobs)
+from ecg_hpc.interrupt import children_ignore_interrupt, interrupt_raises, interrupted  # noqa: E402
+from ecg_hpc.project_config import resolve_store  # noqa: E402
+from ecg_hpc.options import check_text  # noqa: E402
+from ecg_hpc.rundir import writing  # noqa: E402
 from ecg_hpc.train import pretrain  # noqa: E402
 
 TRAINER = "ecg_hpc.train.pretrain"
@@ -38,7 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     """Launcher options plus every trainer option (shown by --help, checked before submitting)."""
     parser = _launcher_parser(add_help=True)
     pretrain.add_arguments(parser.add_argument_group("training (python -m ecg_hpc.train.pretrain)"),
-                           job_dir_required=False)
+                           job_dir_required=False, store_required=False)
     return parser
 
 
@@ -56,33 +68,63 @@ def main(argv: list[str] | None = None) -> int:
     job_dir = Path(args.job_dir or default_job_dir(args)).resolve()
     if not args.job_dir:
         trainer_argv += ["--job-dir", str(job_dir)]
-    if not any(a == "--store" or a.startswith("--store=") for a in trainer_argv):  # from $ECG_HPC_STORE
-        trainer_argv += ["--store", str(Path(args.store).resolve())]
     try:
+        check_text("--name", args.name)
+        store, source = resolve_store(args.store)
+        if store is None and not args.dry_run:
+            raise ConfigError(source)
+        if not args.store:
+            trainer_argv += ["--store", str(store or "STORE")]
         trainer_args = pretrain.build_parser().parse_args(trainer_argv)
-        pretrain.check_arguments(trainer_args)
+        store_ok = store is not None and store.is_dir()
+        if store_ok or not args.dry_run:
+            pretrain.check_arguments(trainer_args)
+        else:  # a dry run shows the job without a store; every other option is still checked
+            pretrain.check_arguments(argparse.Namespace(**{**vars(trainer_args), "store": str(job_dir.anchor)}))
+            print(f"note: {source if store is None else f'the store {store} (from {source}) does not exist'}; "
+                  "the job below would fail until it does", file=sys.stderr)
         if pretrain.finished(job_dir, trainer_args.epochs):
             print(f"{job_dir}: run.json says done; not submitted (delete the folder to redo the run)")
             return 0
         job = ModuleJob(TRAINER, trainer_argv)
-        executor = make_executor(args, job_dir / "logs", job_name=f"pretrain-{job_dir.name}")
-        if args.dry_run:
-            print(describe_dry_run(executor, job))
-            return 0
-        submitted = executor.submit(job)
+        with writing(job_dir):  # submitit creates the log folder: a read-only or full job folder is one line
+            executor = make_executor(args, job_dir / "logs", job_name=f"pretrain-{job_dir.name}")
+            if args.dry_run:
+                print(describe_dry_run(executor, job))
+                return 0
+            with children_ignore_interrupt():  # local workers handle Ctrl-C themselves; submitit's controller must not
+                submitted = submit_jobs(executor, [job])[0]
     except EcgHpcError as exc:
         return user_error(exc)
-    print(f"submitted {executor.cluster} job {submitted.job_id} "
-          f"({submitted.num_tasks} worker{'s' if submitted.num_tasks > 1 else ''})")
-    print(f"  rank 0 log: {job_log(submitted)}")
-    print(f"  job dir:    {job_dir}")
-    if args.follow:
-        try:
+    interrupt_raises()
+    try:
+        print(f"submitted {executor.cluster} job {submitted.job_id} "
+              f"({submitted.num_tasks} worker{'s' if submitted.num_tasks > 1 else ''})")
+        print(f"  rank 0 log: {job_log(submitted)}")
+        print(f"  job dir:    {job_dir}")
+        if args.follow:
             follow(submitted)
-        except Exception as exc:  # the job failed: its traceback is in the log just streamed
-            print(f"job {submitted.job_id} failed: {str(exc).strip().splitlines()[-1]}", file=sys.stderr)
-            return 1
+    except KeyboardInterrupt:
+        return stop_message(executor.cluster, submitted, job_dir)
+    except EcgHpcError as exc:  # e.g. pending for good
+        return user_error(exc)
+    except Exception as exc:  # the job failed: its traceback is in the log just streamed
+        print(f"job {submitted.job_id} failed: {str(exc).strip().splitlines()[-1]}", file=sys.stderr)
+        return 1
     return 0
+
+
+def stop_message(cluster: str, job: Any, job_dir: Path) -> int:
+    """After Ctrl-C: stop a local job (its workers checkpoint) or leave a SLURM job running; say which, in one line."""
+    if cluster != "local":
+        return interrupted(f"interrupted: stopped following; SLURM job {job.job_id} keeps running (log "
+                           f"{job_log(job)}); cancel it with scancel {job.job_id}")
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the checkpoint short
+    ended = interrupt_local_job(job)
+    kept = sorted(p.name for p in job_dir.glob("*") if p.name.startswith(("epoch_", "preempted")))
+    what = f"checkpoints kept in {job_dir} (latest {kept[-1]})" if kept else f"no checkpoint yet in {job_dir}"
+    state = "stopped" if ended else "still stopping (its workers finish their step)"
+    return interrupted(f"interrupted: the local pretraining {state}; {what}; run the same command again to resume")
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -18,8 +19,9 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slurm, pytest.mark.slow]
 
 def test_tiny_demo_runs_end_to_end_through_slurm(slurm_cluster, tmp_path: Path) -> None:
     work = tmp_path / "demo"
+    env = dict(os.environ, ECG_HPC_CONFIG=str(tmp_path / "ecg-hpc.toml"))  # not the checkout's own settings
     proc = subprocess.run([sys.executable, "-m", "ecg_hpc.demo", "--scale", "tiny", "--workdir", str(work)],
-                          cwd=REPO, capture_output=True, text=True, timeout=1500)
+                          cwd=REPO, capture_output=True, text=True, timeout=1500, env=env)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     assert "jobs run on the SLURM cluster" in proc.stdout
     # Two pretraining runs with two Horovod workers each, finished.
@@ -43,7 +45,7 @@ def test_tiny_demo_runs_end_to_end_through_slurm(slurm_cluster, tmp_path: Path) 
         assert (work / "reports" / fig).stat().st_size > 1000
     # Running it again finds every stage done and runs no job.
     again = subprocess.run([sys.executable, "-m", "ecg_hpc.demo", "--scale", "tiny", "--workdir", str(work)],
-                           cwd=REPO, capture_output=True, text=True, timeout=600)
+                           cwd=REPO, capture_output=True, text=True, timeout=600, env=env)
     assert again.returncode == 0, again.stdout[-4000:] + again.stderr[-4000:]
     assert "nothing to run: every planned task is done" in again.stdout
     assert "submitted" not in again.stdout

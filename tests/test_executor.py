@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -12,6 +14,7 @@ import pytest
 from ecg_hpc.errors import ConfigError
 from ecg_hpc.hpc import executor
 from ecg_hpc.hpc.jobenv import REQUEUE_EXIT_CODE
+from ecg_hpc.hpc.partition import Partition, controller_addresses
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -81,7 +84,9 @@ def test_slurm_batch_script(tmp_path: Path) -> None:
     image.write_bytes(b"not a real image; only its path goes into the script")
     args = _args("--nodes", "2", "--gpus-per-node", "4", "--cpus-per-task", "8", "--mem", "200G",
                  "--partition", "gpu", "--account", "proj42", "--time", "2:00:00", "--image", str(image))
-    ex = executor.make_executor(args, tmp_path / "logs", job_name="pretrain-x")
+    gpu_cluster = Partition(name="gpu", nodes=8, cpus_per_node=64, gpus_per_node=4, mem_mb_per_node=512_000,
+                            max_nodes_per_job=None)
+    ex = executor.make_executor(args, tmp_path / "logs", job_name="pretrain-x", partition=gpu_cluster)
     assert ex.cluster == "slurm"
     script = executor.describe_dry_run(ex, executor.ModuleJob("ecg_hpc.train.pretrain", ["--frac", "0.1"]))
     for line in ("#SBATCH --nodes=2", "#SBATCH --ntasks-per-node=4", "#SBATCH --gpus-per-node=4",
@@ -115,3 +120,54 @@ def test_launcher_dry_run_submits_nothing(tmp_path: Path) -> None:
         in proc.stdout
     assert "worker process(es)" in proc.stdout
     assert not (job_dir / "run.json").exists() and not list((job_dir / "logs").glob("*.pkl"))
+
+
+# ----------------------------------------------------------------- the request checked against the partition
+CPU_NODE = Partition(name="debug", nodes=1, cpus_per_node=2, gpus_per_node=0, mem_mb_per_node=1800,
+                     max_nodes_per_job=None)
+
+
+def test_partition_from_sinfo_lines() -> None:
+    out = "debug*|1|2|1800|(null)|1-infinite\ngpu|4|64|512000|gpu:a100:4(S:0-1)|1-2\ngpu|2|32|256000|gpu:2|1-2\n"
+    assert Partition.parse(out, None) == CPU_NODE
+    gpu = Partition.parse(out, "gpu")
+    assert (gpu.nodes, gpu.cpus_per_node, gpu.gpus_per_node, gpu.max_nodes_per_job) == (6, 32, 2, 2)
+    with pytest.raises(ConfigError, match="--partition big: no such partition .*debug, gpu"):
+        Partition.parse(out, "big")
+
+
+def test_requests_that_can_never_run_are_refused_in_one_line() -> None:
+    assert CPU_NODE.refusal(1, 1, 0, 2, None) is None
+    assert CPU_NODE.refusal(2, 1, 0, 1, None) == "--nodes 2: partition debug has 1 node"
+    assert "--gpus-per-node 1: partition debug has 0 GPUs per node" in CPU_NODE.refusal(1, 1, 1, 1, None)
+    assert CPU_NODE.refusal(1, 1, 0, 4, None) == "--tasks 1 x --cpus-per-task 4 = 4 CPUs per node: partition " \
+                                                 "debug has 2"
+    assert CPU_NODE.refusal(1, 1, 0, 1, 64.0).startswith("--mem 64G")
+
+
+@pytest.mark.skipif(not executor.slurm_available(), reason="needs sbatch and srun on PATH")
+def test_slurm_defaults_follow_the_partition() -> None:
+    plan = executor.resolve_plan(_args(), partition=CPU_NODE)
+    assert (plan.gpus_per_node, plan.tasks_per_node, plan.cpus_per_task) == (0, 1, 2)
+    gpu_node = Partition(name="gpu", nodes=2, cpus_per_node=64, gpus_per_node=4, mem_mb_per_node=512_000,
+                         max_nodes_per_job=None)
+    plan = executor.resolve_plan(_args("--nodes", "2"), partition=gpu_node)
+    assert (plan.gpus_per_node, plan.tasks_per_node, plan.cpus_per_task, plan.world_size) == (4, 4, 16, 8)
+    array = executor.resolve_plan(_args(), tasks_per_node=1, array_task=True, partition=gpu_node)
+    assert (array.gpus_per_node, array.tasks_per_node, array.cpus_per_task) == (1, 1, 16)
+    with pytest.raises(ConfigError, match="^--nodes 2: partition debug has 1 node: such a job would pend forever"):
+        executor.resolve_plan(_args("--nodes", "2"), partition=CPU_NODE)
+
+
+def test_a_dead_controller_is_noticed_at_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    with socket.socket() as sock:  # a loopback port nobody listens on once this socket is closed
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    conf = tmp_path / "slurm.conf"
+    conf.write_text(f"ClusterName=x\nSlurmctldHost=head(127.0.0.1)\nSlurmctldPort={port}\n")
+    monkeypatch.setenv("SLURM_CONF", str(conf))
+    assert controller_addresses(conf) == [("127.0.0.1", port)]
+    start = time.monotonic()
+    with pytest.raises(ConfigError, match=f"controller \\(127.0.0.1:{port}, from {conf}\\) does not answer"):
+        Partition.query(None)
+    assert time.monotonic() - start < 3.0

@@ -15,7 +15,7 @@ from ecg_hpc.data import icentia11k as ic
 from ecg_hpc.errors import ConfigError, DataError
 
 
-# ---------------------------------------------------------------- slow references written from DESIGN.md's prose
+# ---------------------------------------------------------------- slow references written from docs/design-facts.md
 
 def ref_complete(pos, start, end):
     """Beats whose own index and whose previous beat's index both lie in [start, end]."""

@@ -157,3 +157,35 @@ def test_tiny_model_of_each_family_overfits_a_separable_set(arch, length):
     logits = model(x, training=False).numpy()
     assert (logits.argmax(axis=1) == y).all()
     assert model.evaluate(x, y, verbose=0) < 0.1 < first
+
+
+@pytest.mark.parametrize("dims, shape", [(1, (3, 37, 5)), (2, (2, 11, 9, 5))])
+def test_subsampled_shortcut_equals_the_strided_1x1_conv_outputs_and_gradients(dims, shape):
+    from ecg_hpc.models.layers import conv, subsample
+
+    x = tf.constant(np.random.default_rng(0).standard_normal(shape).astype(np.float32))
+    strided, plain = conv(dims, 7, 1, 2, "strided"), conv(dims, 7, 1, 1, "plain")
+    strided.build(x.shape)
+    plain.build(x[..., ::2, :].shape if dims == 1 else x[:, ::2, ::2, :].shape)
+    plain.kernel.assign(strided.kernel)
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch(x)
+        want = strided(x)
+        got = plain(subsample(dims, 2, "sub")(x))
+        losses = [tf.reduce_sum(tf.square(y) * tf.range(1.0, 8.0)) for y in (want, got)]
+    assert got.shape == want.shape and want.shape[1] == (shape[1] + 1) // 2  # odd lengths too ('same')
+    np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(tape.gradient(losses[1], plain.kernel).numpy(),
+                               tape.gradient(losses[0], strided.kernel).numpy(), rtol=1e-5)
+    np.testing.assert_allclose(tape.gradient(losses[1], x).numpy(), tape.gradient(losses[0], x).numpy(),
+                               rtol=1e-5, atol=1e-6)
+
+
+def test_strided_shortcuts_subsample_before_an_unstrided_1x1_conv():
+    model = build_feature_extractor("resnet18", (4096, 1))
+    for stage in (2, 3, 4):
+        prefix = f"stage{stage}_block1_proj"
+        assert model.get_layer(f"{prefix}_conv").strides == (1,)
+        assert model.get_layer(f"{prefix}_subsample").strides == (2,)
+        assert model.get_layer(f"{prefix}_subsample").pool_size == (1,)
+    assert not any(layer.name.startswith("stage1") and "proj" in layer.name for layer in model.layers)

@@ -1,4 +1,4 @@
-"""PhysioNet/CinC 2017 reader, writer and preprocessing, on the 300 real records of ../shared/data."""
+"""PhysioNet/CinC 2017 reader, writer and preprocessing, on the 300 real records in tests/data."""
 
 from __future__ import annotations
 
@@ -18,9 +18,9 @@ from ecg_hpc.errors import DataError
 
 
 @pytest.fixture(scope="module")
-def real_dir(shared_data: Path) -> Path:
+def real_dir(real_data: Path) -> Path:
     """The 300 real challenge records (read only)."""
-    return shared_data / "physionet2017-validation"
+    return real_data / "physionet2017-validation"
 
 
 @pytest.fixture(scope="module")

@@ -19,8 +19,8 @@ pytestmark = pytest.mark.filterwarnings("ignore::ecg_hpc.data.physionet2017.Head
 
 
 @pytest.fixture(scope="module")
-def real_dir(shared_data: Path) -> Path:
-    return shared_data / "physionet2017-validation"
+def real_dir(real_data: Path) -> Path:
+    return real_data / "physionet2017-validation"
 
 
 @pytest.fixture(scope="module")

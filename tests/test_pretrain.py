@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -66,6 +67,9 @@ def test_argument_errors(tmp_path: Path) -> None:
         pretrain.check_arguments(parse(base + ["--batch-size", "0"]))
     with pytest.raises(DataError, match="--store"):
         pretrain.check_arguments(parse(["--store", str(tmp_path / "none"), "--task", "beat", "--job-dir", "j"]))
+    with pytest.raises(ConfigError, match="--pool-mb"):
+        pretrain.check_arguments(parse(base + ["--pool-mb", "0"]))
+    assert pretrain.pool_options(parse(base + ["--sampler", "uniform"])) is None
 
 
 def _model_and_optimizer(width: float = 0.125) -> tuple[tf.keras.Model, tf.keras.optimizers.Optimizer]:
@@ -254,6 +258,55 @@ def test_killed_after_first_epoch_resumes_to_the_same_weights(store: Path, refer
     assert Path(info["attempts"][1]["resumed_from"]).name in ("epoch_01", "epoch_02")
     assert info["weights_sha256"] == json.loads((reference / "run.json").read_text())["weights_sha256"]
     assert len((job_dir / "history.csv").read_text().splitlines()) == 3
+
+
+@pytest.mark.slow
+@pytest.mark.horovod
+def test_truncated_last_checkpoint_falls_back_to_the_intact_one(store: Path, reference: Path,
+                                                                 tmp_path: Path) -> None:
+    # The reference run killed after writing epoch_02 but before marking itself done, then epoch_02's state
+    # file truncated to half (a full quota or a failing disk): the resume says so in one line, falls back to
+    # epoch_01, records it, and ends with the uninterrupted run's weights.
+    job_dir = tmp_path / "job"
+    shutil.copytree(reference, job_dir, ignore=shutil.ignore_patterns("logs", "launch-*"))
+    info = json.loads((job_dir / "run.json").read_text())
+    (job_dir / "run.json").write_text(json.dumps(dict(info, status="running")))
+    state = next((job_dir / "epoch_02" / "state").glob("ckpt.data-*"))
+    state.write_bytes(state.read_bytes()[: state.stat().st_size // 2])
+    status, output = _launch(store, job_dir)
+    assert status == 0, output[-4000:]
+    log = next((job_dir / "logs").glob("*_0_log.out")).read_text()
+    warnings = [line for line in log.splitlines() if "damaged checkpoint" in line]
+    assert len(warnings) == 1 and "epoch_02 (state/ckpt.data-" in warnings[0]
+    assert warnings[0].endswith("resuming from epoch_01 instead")
+    info = json.loads((job_dir / "run.json").read_text())
+    assert info["status"] == "done" and info["epochs_done"] == 2
+    attempt = info["attempts"][-1]
+    assert Path(attempt["resumed_from"]).name == "epoch_01"
+    assert [Path(d["checkpoint"]).name for d in attempt["damaged_checkpoints"]] == ["epoch_02"]
+    assert checkpoints.verify(job_dir / "epoch_02") is None  # rewritten intact
+    assert info["weights_sha256"] == json.loads((reference / "run.json").read_text())["weights_sha256"]
+    assert not [p for p in job_dir.iterdir() if p.name.startswith(".") and p.name != ".run.lock"]
+
+
+@pytest.mark.slow
+@pytest.mark.horovod
+def test_no_intact_checkpoint_stops_with_one_line(store: Path, reference: Path, tmp_path: Path) -> None:
+    job_dir = tmp_path / "job"
+    shutil.copytree(reference, job_dir, ignore=shutil.ignore_patterns("logs", "launch-*"))
+    info = json.loads((job_dir / "run.json").read_text())
+    (job_dir / "run.json").write_text(json.dumps(dict(info, status="running")))
+    for epoch in ("epoch_01", "epoch_02"):
+        next((job_dir / epoch / "state").glob("ckpt.data-*")).write_bytes(b"")
+    proc = subprocess.run([sys.executable, "-m", "ecg_hpc.train.pretrain", "--store", str(store), "--job-dir",
+                           str(job_dir), *TINY], capture_output=True, text=True, timeout=300, env=ENV, cwd=ROOT)
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "no intact checkpoint" in errors[0] and "Traceback" not in proc.stderr
+    assert "epoch_02: state/ckpt.data-" in errors[0] and "epoch_01: state/ckpt.data-" in errors[0]
+    info = json.loads((job_dir / "run.json").read_text())
+    assert info["status"] == "failed" and "no intact checkpoint" in info["error"]
+    assert (job_dir / "epoch_01").is_dir() and (job_dir / "epoch_02").is_dir()
 
 
 # -- through the real test SLURM ------------------------------------------------------------------------------------

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import os
 import statistics
 import subprocess
 import sys
@@ -11,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from analysis.report import main
-from analysis.synthetic import write_finetune_run
+from analysis.synthetic import checkpoint_init, write_finetune_run, write_pretrain_run
+from ecg_hpc.project_config import update_config
 from tests.test_report import BEAT_EP2, RANDOM, S_EP2, S_RANDOM, build_runs
 
 REPO = Path(__file__).resolve().parent.parent
@@ -104,3 +106,51 @@ def test_unknown_format_is_refused(tmp_path: Path) -> None:
     with pytest.raises(SystemExit) as exc:
         main(["--runs", str(tmp_path), "--format", "pdf"])
     assert exc.value.code == 2
+
+
+def test_no_arguments_finds_runs_here_or_the_demos(runs_root: Path, tmp_path: Path) -> None:
+    def report(cwd: Path, config: Path) -> subprocess.CompletedProcess:
+        env = {**os.environ, "PYTHONPATH": str(REPO), "ECG_HPC_CONFIG": str(config)}
+        return subprocess.run([sys.executable, "-m", "analysis.report", "--quiet", "--no-figures",
+                               "--resamples", "100"], cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    proc = report(empty, tmp_path / "ecg-hpc.toml")
+    assert proc.returncode == 1 and proc.stdout == ""
+    assert proc.stderr.splitlines() == [f"error: runs: no such directory here and no demo runs named in "
+                                        f"{tmp_path / 'ecg-hpc.toml'}: give --runs DIR (make demo writes demo/runs; "
+                                        "a sweep writes runs/finetune)"]
+    update_config({"runs": runs_root}, tmp_path / "ecg-hpc.toml")
+    proc = report(empty, tmp_path / "ecg-hpc.toml")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr.splitlines()[0].startswith(f"no runs/ here: reading the demo's runs in {runs_root}")
+    assert (empty / "reports" / "table1.csv").is_file()
+    here = tmp_path / "here"
+    (here / "runs").mkdir(parents=True)
+    proc = report(here, tmp_path / "ecg-hpc.toml")  # runs/ in the working directory comes first
+    assert proc.returncode == 1 and "error: runs: no run directories" in proc.stderr
+
+
+def test_unlike_pairs_are_not_compared_and_the_report_says_so(tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+    pretrain = write_pretrain_run(runs / "pretrain" / "beat_small", frame_size=4096, frac=1.0)
+    for seed, (r, p) in enumerate([(0.50, 0.60), (0.52, 0.61), (0.49, 0.63)], start=1):
+        write_finetune_run(runs / "finetune" / "random" / f"seed_{seed}", seed=seed, init={"source": "random"},
+                           macro_f1=r, width=1.0)
+        write_finetune_run(runs / "finetune" / "beat_small_epoch_02" / f"seed_{seed}", seed=seed,
+                           init=checkpoint_init(pretrain, 2), macro_f1=p, width=0.125)
+    out = tmp_path / "out"
+    assert main(["--runs", str(runs), "--out", str(out), "--quiet", "--no-figures", "--resamples", "100"]) == 0
+    (row,) = _csv(out / "comparisons.csv").values()
+    assert row["baseline"].startswith("not compared: no 'random -> resnet18 x0.125' runs (random init ran as "
+                                      "resnet18)")
+    assert row["diff"] == row["ci_low"] == row["p_value"] == ""
+    # the same pair at one width is compared
+    for seed in (1, 2, 3):
+        write_finetune_run(runs / "finetune" / "random_w" / f"seed_{seed}", seed=seed, init={"source": "random"},
+                           macro_f1=0.5 + seed / 100, width=0.125)
+    assert main(["--runs", str(runs), "--out", str(out), "--quiet", "--no-figures", "--resamples", "100"]) == 0
+    (row,) = _csv(out / "comparisons.csv").values()
+    assert row["baseline"] == "random -> resnet18 x0.125" and float(row["diff"]) == pytest.approx(
+        (0.60 + 0.61 + 0.63) / 3 - 0.52)

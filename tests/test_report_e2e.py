@@ -20,7 +20,7 @@ CLASSES = ("A", "N", "O", "~")
 
 
 def f1_from_predictions(path: Path) -> float:
-    """Macro F1 of a predictions CSV by the DESIGN.md rule, counted by hand: predicted = prob >= row max."""
+    """Macro F1 of a predictions CSV by the design-facts rule, counted by hand: predicted = prob >= row max."""
     with path.open(newline="", encoding="utf-8") as fh:
         rows = list(csv.DictReader(fh))
     true = np.array([[float(r[f"true_{c}"]) for c in CLASSES] for r in rows]) > 0.5
@@ -64,7 +64,7 @@ def test_report_of_a_real_sweep(tmp_path: Path, capsys: pytest.CaptureFixture) -
     assert set(table1) == set(by_scenario)
     for label, dirs in by_scenario.items():
         macro = [read_run(d)["test"]["macro_f1"] for d in dirs]
-        # the report's number is run.json's, which is the DESIGN.md F1 of the run's test predictions
+        # the report's number is run.json's, which is the design-facts F1 of the run's test predictions
         assert macro == pytest.approx([f1_from_predictions(d / "test_predictions.csv") for d in dirs], abs=1e-9)
         assert int(table1[label]["n"]) == len(dirs)
         assert float(table1[label]["macro_f1_mean"]) == pytest.approx(statistics.mean(macro), abs=1e-12)

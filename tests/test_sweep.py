@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from ecg_hpc.errors import ConfigError
 from ecg_hpc.hpc import sweep
 from ecg_hpc.rundir import read_run
 from ecg_hpc.train import finetune
@@ -207,3 +208,12 @@ def test_sweep_array_on_slurm(world, slurm_cluster, tmp_path):
     proc = subprocess.run([*common, "--checkpoints", "1"], capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert "nothing to run" in proc.stdout
+
+
+def test_random_init_takes_the_pretraining_arch_and_width(world):
+    random, *pretrained = sweep.plan_scenarios([world["pretrain"]], "last")
+    assert (random.name, random.init, random.arch, random.width) == ("random", "random", "resnet18", 0.125)
+    assert [(s.arch, s.width) for s in pretrained] == [("resnet18", 0.125)]
+    assert sweep.plan_scenarios([], "last")[0].width == 1.0  # nothing to follow: the authors' network
+    with pytest.raises(ConfigError, match="--width 1.0 contradicts"):
+        sweep.plan_scenarios([world["pretrain"]], "last", width=1.0)

@@ -1,9 +1,10 @@
 """``convert-icentia``: convert Icentia11k (pkl.gz, npy/npz or PhysioNet WFDB) into the shard store.
 
-Each patient is written atomically (see ``ecg_hpc.data.store``), so a re-run skips finished patients and an
-interrupted one leaves no partial patient. ``--shard I/N`` converts every N-th patient starting at I, so a SLURM
-array ``--array=0-(N-1)`` with ``--shard $SLURM_ARRAY_TASK_ID/N`` splits the work; every run ends by rewriting
-``manifest.json`` from all patients finished so far.
+Each patient is written atomically (see ``ecg_hpc.data.store``), so a re-run skips finished patients (``--verify``
+checks their sha256) and an interrupted one leaves no partial patient. ``--shard I/N`` converts every N-th
+patient starting at I. A run ends by rewriting ``manifest.json`` from all patients finished so far, unless
+``--no-manifest`` (the tasks of a job array: ``launch/convert.py`` submits them and one manifest job after them;
+``--manifest-only`` is that job). Progress shows patients and the source MB/s read.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 from ecg_hpc.data import icentia11k, icentia_wfdb, store
-from ecg_hpc.errors import ConfigError, DataError
+from ecg_hpc.errors import ConfigError, DataError, StorageError
 from ecg_hpc.progress import Progress
 
 FORMATS = ("auto", "pkl", "npy", "wfdb")
@@ -24,7 +25,7 @@ FORMATS = ("auto", "pkl", "npy", "wfdb")
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``python -m ecg_hpc.data convert-icentia``."""
-    parser.add_argument("--src", required=True, type=Path,
+    parser.add_argument("--src", type=Path,
                         help="folder of the release: {pid:05d}_batched.pkl.gz (+ _lbls), the unzipped .npy/.npz, "
                              "or the PhysioNet WFDB tree pNN/pXXXXX/pXXXXX_sYY")
     parser.add_argument("--dst", required=True, type=Path, help="store folder to create or complete")
@@ -39,13 +40,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--verify", action="store_true",
                         help="also check the sha256 of every file of the patients already in the store")
     parser.add_argument("--quiet", action="store_true", help="no progress line")
+    parser.add_argument("--no-manifest", action="store_true",
+                        help="do not rewrite manifest.json at the end (job-array tasks; one job writes it after)")
+    parser.add_argument("--manifest-only", action="store_true",
+                        help="only rewrite manifest.json from the patients in --dst (no --src needed)")
 
 
 def run(args: argparse.Namespace) -> None:
     """Run the conversion from parsed options and print a one-line summary."""
+    if args.manifest_only:
+        if not (args.dst / store.PATIENTS_DIR).is_dir():
+            raise DataError(f"--dst {args.dst}: not a store (no '{store.PATIENTS_DIR}/' folder)")
+        path = store.write_manifest(args.dst)
+        print(f"convert-icentia: {path} lists {len(store.done_patients(args.dst))} patients")
+        return
+    if args.src is None:
+        raise ConfigError("--src is required (unless --manifest-only)")
     summary = convert(args.src, args.dst, fmt=args.format, patients=parse_ids(args.patients),
                       workers=args.workers, shard=parse_shard(args.shard), verify=args.verify,
-                      show_progress=not args.quiet)
+                      show_progress=not args.quiet, manifest=not args.no_manifest)
     print(f"convert-icentia: {len(summary.converted)} converted, {len(summary.skipped)} already done, "
           f"store {args.dst} holds {summary.total_in_store} patients")
 
@@ -77,6 +90,17 @@ def parse_ids(spec: str | None) -> list[int] | None:
     if not ids:
         raise ConfigError(f"--patients: no ids in {spec!r}")
     return sorted(ids)
+
+
+def format_ids(ids: Sequence[int]) -> str:
+    """``[0, 1, 2, 5]`` -> ``'0-2,5'``: the inverse of ``parse_ids`` (compact for job-array command lines)."""
+    parts, ids = [], sorted(set(map(int, ids)))
+    for i, pid in enumerate(ids):
+        if i and pid == ids[i - 1] + 1:
+            parts[-1][1] = pid
+        else:
+            parts.append([pid, pid])
+    return ",".join(str(a) if a == b else f"{a}-{b}" for a, b in parts)
 
 
 def parse_shard(spec: str) -> tuple[int, int]:
@@ -116,9 +140,9 @@ def source_patients(src: Path, fmt: str) -> dict[int, Path]:
 
 def convert(src: str | os.PathLike[str], dst: str | os.PathLike[str], fmt: str = "auto",
             patients: Sequence[int] | None = None, workers: int = 1, shard: tuple[int, int] = (0, 1),
-            verify: bool = False, show_progress: bool = True) -> Summary:
-    """Convert the chosen patients of ``src`` into the store ``dst`` (``verify``: checksum those already done);
-    raise DataError naming every failure."""
+            verify: bool = False, show_progress: bool = True, manifest: bool = True) -> Summary:
+    """Convert the chosen patients of ``src`` into the store ``dst`` (``verify``: checksum those already done;
+    ``manifest``: rewrite manifest.json at the end); raise DataError naming every failure."""
     src, dst = Path(src), Path(dst)
     if fmt not in FORMATS:
         raise ConfigError(f"--format must be one of {FORMATS}, got {fmt!r}")
@@ -142,14 +166,20 @@ def convert(src: str | os.PathLike[str], dst: str | os.PathLike[str], fmt: str =
     todo = [pid for pid in mine if pid not in done]
     progress = Progress(len(todo), f"convert-icentia {fmt} -> {dst}", unit="patients") if show_progress else None
     jobs = [(fmt, available[pid], dst, pid) for pid in todo]
-    for pid, error in _map(_convert_one, jobs, workers):
-        if error is None:
-            summary.converted.append(pid)
-        else:
-            summary.failed[pid] = error
-        if progress:
-            progress.update()
-    if dst.is_dir():
+    try:
+        for pid, error, nbytes in _map(_convert_one, jobs, workers):
+            if error is None:
+                summary.converted.append(pid)
+            else:
+                summary.failed[pid] = error
+            if progress:
+                progress.update(nbytes=nbytes)
+    except StorageError as exc:  # a full or read-only store: every further patient would fail the same way
+        if manifest:
+            _try_manifest(dst)
+        raise StorageError(f"{exc} ({len(summary.converted)} patients converted before; a re-run continues "
+                           "after the last complete one)") from None
+    if manifest and dst.is_dir():
         store.write_manifest(dst)
     summary.total_in_store = len(store.done_patients(dst))
     if summary.failed:
@@ -160,7 +190,16 @@ def convert(src: str | os.PathLike[str], dst: str | os.PathLike[str], fmt: str =
     return summary
 
 
-def _map(fn, jobs: list[tuple], workers: int) -> Iterable[tuple[int, str | None]]:
+def _try_manifest(dst: Path) -> None:
+    """Rewrite the manifest of the complete patients where the store still takes that small file."""
+    try:
+        if dst.is_dir():
+            store.write_manifest(dst)
+    except StorageError:
+        pass
+
+
+def _map(fn, jobs: list[tuple], workers: int) -> Iterable[tuple[int, str | None, int]]:
     if workers == 1 or len(jobs) <= 1:
         yield from map(fn, jobs)
         return
@@ -169,8 +208,8 @@ def _map(fn, jobs: list[tuple], workers: int) -> Iterable[tuple[int, str | None]
             yield future.result()
 
 
-def _convert_one(job: tuple[str, Path, Path, int]) -> tuple[int, str | None]:
-    """Read one patient and write it to the store; return ``(pid, None)`` or ``(pid, error message)``."""
+def _convert_one(job: tuple[str, Path, Path, int]) -> tuple[int, str | None, int]:
+    """Read one patient and write it to the store; return ``(pid, None or error message, source bytes)``."""
     fmt, folder, dst, pid = job
     store.remove_stale_temps(dst, pid)
     try:
@@ -184,8 +223,8 @@ def _convert_one(job: tuple[str, Path, Path, int]) -> tuple[int, str | None]:
                   "files": {f.name: f.stat().st_size for f in files}}
         store.write_patient(dst, pid, patient.signal, patient.beats, patient.rhythms, source)
     except DataError as exc:
-        return pid, str(exc)
-    return pid, None
+        return pid, str(exc), 0
+    return pid, None, sum(source["files"].values())
 
 
 def _short(ids: list[int]) -> str:

@@ -1,6 +1,6 @@
 """Icentia11k in its published layout: a safe reader and writer, the authors' exact label rules, patient subsets.
 
-Files per patient (``DESIGN.md``, "Icentia11k format"): ``{pid:05d}_batched.pkl.gz`` (gzip pickle of a float32
+Files per patient (``docs/design-facts.md``, "Icentia11k"): ``{pid:05d}_batched.pkl.gz`` (gzip pickle of a float32
 ``(n_segments, segment_len)`` array) with ``{pid:05d}_batched_lbls.pkl.gz`` (gzip pickle of one dict per segment,
 ``{'btype': [5 arrays], 'rtype': [6 arrays]}``, array k holding the positions of class k), or the unzipped variant
 ``{pid:05d}_batched.npy`` with ``{pid:05d}_batched_lbls.npz`` (keys ``btype``/``rtype``: per segment a

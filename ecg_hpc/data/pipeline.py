@@ -4,7 +4,7 @@ Call::
 
     make_dataset(store, task, patient_ids, frame_size, batch_size, seed, epoch=0, rank=0, world_size=1,
                  steps=None, num_negatives=DEFAULT_NEGATIVES, context_frames=CONTEXT_FRAMES,
-                 parallel_batches=1, prefetch=2, start_step=0) -> tf.data.Dataset
+                 parallel_batches=1, prefetch=2, start_step=0, pool=None) -> tf.data.Dataset
 
 ``store`` is a ``Store`` or its path; ``task`` one of ``TASKS``. For ``beat``, ``rhythm`` and ``hr`` each element
 is ``(frames float32 (B, frame_size, 1), labels int32 (B,))``; for ``future`` it is
@@ -18,6 +18,10 @@ uniformly in ``[0, segment_len - span)``; labels follow ``ecg_hpc.data.icentia11
 frame_size]``; for ``hr`` the window centred on the frame, which is the same interval). Batch ``i`` is a pure
 function of ``(seed, epoch, rank, i)``, so an epoch's order is reproducible and each Horovod rank (``rank`` of
 ``world_size``) draws its own independent stream.
+
+With ``pool=PoolOptions(...)`` the frames come from ``ecg_hpc.data.pool.PoolSampler`` instead: the same element
+layout and label rules, drawn from an in-memory pool of whole segments that each rank reads sequentially from a
+disjoint share of the patients (for stores larger than the page cache; what pretraining uses by default).
 
 The same batches in numpy: ``BatchSampler(...).batch(step)``; ``BatchSampler(...).locate(step)`` says which
 patient, segment and start each frame of batch ``step`` came from.
@@ -38,13 +42,16 @@ import atexit
 import os
 import threading
 import time
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
 from ecg_hpc.data import icentia11k as ic
 from ecg_hpc.data.store import CLASS_BITS, CLASS_MASK, Store, StorePatient
 from ecg_hpc.errors import ConfigError, DataError
+
+if TYPE_CHECKING:
+    from ecg_hpc.data.pool import PoolOptions
 
 TASKS = ("beat", "rhythm", "hr", "future")
 CONTEXT_FRAMES = 8
@@ -127,8 +134,7 @@ class BatchSampler:
         patient, segment, start = self._draw(rng, self.batch_size, self._span)
         values = np.empty((self.batch_size, self.frame_size), self.value_dtype)
         chunks = self._gather(patient, segment, start, values, "rhythms" if self.task == "rhythm" else "beats")
-        labels = {"beat": self._beat_labels, "rhythm": self._rhythm_labels, "hr": self._hr_labels}[self.task](
-            chunks, start, start + self.frame_size)
+        labels = frame_labels(self.task, chunks, start, start + self.frame_size)
         return values, self.multiplier[patient], labels
 
     def batch(self, step: int) -> tuple[np.ndarray, ...]:
@@ -169,12 +175,10 @@ class BatchSampler:
             return chunks
         rhythm = kind == "rhythms"
         row = 1 if rhythm else 0
-        keys = (np.stack([start + 1, start + frame], axis=1) if rhythm
-                else np.stack([start, start + frame + 1], axis=1)) << CLASS_BITS
-        keys = keys.astype(self._key_dtype)
+        keys, skip = label_keys(rhythm, start, frame, self._key_dtype)
         packed = self._rhythms if rhythm else self._beats
         firsts, lasts = self._offsets[row, patient, segment], self._offsets[row, patient, segment + 1]
-        append, skip = chunks.append, 0 if rhythm else 1
+        append = chunks.append
         for i, (p, s, t, first, last, key) in enumerate(zip(patient.tolist(), segment.tolist(), start.tolist(),
                                                             firsts.tolist(), lasts.tolist(), keys)):
             out[i] = signals[p][s, t:t + frame]
@@ -182,43 +186,6 @@ class BatchSampler:
             lo, hi = labels.searchsorted(key)
             append(labels[lo + skip:hi + 1 - skip])
         return chunks
-
-    def _ragged(self, chunks: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Concatenated packed labels (int64), their frame ids and per-frame counts."""
-        counts = np.fromiter((c.size for c in chunks), np.int64, len(chunks))
-        flat = np.concatenate(chunks).astype(np.int64) if counts.sum() else np.zeros(0, np.int64)
-        return flat, np.repeat(np.arange(len(chunks)), counts), counts
-
-    def _beat_labels(self, chunks: list[np.ndarray], start: np.ndarray, end: np.ndarray) -> np.ndarray:
-        flat, frame_id, _ = self._ragged(chunks)
-        totals = np.bincount(frame_id * 8 + (flat & CLASS_MASK), minlength=len(chunks) * 8).reshape(-1, 8)
-        return _priority(totals, ic.BEAT_HIGH, ic.BEAT_LOW)
-
-    def _rhythm_labels(self, chunks: list[np.ndarray], start: np.ndarray, end: np.ndarray) -> np.ndarray:
-        flat, frame_id, counts = self._ragged(chunks)
-        positions = flat >> CLASS_BITS
-        first = np.cumsum(counts) - counts
-        previous = np.empty_like(positions)
-        previous[1:] = positions[:-1]
-        has = counts > 0
-        previous[first[has]] = start[has]
-        last = first[has] + counts[has] - 1
-        positions[last] = end[has]  # the last episode is cut at the frame end
-        durations = positions - previous
-        totals = np.bincount(frame_id * 8 + (flat & CLASS_MASK), weights=durations,
-                             minlength=len(chunks) * 8).reshape(-1, 8)
-        return _priority(totals, ic.RHYTHM_HIGH, ic.RHYTHM_LOW)
-
-    def _hr_labels(self, chunks: list[np.ndarray], start: np.ndarray, end: np.ndarray) -> np.ndarray:
-        flat, _, counts = self._ragged(chunks)
-        positions = flat >> CLASS_BITS
-        first = np.cumsum(counts) - counts
-        ok = counts >= 2
-        span = np.zeros(len(chunks), np.int64)
-        span[ok] = positions[first[ok] + counts[ok] - 1] - positions[first[ok]]
-        rate = ic.FS * (counts - 1)  # bpm = 60 * rate / span, compared exactly as in ``icentia11k.hr_label``
-        labels = np.where(span > rate, ic.HR_BRADY, np.where(3 * rate <= 5 * span, ic.HR_NORMAL, ic.HR_TACHY))
-        return np.where(ok, labels, ic.HR_NOISE).astype(np.int32)
 
     def _future_batch(self, rng: np.random.Generator) -> tuple[np.ndarray, ...]:
         b, f, c, k = self.batch_size, self.frame_size, self.context_frames, self.num_negatives
@@ -237,6 +204,71 @@ class BatchSampler:
         m_candidates[is_positive] = self.multiplier[patient]
         m_candidates[~is_positive] = self.multiplier[neg_patient]
         return window[:, :c * f], candidates, self.multiplier[patient], m_candidates, labels.astype(np.int32)
+
+
+def label_keys(rhythm: bool, start: np.ndarray, frame: int, dtype: np.dtype) -> tuple[np.ndarray, int]:
+    """Search keys ``(B, 2)`` into a segment's packed labels and the count to drop at each end, so that
+    ``labels[lo + skip:hi + 1 - skip]`` (``lo, hi = labels.searchsorted(key)``) are the labels of the frame that
+    matter: complete beats of ``[start, start + frame]``, or the rhythm episode ends after ``start`` up to the first
+    at or after the frame end."""
+    keys = (np.stack([start + 1, start + frame], axis=1) if rhythm
+            else np.stack([start, start + frame + 1], axis=1)) << CLASS_BITS
+    return keys.astype(dtype), 0 if rhythm else 1
+
+
+def _ragged(chunks: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Concatenated packed labels (int64), their frame ids and per-frame counts."""
+    counts = np.fromiter((c.size for c in chunks), np.int64, len(chunks))
+    flat = np.concatenate(chunks).astype(np.int64) if counts.sum() else np.zeros(0, np.int64)
+    return flat, np.repeat(np.arange(len(chunks)), counts), counts
+
+
+def _beat_labels(flat: np.ndarray, frame_id: np.ndarray, counts: np.ndarray, start: np.ndarray,
+                 end: np.ndarray) -> np.ndarray:
+    totals = np.bincount(frame_id * 8 + (flat & CLASS_MASK), minlength=len(counts) * 8).reshape(-1, 8)
+    return _priority(totals, ic.BEAT_HIGH, ic.BEAT_LOW)
+
+
+def _rhythm_labels(flat: np.ndarray, frame_id: np.ndarray, counts: np.ndarray, start: np.ndarray,
+                   end: np.ndarray) -> np.ndarray:
+    positions = flat >> CLASS_BITS
+    first = np.cumsum(counts) - counts
+    previous = np.empty_like(positions)
+    previous[1:] = positions[:-1]
+    has = counts > 0
+    previous[first[has]] = start[has]
+    last = first[has] + counts[has] - 1
+    positions[last] = end[has]  # the last episode is cut at the frame end
+    durations = positions - previous
+    totals = np.bincount(frame_id * 8 + (flat & CLASS_MASK), weights=durations,
+                         minlength=len(counts) * 8).reshape(-1, 8)
+    return _priority(totals, ic.RHYTHM_HIGH, ic.RHYTHM_LOW)
+
+
+def _hr_labels(flat: np.ndarray, frame_id: np.ndarray, counts: np.ndarray, start: np.ndarray,
+               end: np.ndarray) -> np.ndarray:
+    positions = flat >> CLASS_BITS
+    first = np.cumsum(counts) - counts
+    ok = counts >= 2
+    span = np.zeros(len(counts), np.int64)
+    span[ok] = positions[first[ok] + counts[ok] - 1] - positions[first[ok]]
+    rate = ic.FS * (counts - 1)  # bpm = 60 * rate / span, compared exactly as in ``icentia11k.hr_label``
+    labels = np.where(span > rate, ic.HR_BRADY, np.where(3 * rate <= 5 * span, ic.HR_NORMAL, ic.HR_TACHY))
+    return np.where(ok, labels, ic.HR_NOISE).astype(np.int32)
+
+
+def frame_labels(task: str, chunks: list[np.ndarray], start: np.ndarray, end: np.ndarray) -> np.ndarray:
+    """Labels (int32) of ``beat``/``rhythm``/``hr`` frames ``[start, end]`` from each frame's packed labels that
+    matter (as ``BatchSampler._gather`` selects them), vectorised over the batch."""
+    return ragged_labels(task, *_ragged(chunks), start, end)
+
+
+def ragged_labels(task: str, flat: np.ndarray, frame_id: np.ndarray, counts: np.ndarray, start: np.ndarray,
+                  end: np.ndarray) -> np.ndarray:
+    """``frame_labels`` from the frames' packed labels concatenated (int64 ``flat``), with the frame of each
+    (``frame_id``) and the count per frame."""
+    rule = {"beat": _beat_labels, "rhythm": _rhythm_labels, "hr": _hr_labels}[task]
+    return rule(flat, frame_id, counts, start, end)
 
 
 def normalise(values: np.ndarray, multiplier: np.ndarray) -> np.ndarray:
@@ -259,19 +291,33 @@ def make_dataset(store: Store | str | os.PathLike[str], task: str, patient_ids: 
                  batch_size: int, seed: int, epoch: int = 0, rank: int = 0, world_size: int = 1,
                  steps: int | None = None, num_negatives: int = DEFAULT_NEGATIVES,
                  context_frames: int = CONTEXT_FRAMES, parallel_batches: int = 1, prefetch: int = 2,
-                 start_step: int = 0):
+                 start_step: int = 0, pool: "PoolOptions | None" = None):
     """A batched, prefetched ``tf.data.Dataset`` for ``task`` (see the module docstring for the element layout).
 
     ``start_step`` > 0 resumes mid-epoch: batches ``start_step .. steps - 1`` without building the earlier ones.
+    ``pool``: draw from an in-memory pool refilled by sequential reads (``ecg_hpc.data.pool``, one lane) instead
+    of uniformly from the memory-mapped store.
     """
     import tensorflow as tf
 
     if not _STOP_REGISTERED.is_set():
         _STOP_REGISTERED.set()
         atexit.register(_stop_lanes)
-    sampler = BatchSampler(store, task, patient_ids, frame_size, batch_size, seed, epoch, rank, world_size,
-                           num_negatives, context_frames)
-    b, f, lanes = sampler.batch_size, sampler.frame_size, max(1, int(parallel_batches))
+    if pool is None:
+        sampler = BatchSampler(store, task, patient_ids, frame_size, batch_size, seed, epoch, rank, world_size,
+                               num_negatives, context_frames)
+        lanes = max(1, int(parallel_batches))
+    else:
+        from ecg_hpc.data.pool import PoolSampler  # the pool module builds on this one
+
+        def fresh_pool() -> PoolSampler:
+            return PoolSampler(store, task, patient_ids, frame_size, batch_size, seed, epoch, rank, world_size,
+                               num_negatives, context_frames, options=pool, start_step=start_step)
+
+        sampler = fresh_pool()  # starts filling now; a second pass over the dataset builds another
+        unused = [sampler]
+        lanes = 1  # the pool moves forward step by step
+    b, f = sampler.batch_size, sampler.frame_size
     values = tf.as_dtype(sampler.value_dtype)
     if task == "future":
         signature = (tf.TensorSpec((b, sampler.context_frames * f), values),
@@ -290,16 +336,21 @@ def make_dataset(store: Store | str | os.PathLike[str], task: str, patient_ids: 
     def lane(index):
         """Raw batches ``start_step + index``, ``+ lanes``, ... until ``steps`` or interpreter exit."""
         step = start_step + int(index)
-        while (steps is None or step < steps) and not _EXITING.is_set():
-            with _BUSY_LOCK:
-                _BUSY[0] += 1
-            try:
-                batch = sampler.raw_batch(step)
-            finally:
+        source = sampler if pool is None else unused.pop() if unused else fresh_pool()
+        try:
+            while (steps is None or step < steps) and not _EXITING.is_set():
                 with _BUSY_LOCK:
-                    _BUSY[0] -= 1
-            yield batch
-            step += lanes
+                    _BUSY[0] += 1
+                try:
+                    batch = source.raw_batch(step)
+                finally:
+                    with _BUSY_LOCK:
+                        _BUSY[0] -= 1
+                yield batch
+                step += lanes
+        finally:
+            if pool is not None:
+                source.close()
 
     def lane_dataset(index):
         return tf.data.Dataset.from_generator(lane, output_signature=signature, args=(index,))

@@ -16,7 +16,6 @@ the labels of a frame with one ``searchsorted`` (``position * 8`` bounds) and re
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -29,7 +28,7 @@ import numpy as np
 
 from ecg_hpc.data.icentia11k import Labels
 from ecg_hpc.errors import DataError
-from ecg_hpc.rundir import atomic_dir, atomic_write_json, utc_now
+from ecg_hpc.rundir import atomic_dir, atomic_write_json, check_free_space, file_sha256, utc_now
 
 STORE_FORMAT = "ecg-hpc-icentia11k-store"
 STORE_VERSION = 1
@@ -158,17 +157,41 @@ def write_patient(store: str | os.PathLike[str], patient_id: int, signal: np.nda
               "offsets.npy": np.stack([beat_off, rhythm_off])}
     final = patient_dir(store, patient_id)
     with atomic_dir(final, prefix=f".tmp-{int(patient_id):05d}-") as tmp:
+        check_free_space(tmp, sum(a.nbytes for a in arrays.values()))
         files = {}
         for name, array in arrays.items():
             path = tmp / name
-            np.save(path, np.ascontiguousarray(array), allow_pickle=False)
+            _save_npy(path, array)
             files[name] = {"dtype": str(array.dtype), "shape": list(array.shape), "bytes": path.stat().st_size,
-                           "sha256": _sha256(path)}
+                           "offset": npy_data_offset(path), "sha256": file_sha256(path)}
         meta = {"patient_id": int(patient_id), "n_segments": int(n_segments), "segment_len": int(segment_len),
                 "signal_dtype": str(values.dtype), "scale": scale, "n_beats": int(beat_packed.size),
                 "n_rhythms": int(rhythm_packed.size), "files": files, "source": source, "converted_at": utc_now()}
         atomic_write_json(tmp / "meta.json", meta)
     return meta
+
+
+def _save_npy(path: Path, array: np.ndarray) -> None:
+    """``np.save`` (format 1.0, C order) through Python's file object, so that a full disk raises OSError ENOSPC
+    (numpy's own ``tofile`` says only "N requested and M written", with no error number)."""
+    array = np.ascontiguousarray(array)
+    with open(path, "wb") as fh:
+        np.lib.format.write_array_header_1_0(fh, np.lib.format.header_data_from_array_1_0(array))
+        fh.write(memoryview(array.reshape(-1)).cast("B"))
+
+
+def npy_data_offset(path: str | os.PathLike[str]) -> int:
+    """Byte offset of the array data in a ``.npy`` file (the header's length)."""
+    try:
+        with open(path, "rb") as fh:
+            version = np.lib.format.read_magic(fh)
+            if version == (1, 0):
+                np.lib.format.read_array_header_1_0(fh)
+            else:
+                np.lib.format.read_array_header_2_0(fh)
+            return fh.tell()
+    except (OSError, ValueError) as exc:
+        raise DataError(f"{path}: not a readable .npy file ({exc})") from None
 
 
 def remove_stale_temps(store: str | os.PathLike[str], patient_id: int) -> None:
@@ -177,14 +200,6 @@ def remove_stale_temps(store: str | os.PathLike[str], patient_id: int) -> None:
     if parent.is_dir():
         for entry in parent.glob(f".tmp-{int(patient_id):05d}-*"):
             shutil.rmtree(entry, ignore_errors=True)
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 22), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def done_patients(store: str | os.PathLike[str]) -> list[int]:
@@ -217,7 +232,7 @@ def verify_patient(store: str | os.PathLike[str], patient_id: int) -> None:
     meta = read_meta(store, patient_id)
     for name, info in meta["files"].items():
         path = patient_dir(store, patient_id) / name
-        if not path.is_file() or path.stat().st_size != info["bytes"] or _sha256(path) != info["sha256"]:
+        if not path.is_file() or path.stat().st_size != info["bytes"] or file_sha256(path) != info["sha256"]:
             raise DataError(f"{path}: checksum or size differs from meta.json (corrupt store)")
 
 
@@ -290,3 +305,124 @@ class Store:
         return StorePatient(patient_id=patient_id, signal=arrays["signal.npy"], scale=float(meta["scale"]),
                             beats=arrays["beats.npy"], rhythms=arrays["rhythms.npy"],
                             offsets=np.asarray(arrays["offsets.npy"]))
+
+    def metas(self, patient_ids: Sequence[int]) -> dict[int, dict[str, Any]]:
+        """Meta records of ``patient_ids``: from ``manifest.json`` (one read) where it lists them, else meta.json."""
+        listed = {}
+        path = self.path / MANIFEST
+        if path.is_file():
+            try:
+                manifest = json.loads(path.read_text(encoding="utf-8"))
+                listed = {int(m["patient_id"]): m for m in manifest["patients"]}
+            except (OSError, ValueError, KeyError, TypeError) as exc:
+                raise DataError(f"{path}: corrupt store manifest ({type(exc).__name__}: {exc}); rewrite it with "
+                                f"`python -m ecg_hpc.data convert-icentia` on the same --dst, or delete it") from None
+        out = {}
+        for pid in map(int, patient_ids):
+            if not patient_dir(self.path, pid).is_dir():
+                raise DataError(f"{patient_dir(self.path, pid)}: patient {pid} is not in the store")
+            out[pid] = listed.get(pid) or self.meta(pid)
+        return out
+
+
+@dataclass(frozen=True)
+class PatientLayout:
+    """Where one patient's arrays lie in its files, for plain positional reads."""
+
+    patient_id: int
+    folder: Path
+    n_segments: int
+    segment_len: int
+    dtype: np.dtype
+    scale: float
+    data_offsets: dict[str, int]
+    label_offsets: np.ndarray  # int64 (2, n_segments + 1): segment s of beats/rhythms is [off[s], off[s+1])
+
+
+class SegmentReader:
+    """Reads pieces of store patients with one ``preadv`` each (signal chunks, one segment's labels), no mmap.
+
+    Plain reads fetch exactly the bytes asked for in one system call, so a chunk of megabytes costs one I/O
+    operation, whereas a memory map faults page by page (with readahead the kernel may evict before use).
+    Up to ``max_open`` files stay open; the offsets come from the manifest/meta (or the .npy headers)."""
+
+    LABEL_FILES = ("beats.npy", "rhythms.npy")
+
+    def __init__(self, store: Store, metas: dict[int, dict[str, Any]], max_open: int = 64) -> None:
+        self.store, self.metas, self.max_open = store, metas, int(max_open)
+        self._layouts: dict[int, PatientLayout] = {}
+        self._fds: dict[Path, int] = {}
+
+    def layout(self, patient_id: int) -> PatientLayout:
+        """The layout of one patient (its label offsets read once, with one read)."""
+        found = self._layouts.get(patient_id)
+        if found is None:
+            found = self._layouts[patient_id] = self._load_layout(patient_id)
+        return found
+
+    def _load_layout(self, patient_id: int) -> PatientLayout:
+        meta, folder = self.metas[patient_id], patient_dir(self.store.path, patient_id)
+        files = meta["files"]
+        offsets = {}
+        for name in _FILES:
+            path = folder / name
+            offsets[name] = int(files[name]["offset"]) if "offset" in files[name] else npy_data_offset(path)
+            expected = offsets[name] + int(np.prod(files[name]["shape"])) * np.dtype(files[name]["dtype"]).itemsize
+            size = os.fstat(self._fd(path)).st_size
+            if size < expected:
+                raise DataError(f"{path}: truncated ({size} bytes, meta.json says {expected}); delete the patient "
+                                f"folder and re-run convert-icentia")
+        label_offsets = np.empty(files["offsets.npy"]["shape"], np.int64)
+        self._pread(folder / "offsets.npy", offsets["offsets.npy"], label_offsets)
+        return PatientLayout(patient_id, folder, int(meta["n_segments"]), int(meta["segment_len"]),
+                             np.dtype(meta["signal_dtype"]), float(meta["scale"]), offsets, label_offsets)
+
+    def read_signal(self, patient_id: int, segment: int, start: int, out: np.ndarray) -> None:
+        """Fill ``out`` (1-D, the patient's dtype) with samples ``start ..`` of ``segment``: one read."""
+        lay = self.layout(patient_id)
+        if not (0 <= segment < lay.n_segments and 0 <= start and start + out.size <= lay.segment_len):
+            raise ValueError(f"patient {patient_id}: samples [{start}, {start + out.size}) of segment {segment} "
+                             f"lie outside ({lay.n_segments}, {lay.segment_len})")
+        offset = lay.data_offsets["signal.npy"] + (segment * lay.segment_len + start) * lay.dtype.itemsize
+        self._pread(lay.folder / "signal.npy", offset, out)
+
+    def read_labels(self, patient_id: int, kind: int, segment: int) -> np.ndarray:
+        """Packed labels (int32) of one segment, ``kind`` 0 beats, 1 rhythms: one read."""
+        lay = self.layout(patient_id)
+        first, last = int(lay.label_offsets[kind, segment]), int(lay.label_offsets[kind, segment + 1])
+        name = self.LABEL_FILES[kind]
+        out = np.empty(last - first, np.dtype(self.metas[patient_id]["files"][name]["dtype"]))
+        if out.size:
+            self._pread(lay.folder / name, lay.data_offsets[name] + first * out.itemsize, out)
+        return out
+
+    def _fd(self, path: Path) -> int:
+        fd = self._fds.pop(path, None)
+        if fd is None:
+            try:
+                fd = os.open(path, os.O_RDONLY)
+            except OSError as exc:
+                raise DataError(f"{path}: cannot open ({exc.strerror})") from None
+            if len(self._fds) >= self.max_open:
+                os.close(self._fds.pop(next(iter(self._fds))))  # least recently used
+        self._fds[path] = fd
+        return fd
+
+    def _pread(self, path: Path, offset: int, out: np.ndarray) -> None:
+        view, got = memoryview(out).cast("B"), 0
+        fd = self._fd(path)
+        while got < view.nbytes:  # one call unless the kernel returns a short read
+            try:
+                n = os.preadv(fd, [view[got:]], offset + got)
+            except OSError as exc:
+                raise DataError(f"{path}: read failed ({exc.strerror})") from None
+            if n == 0:
+                raise DataError(f"{path}: truncated (read {got} of {view.nbytes} bytes at offset {offset}); "
+                                f"delete the patient folder and re-run convert-icentia")
+            got += n
+
+    def close(self) -> None:
+        """Close the open files."""
+        for fd in self._fds.values():
+            os.close(fd)
+        self._fds.clear()

@@ -10,11 +10,13 @@ run the very same entry point. ``describe_dry_run`` and ``follow`` serve ``--dry
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import os
 import re
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -26,6 +28,10 @@ import submitit
 
 from ecg_hpc.errors import ConfigError
 from ecg_hpc.hpc.jobenv import REQUEUE_EXIT_CODE
+from ecg_hpc.hpc.partition import Partition
+from ecg_hpc.hpc.pending import stuck_message, stuck_reason
+from ecg_hpc.interrupt import EXIT_INTERRUPTED
+from ecg_hpc.options import check_text
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_TIME = "24:00:00"
@@ -44,7 +50,8 @@ def add_cluster_arguments(parser: argparse.ArgumentParser) -> None:
                        help="worker processes per node (default: one per GPU; without GPUs 2 on the local "
                             "machine and 1 per SLURM node)")
     group.add_argument("--cpus-per-task", type=int, default=None,
-                       help="CPUs per worker process (default: the cluster's default)")
+                       help="CPUs per worker process (default on SLURM: the node's CPUs shared among its "
+                            "workers; locally: no limit)")
     group.add_argument("--mem", default=None, help="memory per node, e.g. 64G or 500M (default: the cluster's)")
     group.add_argument("--partition", default=None, help="SLURM partition (default: the cluster's default)")
     group.add_argument("--account", default=None, help="SLURM account to charge")
@@ -106,17 +113,6 @@ def local_gpu_count() -> int:
     return sum(1 for line in out.splitlines() if line.startswith("GPU "))
 
 
-def slurm_gpus_per_node(partition: str | None) -> int:
-    """GPUs per node of a SLURM partition from its generic resources (``sinfo %G``); the smallest node wins."""
-    cmd = ["sinfo", "-h", "-o", "%G"] + (["-p", partition] if partition else [])
-    try:
-        out = subprocess.run(cmd, capture_output=True, text=True, timeout=60).stdout
-    except (OSError, subprocess.SubprocessError):
-        return 0
-    counts = [int(m.group(1)) for m in re.finditer(r"gpu(?::[^:,(\s]+)?:(\d+)", out)]
-    return min(counts) if counts else 0
-
-
 @dataclass(frozen=True)
 class ClusterPlan:
     """The resolved resources of one job: where it runs and how many workers it starts."""
@@ -136,34 +132,58 @@ class ClusterPlan:
         return self.nodes * self.tasks_per_node
 
 
-def resolve_plan(args: argparse.Namespace, tasks_per_node: int | None = None) -> ClusterPlan:
-    """Resolve the cluster options (defaults filled in, combinations checked); ``tasks_per_node`` overrides."""
+def check_cluster_text(args: argparse.Namespace) -> None:
+    """ConfigError when a cluster option that goes into the batch script holds a control character."""
+    for option in ("partition", "account", "mem", "time"):
+        check_text(f"--{option}", getattr(args, option))
+
+
+def resolve_plan(args: argparse.Namespace, tasks_per_node: int | None = None, array_task: bool = False,
+                 partition: Partition | None = None) -> ClusterPlan:
+    """Resolve the cluster options (defaults filled in, combinations checked); ``tasks_per_node`` overrides.
+
+    On SLURM the defaults follow the partition (``Partition``): one worker per GPU (1 without GPUs), the node's
+    CPUs shared among them, no GPU request where it has none; a request it can never run is a ConfigError. An
+    ``array_task`` (one process of a job array) asks for at most one GPU and a GPU's share of the node's CPUs.
+    ``partition`` is asked of ``sinfo`` unless given.
+    """
+    check_cluster_text(args)
     cluster = "slurm" if slurm_available() and not args.local else "local"
     if args.nodes < 1:
         raise ConfigError(f"--nodes {args.nodes}: must be at least 1")
     if cluster == "local" and args.nodes != 1:
         raise ConfigError(f"--nodes {args.nodes}: without SLURM (or with --local) only one node can be used")
+    if args.gpus_per_node is not None and args.gpus_per_node < 0:
+        raise ConfigError(f"--gpus-per-node {args.gpus_per_node}: must not be negative")
+    if args.cpus_per_task is not None and args.cpus_per_task < 1:
+        raise ConfigError(f"--cpus-per-task {args.cpus_per_task}: must be at least 1")
+    if cluster == "slurm" and partition is None:
+        partition = Partition.query(args.partition)
+    partition = partition if cluster == "slurm" else None
     gpus = args.gpus_per_node
     if gpus is None:
-        gpus = slurm_gpus_per_node(args.partition) if cluster == "slurm" else local_gpu_count()
-    if gpus < 0:
-        raise ConfigError(f"--gpus-per-node {gpus}: must not be negative")
+        gpus = partition.gpus_per_node if partition else local_gpu_count()
+        gpus = min(1, gpus) if array_task else gpus
     tasks = tasks_per_node if tasks_per_node is not None else args.tasks
     if tasks is None:
         tasks = gpus if gpus > 0 else (2 if cluster == "local" else 1)
     if tasks < 1:
         raise ConfigError(f"--tasks {tasks}: must be at least 1")
-    if args.cpus_per_task is not None and args.cpus_per_task < 1:
-        raise ConfigError(f"--cpus-per-task {args.cpus_per_task}: must be at least 1")
+    cpus = args.cpus_per_task
+    mem_gb = parse_mem_gb(args.mem) if args.mem else None
+    if partition is not None:
+        if cpus is None:
+            cpus = partition.default_cpus_per_task(max(1, partition.gpus_per_node) if array_task else tasks)
+        refusal = partition.refusal(args.nodes, tasks, gpus, cpus, mem_gb)
+        if refusal:
+            raise ConfigError(f"{refusal}: such a job would pend forever, so nothing was submitted")
     python = shlex.quote(sys.executable)
     if args.image:
         if not Path(args.image).is_file():
             raise ConfigError(f"--image {args.image}: no such file")
         python = f"apptainer exec --nv {shlex.quote(str(Path(args.image).resolve()))} python3"
     return ClusterPlan(cluster=cluster, nodes=args.nodes, gpus_per_node=gpus, tasks_per_node=tasks,
-                       cpus_per_task=args.cpus_per_task,
-                       mem_gb=parse_mem_gb(args.mem) if args.mem else None,
-                       timeout_min=parse_time_minutes(args.time), python=python)
+                       cpus_per_task=cpus, mem_gb=mem_gb, timeout_min=parse_time_minutes(args.time), python=python)
 
 
 def _setup_lines() -> list[str]:
@@ -179,15 +199,15 @@ def _local_python(python: str) -> str:
 
 
 def make_executor(args: argparse.Namespace, folder: str | os.PathLike[str], *, job_name: str,
-                  tasks_per_node: int | None = None,
-                  array_parallelism: int | None = None) -> submitit.AutoExecutor:
+                  tasks_per_node: int | None = None, array_parallelism: int | None = None,
+                  array_task: bool = False, partition: Partition | None = None) -> submitit.AutoExecutor:
     """A submitit executor for the cluster options in ``args`` writing its logs to ``folder``.
 
     SLURM: one job of ``nodes x tasks`` srun tasks, ``--requeue``, a warning signal before the time limit.
     Local: the same number of worker processes on this machine, restarted when one exits with
     ``REQUEUE_EXIT_CODE``. ``tasks_per_node`` overrides ``--tasks`` (e.g. 1 for single-process jobs).
     """
-    plan = resolve_plan(args, tasks_per_node)
+    plan = resolve_plan(args, tasks_per_node, array_task=array_task, partition=partition)
     executor = submitit.AutoExecutor(folder=folder, cluster=plan.cluster,
                                      slurm_python=plan.python, local_python=_local_python(plan.python))
     params: dict[str, Any] = dict(name=job_name, timeout_min=plan.timeout_min, nodes=plan.nodes,
@@ -212,6 +232,28 @@ def make_executor(args: argparse.Namespace, folder: str | os.PathLike[str], *, j
     return executor
 
 
+def submit_jobs(executor: submitit.AutoExecutor, jobs: Sequence["ModuleJob"],
+                array: bool = False) -> list[submitit.Job]:
+    """Submit one job, or ``jobs`` as one array; a refused submission leaves nothing behind and raises ConfigError.
+
+    submitit writes its batch script and pickles into the log folder before ``sbatch`` answers; when ``sbatch``
+    fails (controller down, request refused) those files and any folder created for them are removed again.
+    """
+    folder = Path(executor._executor.folder)
+    created = [p for p in (folder, *folder.parents) if not p.exists()]
+    before = set(folder.iterdir()) if folder.is_dir() else set()
+    try:
+        return executor.submit_array(list(jobs)) if array else [executor.submit(job) for job in jobs]
+    except (submitit.core.utils.FailedJobError, submitit.core.utils.FailedSubmissionError, OSError) as exc:
+        for path in (set(folder.iterdir()) if folder.is_dir() else set()) - before:
+            path.unlink(missing_ok=True) if not path.is_dir() or path.is_symlink() else shutil.rmtree(path)
+        for path in created:  # deepest first
+            if path.is_dir() and not any(path.iterdir()):
+                path.rmdir()
+        lines = [line.strip() for line in str(exc).splitlines() if "error" in line.lower()] or [str(exc).strip()]
+        raise ConfigError(f"sbatch refused the job ({lines[-1][:200]}); nothing was submitted") from None
+
+
 def describe_dry_run(executor: submitit.AutoExecutor, job: "ModuleJob") -> str:
     """What submitting ``job`` with ``executor`` would do: the batch script (or local plan) and the command."""
     inner = executor._executor  # the concrete SlurmExecutor or LocalExecutor behind the AutoExecutor
@@ -231,8 +273,8 @@ class ModuleJob:
     """A submittable call of ``MODULE.main(argv)``, the same entry point as ``python -m MODULE ARGV``.
 
     Exit status 0 is success; ``REQUEUE_EXIT_CODE`` means the job checkpointed and asked to be requeued,
-    so the worker exits with it (no result is written, which would end the job for submitit); any other
-    status is a failure.
+    so the worker exits with it (no result is written, which would end the job for submitit); so does
+    ``EXIT_INTERRUPTED`` (stopped by Ctrl-C, checkpoint kept); any other status is a failure.
     """
 
     def __init__(self, module: str, argv: Sequence[str]) -> None:
@@ -247,11 +289,43 @@ class ModuleJob:
         """Run the entry point in this worker process and return its exit status 0."""
         main = importlib.import_module(self.module).main
         status = main(self.argv)
-        if status == REQUEUE_EXIT_CODE:
+        if status in (REQUEUE_EXIT_CODE, EXIT_INTERRUPTED):  # checkpointed: requeue, or stopped by Ctrl-C
             raise SystemExit(status)
         if status:
             raise RuntimeError(f"{self.command_line()} exited with status {status} (see the worker logs)")
         return 0
+
+
+def _children(pid: int) -> list[int]:
+    """Process ids whose parent is ``pid`` (from /proc)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(entry.name))
+    return found
+
+
+def interrupt_local_job(job: submitit.Job, timeout_s: float = 300.0, poll_s: float = 1.0) -> bool:
+    """Send SIGINT to the workers of a local job (not to submitit's controller) until the job ends.
+
+    Workers that were still importing when Ctrl-C came started with SIGINT ignored, so the signal is repeated
+    until each has installed its handler and stopped. True when the job ended within ``timeout_s``.
+    """
+    controller = getattr(job, "_process", None)
+    deadline = time.monotonic() + timeout_s
+    while not job.done():
+        if time.monotonic() > deadline:
+            return False
+        for pid in _children(controller.pid) if controller is not None else []:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGINT)
+        time.sleep(poll_s)
+    return True
 
 
 def job_log(job: submitit.Job, rank: int = 0) -> Path:
@@ -259,12 +333,21 @@ def job_log(job: submitit.Job, rank: int = 0) -> Path:
     return job.task(rank).paths.stdout if job.num_tasks > 1 else job.paths.stdout
 
 
-def follow(job: submitit.Job, stream: TextIO | None = None, poll_s: float = 2.0) -> None:
-    """Copy rank 0's log to ``stream`` as it grows until the job ends, then raise if the job failed."""
+def follow(job: submitit.Job, stream: TextIO | None = None, poll_s: float = 2.0, stuck_every_s: float = 10.0) -> None:
+    """Copy rank 0's log to ``stream`` as it grows until the job ends, then raise if the job failed.
+
+    A SLURM job pending for a reason that will not clear (``ecg_hpc.hpc.pending``) is a ConfigError, not a wait.
+    """
     stream = stream if stream is not None else sys.stdout
     path, offset = job_log(job), 0
+    checked = 0.0
     while True:
         finished = job.done()
+        if not finished and isinstance(job, submitit.SlurmJob) and time.monotonic() - checked >= stuck_every_s:
+            checked = time.monotonic()
+            reason = stuck_reason(str(job.job_id))
+            if reason:
+                raise ConfigError(stuck_message(str(job.job_id), reason))
         if path.is_file():
             with path.open("r", encoding="utf-8", errors="replace") as fh:
                 fh.seek(offset)

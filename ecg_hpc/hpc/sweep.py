@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import threading
 import traceback
 from collections import Counter
 from dataclasses import asdict, dataclass, replace
@@ -28,6 +29,12 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from ecg_hpc.errors import ConfigError, EcgHpcError, user_error
+from ecg_hpc.hpc.array_script import sbatch_line
+from ecg_hpc.hpc.executor import slurm_available
+from ecg_hpc.hpc.partition import Partition
+from ecg_hpc.hpc.pending import stuck_jobs_logging_to, stuck_message
+from ecg_hpc.interrupt import EXIT_INTERRUPTED, interrupt_raises
+from ecg_hpc.options import check_seed
 from ecg_hpc.rundir import atomic_write_text, read_run
 from ecg_hpc.train import finetune
 from ecg_hpc.train.init_source import DEFAULT_ARCH, FEATURE_EXTRACTOR, RANDOM, list_checkpoints, scenario_name
@@ -35,6 +42,7 @@ from ecg_hpc.train.init_source import DEFAULT_ARCH, FEATURE_EXTRACTOR, RANDOM, l
 MANIFEST = "manifest.jsonl"
 DEFAULT_SWEEP_DIR = Path("runs") / "finetune"
 DEFAULT_SEEDS = tuple(range(10, 101, 10))
+MAX_SEEDS = 1000
 _TRAINING_OPTIONS = ("data", "batch_size", "epochs", "patience", "val_size", "val_metric", "learning_rate")
 
 
@@ -74,19 +82,24 @@ class Task:
 
 
 def parse_seeds(text: str) -> tuple[int, ...]:
-    """Seeds from ``10,20,30`` or a range ``10-100:10`` (start-stop:step, stop included)."""
+    """Seeds from ``10,20,30`` or a range ``10-100:10`` (start-stop:step, stop included); at most ``MAX_SEEDS``,
+    each within numpy's range (counted before any is listed, so a huge range is refused at once)."""
     try:
         if "-" in text.lstrip("-"):
             span, _, step = text.partition(":")
             start, stop = (int(v) for v in span.split("-", 1))
-            seeds = tuple(range(start, stop + 1, int(step or 1)))
+            seeds: Sequence[int] = range(start, stop + 1, int(step or 1))
         else:
-            seeds = tuple(int(v) for v in text.split(",") if v.strip())
+            seeds = [int(v) for v in text.split(",") if v.strip()]
     except ValueError:
         raise ConfigError(f"--seeds {text!r}: expected a list like 10,20,30 or a range like 10-100:10") from None
+    if len(seeds) > MAX_SEEDS:
+        raise ConfigError(f"--seeds {text!r}: {len(seeds)} seeds, at most {MAX_SEEDS} per sweep")
     if not seeds or len(set(seeds)) != len(seeds):
         raise ConfigError(f"--seeds {text!r}: give at least one seed and no seed twice")
-    return seeds
+    for seed in (min(seeds), max(seeds)):
+        check_seed("--seeds", seed)
+    return tuple(seeds)
 
 
 def parse_label_fracs(text: str) -> tuple[float, ...]:
@@ -139,18 +152,26 @@ def _agree(option: str, given: Any, recorded: Any, where: Path) -> Any:
     return given if given is not None else recorded
 
 
+def random_scenarios(pretrained: Sequence[Scenario], arch: str | None, width: float | None) -> list[Scenario]:
+    """Random init for each (arch, width) of ``pretrained`` unless ``arch``/``width`` are given (resnet18, 1.0 when
+    there is nothing to follow)."""
+    pairs = {(arch or s.arch, float(width if width is not None else s.width)): None for s in pretrained}
+    pairs = pairs or {(arch or DEFAULT_ARCH, float(width if width is not None else 1.0)): None}
+    per_arch = Counter(a for a, _ in pairs)
+    return [Scenario(scenario_name(RANDOM, a) + (f"_w{w:g}" if per_arch[a] > 1 else ""), RANDOM, a, w)
+            for a, w in pairs]
+
+
 def plan_scenarios(pretrain_dirs: Sequence[str | Path], checkpoints: str = "last", include_random: bool = True,
                    arch: str | None = None, width: float | None = None) -> list[Scenario]:
     """Random init (unless excluded) plus the chosen checkpoints of each pretraining run, arch/width resolved.
 
     A checkpoint scenario takes arch and width from its pretraining run.json; ``arch``/``width`` fill in what
-    that run does not record and must not contradict it. Random init uses ``arch``/``width`` (resnet18, 1.0).
+    that run does not record and must not contradict it. Random init is like for like: it takes ``arch``/``width``
+    when given, else those of the pretraining runs (one random scenario per distinct pair, named ``_w<width>`` when
+    an arch has several), else resnet18 at width 1.0.
     """
     scenarios = []
-    if include_random:
-        random_arch = arch or DEFAULT_ARCH
-        scenarios.append(Scenario(scenario_name(RANDOM, random_arch), RANDOM, random_arch,
-                                  float(width if width is not None else 1.0)))
     for pretrain_dir in pretrain_dirs:
         pretrain_dir = Path(pretrain_dir).resolve()
         try:
@@ -162,6 +183,8 @@ def plan_scenarios(pretrain_dirs: Sequence[str | Path], checkpoints: str = "last
         for checkpoint in select_checkpoints(pretrain_dir, checkpoints):
             scenarios.append(Scenario(scenario_name(str(checkpoint), run_arch), str(checkpoint), run_arch,
                                       float(run_width if run_width is not None else 1.0)))
+    if include_random:
+        scenarios[:0] = random_scenarios(scenarios, arch, width)
     names = Counter(s.name for s in scenarios)
     clashes = sorted(n for n, k in names.items() if k > 1)
     if clashes:
@@ -272,10 +295,13 @@ def run_tasks(manifest: str | Path, indices: Sequence[int]) -> int:
     """Run the manifest's tasks at ``indices`` one after another; 0 if all succeeded (or were past the end).
 
     A task whose run is done (or running elsewhere) is skipped by the trainer; a failed task is recorded in its
-    run.json and the others still run. Returns 1 if any task failed, else 0 (the process's exit status).
+    run.json and the others still run. Returns 1 if any task failed, else 0 (the process's exit status); Ctrl-C
+    stops the loop with 130, the interrupted task recorded as failed.
     """
     tasks = read_manifest(manifest)
     failed = 0
+    if threading.current_thread() is threading.main_thread():
+        interrupt_raises()  # a local sweep's worker starts with SIGINT ignored (see ecg_hpc.interrupt)
     for index in indices:
         if not 0 <= index < len(tasks):
             print(f"task index {index} is past the end of {manifest} ({len(tasks)} tasks): nothing to do",
@@ -285,6 +311,9 @@ def run_tasks(manifest: str | Path, indices: Sequence[int]) -> int:
         print(f"task {index}: {task.scenario} seed {task.seed} -> {task.job_dir}", flush=True)
         try:
             status = finetune.main(task.trainer_argv())
+        except KeyboardInterrupt:  # Ctrl-C: run.json records the task as failed, so submitting again reruns it
+            print(f"task {index} interrupted (SIGINT); the tasks after it were not started", flush=True)
+            return EXIT_INTERRUPTED
         except Exception as exc:  # recorded in the task's run.json; the next task still runs
             traceback.print_exc()
             print(f"task {index} failed: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
@@ -356,17 +385,34 @@ def summarize(tasks: Sequence[Task]) -> str:
     return f"{len(tasks)} tasks: " + ", ".join(parts)
 
 
+def submit_hint(manifest: Path, n_tasks: int, max_parallel: int | None) -> str:
+    """The sbatch line for the manifest on the SLURM cluster here (its partition checked), or why there is none."""
+    if not slurm_available():
+        line = sbatch_line(manifest, n_tasks, max_parallel, None)
+        return f"no SLURM here; on a GPU cluster submit it with:\n  {line}"
+    try:
+        partition = Partition.query(None)
+    except ConfigError as exc:
+        line = sbatch_line(manifest, n_tasks, max_parallel, None)
+        return f"submit it with this line once SLURM answers ({exc}):\n  {line}"
+    line = sbatch_line(manifest, n_tasks, max_parallel, partition)
+    return f"submit it on partition {partition.name} with:\n  {line}"
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The parser of ``python -m ecg_hpc.hpc.sweep`` with its plan / run-task / status commands."""
     parser = argparse.ArgumentParser(prog="python -m ecg_hpc.hpc.sweep", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    plan = sub.add_parser("plan", help="write or extend a sweep manifest")
+    plan = sub.add_parser("plan", help="write or extend a sweep manifest and print the sbatch line that runs it")
     add_plan_arguments(plan)
+    plan.add_argument("--max-parallel", type=int, default=None,
+                      help="throttle of the printed sbatch line: most array tasks running at once (default: none)")
     run = sub.add_parser("run-task", help="run manifest tasks by index (what each SLURM array task calls)")
     run.add_argument("--manifest", type=Path, required=True, help="the sweep's manifest.jsonl")
     run.add_argument("--index", type=_parse_index, action="append", required=True,
                      help="task index (0-based, e.g. $SLURM_ARRAY_TASK_ID); repeat to run several in turn")
-    status = sub.add_parser("status", help="show which tasks are done, failed, running or missing")
+    status = sub.add_parser("status", help="show which tasks are done, failed, running or missing, and SLURM jobs "
+                                           "of the sweep pending for a reason that will not clear")
     status.add_argument("--manifest", type=Path, required=True, help="the sweep's manifest.jsonl")
     return parser
 
@@ -376,8 +422,11 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         if args.command == "plan":
+            if args.max_parallel is not None and args.max_parallel < 1:
+                raise ConfigError(f"--max-parallel {args.max_parallel}: must be at least 1")
             path, tasks, _ = plan_from_args(args)
             print(f"{path}: {summarize(tasks)}; array indices 0-{len(tasks) - 1}")
+            print(submit_hint(path, len(tasks), args.max_parallel))
             return 0
         if args.command == "run-task":
             return run_tasks(args.manifest, args.index)
@@ -385,6 +434,9 @@ def main(argv: list[str] | None = None) -> int:
         for task in tasks:
             print(f"{task.index:4d}  {task_status(task):8s} {task.scenario}  seed {task.seed}")
         print(summarize(tasks))
+        stuck = stuck_jobs_logging_to(args.manifest.parent) if slurm_available() else []
+        for job_id, reason in stuck:
+            print(f"warning: {stuck_message(job_id, reason)}", file=sys.stderr)
         return 0
     except EcgHpcError as exc:
         return user_error(exc)

@@ -1,9 +1,10 @@
 """Residual networks in 1-D and 2-D, layer for layer as in the authors' ``transplant/modules/resnet1d.py``.
 
 Stem: conv(64, k=7, s=2) - BN - ReLU - max-pool(3, s=2, same). Then four stages of filters (64, 128, 256, 512);
-the first block of stages 2-4 has stride 2. A block's shortcut is a 1x1 conv + BN (with the block's stride)
-whenever the channel count or the stride changes, else the identity; the sum goes through a ReLU. The body
-ends in global average pooling, so any input length (or spectrogram length) gives the same weights.
+the first block of stages 2-4 has stride 2. A block's shortcut is a 1x1 conv + BN (with the block's stride,
+taken as a subsampling before the conv, which computes the same) whenever the channel count or the stride
+changes, else the identity; the sum goes through a ReLU. The body ends in global average pooling, so any input
+length (or spectrogram length) gives the same weights.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 import tensorflow as tf
 
-from ecg_hpc.models.layers import batch_norm, conv, scaled
+from ecg_hpc.models.layers import batch_norm, conv, scaled, subsample
 
 keras = tf.keras
 
@@ -37,10 +38,16 @@ class ResNetSpec:
 
 
 def _shortcut(x: tf.Tensor, out_channels: int, strides: int, spec: ResNetSpec, name: str) -> tf.Tensor:
-    """Identity, or 1x1 conv + BN when the block changes the channel count or the resolution."""
+    """Identity, or 1x1 conv + BN when the block changes the channel count or the resolution.
+
+    The conv's stride is applied as a subsampling before it (see ``layers.subsample``): the same function and
+    weights as the authors' strided 1x1 conv, without the oneDNN kernel that corrupts the heap.
+    """
     if x.shape[-1] == out_channels and strides == 1:
         return x
-    x = conv(spec.dims, out_channels, 1, strides, f"{name}_proj_conv")(x)
+    if strides > 1:
+        x = subsample(spec.dims, strides, f"{name}_proj_subsample")(x)
+    x = conv(spec.dims, out_channels, 1, 1, f"{name}_proj_conv")(x)
     return batch_norm(f"{name}_proj_bn")(x)
 
 

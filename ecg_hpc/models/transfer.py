@@ -20,6 +20,7 @@ import tensorflow as tf
 
 from ecg_hpc.errors import ConfigError
 from ecg_hpc.models.architectures import FEATURE_EXTRACTOR, FeatureSpec
+from ecg_hpc.models.weights_file import save_weights_h5
 from ecg_hpc.rundir import atomic_dir, atomic_write_json, utc_now
 
 keras = tf.keras
@@ -61,7 +62,7 @@ def save_feature_extractor(model: keras.Model, path: str | os.PathLike[str]) -> 
     feature_extractor = find_feature_extractor(model)
     path = Path(path)
     with atomic_dir(path) as tmp:
-        feature_extractor.save_weights(str(tmp / WEIGHTS_FILE))
+        save_weights_h5(feature_extractor, tmp / WEIGHTS_FILE)
         spec: FeatureSpec = feature_extractor.spec
         atomic_write_json(tmp / META_FILE, {
             "format": FORMAT_VERSION, "arch": spec.arch, "width": spec.width,

@@ -1,7 +1,7 @@
 """Beat classification (5 classes): what kind of beats a frame holds.
 
-Label (``ecg_hpc.data.icentia11k.beat_label``, DESIGN.md): count the complete beats of the frame per class; if
-any pac/aberrated/pvc, the most frequent of those (ties -> lowest id); else the more frequent of
+Label (``ecg_hpc.data.icentia11k.beat_label``, docs/design-facts.md): count the complete beats of the frame per
+class; if any pac/aberrated/pvc, the most frequent of those (ties -> lowest id); else the more frequent of
 undefined/normal (tie -> undefined); no beats -> undefined.
 """
 

@@ -1,7 +1,8 @@
 """Heart-rate classification (4 classes): tachycardia, bradycardia, normal rate or noise.
 
-Label (``ecg_hpc.data.icentia11k.hr_label``, DESIGN.md): from the complete beats in a frame-sized window, with two
-or more beats bpm = 60 / mean RR (s): < 60 brady, 60..100 normal, > 100 tachy; fewer than two beats -> noise.
+Label (``ecg_hpc.data.icentia11k.hr_label``, docs/design-facts.md): from the complete beats in a frame-sized
+window, with two or more beats bpm = 60 / mean RR (s): < 60 brady, 60..100 normal, > 100 tachy; fewer than two
+beats -> noise.
 """
 
 from ecg_hpc.data.icentia11k import HR_CLASSES, hr_label

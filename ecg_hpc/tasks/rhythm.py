@@ -1,7 +1,7 @@
 """Rhythm classification (6 classes): which rhythm occupies most of a frame.
 
-Label (``ecg_hpc.data.icentia11k.rhythm_label``, DESIGN.md): sum the time each rhythm class covers in the frame;
-the longest of {undefined, afib, aflut} if that group covers any time (ties -> lowest id), else the longest of
+Label (``ecg_hpc.data.icentia11k.rhythm_label``, docs/design-facts.md): sum the time each rhythm class covers in the
+frame; the longest of {undefined, afib, aflut} if that group covers any time (ties -> lowest id), else the longest of
 {end, noise, normal} (ties -> lowest id), else undefined.
 """
 

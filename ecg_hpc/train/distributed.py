@@ -147,9 +147,16 @@ def average(values: Mapping[str, float]) -> dict[str, float]:
 
 def any_worker(flag: bool) -> bool:
     """True on every worker when ``flag`` is true on at least one (e.g. "a stop signal arrived")."""
+    return any_workers((flag,))[0]
+
+
+def any_workers(flags: tuple[bool, ...]) -> tuple[bool, ...]:
+    """For each of ``flags``, True on every worker when it is true on at least one (one allreduce for all)."""
     import horovod.tensorflow as hvd_tf
 
-    return bool(hvd_tf.allreduce(tf.constant(1 if flag else 0, tf.int32), op=hvd_tf.Sum, name="any_worker") > 0)
+    counts = hvd_tf.allreduce(tf.constant([1 if f else 0 for f in flags], tf.int32), op=hvd_tf.Sum,
+                              name=f"any_workers.{len(flags)}")
+    return tuple(bool(c > 0) for c in counts.numpy())
 
 
 def barrier() -> None:

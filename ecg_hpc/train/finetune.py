@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
-import os
 import signal
 import sys
 import threading
@@ -29,7 +28,8 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from ecg_hpc.errors import ConfigError, EcgHpcError, user_error
-from ecg_hpc.rundir import environment_info, is_done, read_run, utc_now, write_run
+from ecg_hpc.options import check_number, check_seed, check_text
+from ecg_hpc.rundir import environment_info, is_done, read_run, utc_now, write_run, writing
 from ecg_hpc.train.init_source import DEFAULT_ARCH, RANDOM, describe_init, require_checkpoint, scenario_name
 from ecg_hpc.train.job_lock import JobDirBusy, job_dir_lock
 from ecg_hpc.train.metrics import VAL_METRICS
@@ -71,7 +71,7 @@ class FinetuneConfig:
 
 
 def add_training_arguments(parser: argparse.ArgumentParser) -> None:
-    """Declare the options shared by every run of a sweep (defaults from DESIGN.md: the authors' settings)."""
+    """Declare the options shared by every run of a sweep (the authors' settings, docs/design-facts.md)."""
     parser.add_argument("--data", required=True, help="prepared challenge data (.npz from prepare-physionet)")
     parser.add_argument("--arch", help="resnet18, resnet34, resnet50 or resnet18_2d (default: the checkpoint's "
                                        "arch, else resnet18)")
@@ -105,18 +105,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def config_from_args(args: argparse.Namespace) -> FinetuneConfig:
-    """Build the config from parsed arguments, checking ranges."""
+    """Build the config from parsed arguments, checking ranges (finite numbers, a seed numpy takes)."""
     for name in ("batch_size", "epochs", "patience"):
-        if getattr(args, name) < 1:
-            raise ConfigError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
-    if args.width is not None and args.width <= 0:
-        raise ConfigError(f"--width must be positive, got {args.width}")
+        check_number(f"--{name.replace('_', '-')}", getattr(args, name), minimum=1)
+    check_number("--width", args.width, positive=True)
+    check_number("--learning-rate", args.learning_rate, positive=True)
+    check_number("--val-size", args.val_size)
     if not 0.0 < args.val_size < 1.0:
         raise ConfigError(f"--val-size must lie strictly between 0 and 1, got {args.val_size}")
-    if args.learning_rate <= 0:
-        raise ConfigError(f"--learning-rate must be positive, got {args.learning_rate}")
-    if not 0.0 < args.label_frac <= 1.0:
-        raise ConfigError(f"--label-frac must lie in (0, 1], got {args.label_frac}")
+    if getattr(args, "seed", None) is not None:
+        check_seed("--seed", args.seed)
+    check_text("--scenario", getattr(args, "scenario", None))
+    check_number("--label-frac", args.label_frac, positive=True, maximum=1.0)
     if args.arch is not None:
         from ecg_hpc.models.architectures import arch_spec  # imports TensorFlow, so only when needed
 
@@ -154,7 +154,9 @@ def _train(config: FinetuneConfig, init: dict[str, Any], arch: str, width: float
 
     from ecg_hpc.data.prepare import load_prepared
     from ecg_hpc.models import build_model, load_feature_extractor
+    from ecg_hpc.models.weights_file import save_weights_h5
     from ecg_hpc.train.metrics import f1_report, one_hot
+    from ecg_hpc.train.nonfinite import TerminateOnNonFinite
     from ecg_hpc.train.predictions import write_predictions
     from ecg_hpc.train.splits import nested_label_subset, stratified_holdout
     from ecg_hpc.train.validation import ValidationMonitor
@@ -184,14 +186,13 @@ def _train(config: FinetuneConfig, init: dict[str, Any], arch: str, width: float
     x_va, y_va, _ = sets["val"]
     monitor = ValidationMonitor(x_va, y_va, classes, config.batch_size, config.val_metric, job_dir / HISTORY)
     stopper = tf.keras.callbacks.EarlyStopping(monitor="val_loss", patience=config.patience)
+    guard = TerminateOnNonFinite()  # after the monitor, which logs the val_loss that it and the stopper read
     fit = model.fit(x_tr, one_hot(y_tr, len(classes)).astype(np.float32), batch_size=config.batch_size,
-                    epochs=config.epochs, shuffle=True, verbose=2, callbacks=[monitor, stopper],
-                    validation_data=(x_va, one_hot(y_va, len(classes)).astype(np.float32)))
+                    epochs=config.epochs, shuffle=True, verbose=2, callbacks=[monitor, guard, stopper])
+    guard.raise_if_stopped()
     model.set_weights(monitor.best_weights)
 
-    tmp = job_dir / f".{BEST_WEIGHTS}.tmp.h5"  # Keras picks the format from the suffix; rename is atomic
-    model.save_weights(str(tmp))
-    os.replace(tmp, job_dir / BEST_WEIGHTS)
+    save_weights_h5(model, job_dir / BEST_WEIGHTS)
 
     scores = {}
     for split, (x, y, names) in sets.items():
@@ -216,7 +217,11 @@ def finetune(config: FinetuneConfig) -> dict[str, Any]:
     it, in which case nothing is written).
     """
     job_dir = Path(config.job_dir)
-    job_dir.mkdir(parents=True, exist_ok=True)
+    if is_done(job_dir):  # a done run is never redone, so no lock is needed to see it (works read-only too)
+        print(f"{job_dir}: already done, skipping", flush=True)
+        return read_run(job_dir) or {}
+    with writing(job_dir):
+        job_dir.mkdir(parents=True, exist_ok=True)
     with job_dir_lock(job_dir):
         if is_done(job_dir):
             print(f"{job_dir}: already done, skipping", flush=True)
@@ -247,8 +252,9 @@ def _sigterm_raises() -> Iterator[None]:
 
 def _run(config: FinetuneConfig, job_dir: Path) -> dict[str, Any]:
     """The body of ``finetune`` for a job directory that is locked and not done."""
-    for name in _OUTPUTS:  # leftovers of an interrupted or failed attempt
-        (job_dir / name).unlink(missing_ok=True)
+    with writing(job_dir):
+        for name in _OUTPUTS:  # leftovers of an interrupted or failed attempt
+            (job_dir / name).unlink(missing_ok=True)
     start = time.monotonic()
     info: dict[str, Any] = {"kind": "finetune", "status": "running", "seed": config.seed,
                             "config": dataclasses.asdict(config), "scenario": config.scenario,

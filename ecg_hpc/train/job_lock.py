@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Iterator
 
 from ecg_hpc.errors import EcgHpcError
+from ecg_hpc.rundir import writing
 
 LOCK_FILE = ".run.lock"
 
@@ -26,9 +27,11 @@ class JobDirBusy(EcgHpcError):
 
 @contextlib.contextmanager
 def job_dir_lock(job_dir: str | os.PathLike[str]) -> Iterator[None]:
-    """Hold the exclusive lock of an existing ``job_dir`` for the block; JobDirBusy if someone else has it."""
+    """Hold the exclusive lock of an existing ``job_dir`` for the block; JobDirBusy if someone else has it,
+    StorageError when the folder is read-only or forbidden."""
     path = Path(job_dir) / LOCK_FILE
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    with writing(job_dir):
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -1,4 +1,4 @@
-"""Classification scores of the study: the prediction rule and macro/per-class F1 (DESIGN.md, PhysioNet 2017).
+"""Classification scores of the study: the prediction rule and macro/per-class F1 (docs/design-facts.md).
 
 A prediction is the one-hot of ``prob >= row max`` (ties mark every tied class, as in the authors' code); F1 is
 computed per class on those indicator matrices and averaged without weights (macro). A class that is neither

@@ -8,11 +8,13 @@ Rank 0 alone writes the job directory: ``epoch_NN/`` checkpoints (``ecg_hpc.trai
 ``history.csv`` (one row per epoch: ``epoch``, the metrics averaged over workers, ``time_s``, ``frames_per_s``,
 ``lr``) and ``run.json`` (keys documented in ``ecg_hpc.rundir`` plus ``attempts``, one per start).
 
-Resume: starting again with the same ``--job-dir`` continues after the last checkpoint and ends with the same
+Resume: starting again with the same ``--job-dir`` continues after the newest intact checkpoint (damaged newer
+ones are named in one line, deleted and listed in the attempt's ``damaged_checkpoints``) and ends with the same
 epochs; the data of (seed, epoch, rank) is fixed, so a resumed run trains on what an uninterrupted one would.
 On SIGUSR1/SIGUSR2 (SLURM's and submitit's warning before the time limit) or SIGTERM, every worker finishes
 its step, rank 0 writes ``preempted/``, the job asks to be requeued and the workers exit with status
-``REQUEUE_EXIT_CODE``. A run whose run.json says done is left alone.
+``REQUEUE_EXIT_CODE``; on SIGINT (Ctrl-C) they checkpoint the same way but exit with 130 and are not requeued.
+A run whose run.json says done is left alone.
 """
 
 from __future__ import annotations
@@ -31,29 +33,41 @@ import tensorflow as tf
 
 from ecg_hpc.data.icentia11k import select_patients
 from ecg_hpc.data.pipeline import make_dataset
+from ecg_hpc.data.pool import DEFAULT_POOL_MB, DEFAULT_READ_RATIO, DEFAULT_READERS, PoolOptions, stage_patients
 from ecg_hpc.data.store import Store
 from ecg_hpc.errors import ConfigError, DataError, EcgHpcError, user_error
 from ecg_hpc.hpc.jobenv import REQUEUE_EXIT_CODE, request_requeue
+from ecg_hpc.interrupt import EXIT_INTERRUPTED
 from ecg_hpc.models import ARCHS, PRECISIONS, configure_precision
+from ecg_hpc.options import check_number, check_seed
 from ecg_hpc.progress import Progress
-from ecg_hpc.rundir import atomic_write_csv, environment_info, is_done, read_run, utc_now, write_run
+from ecg_hpc.rundir import (atomic_write_csv, environment_info, is_done, mark_failed, read_run, utc_now,
+                            write_run)
 from ecg_hpc.tasks import TASKS, get_task
 from ecg_hpc.train import checkpoints, distributed
+from ecg_hpc.train.nonfinite import ADVICE, NonFiniteLoss, nonfinite
 
 HISTORY = "history.csv"
 DEFAULT_STEPS = 1024
-STOP_SIGNALS = (signal.SIGUSR1, signal.SIGUSR2, signal.SIGTERM)
+MAX_STEPS_PER_EPOCH = 10 ** 7  # beyond any real run (the paper's epochs have ~10^4 steps): a typo, refused
+MAX_EPOCHS = 10 ** 4
+STOP_SIGNALS = (signal.SIGUSR1, signal.SIGUSR2, signal.SIGTERM, signal.SIGINT)  # SIGINT: stop, do not requeue
 # Options that decide what a run computes: a resumed run must agree on them with the run.json it continues.
 _FIXED = ("task", "arch", "width", "frac", "frame_size", "samples_per_patient", "batch_size",
-          "steps_per_epoch", "seed", "precision", "lr", "lr_scaling", "warmup_epochs")
+          "steps_per_epoch", "seed", "precision", "lr", "lr_scaling", "warmup_epochs", "sampler", "pool_mb",
+          "chunk_samples", "read_ratio")
 
 
-def add_arguments(parser: argparse.ArgumentParser, job_dir_required: bool = True) -> None:
-    """The trainer's options (defaults from the authors' code, DESIGN.md); launchers may derive ``--job-dir``."""
-    store = os.environ.get("ECG_HPC_STORE")
-    parser.add_argument("--store", required=store is None, default=store,
+def add_arguments(parser: argparse.ArgumentParser, job_dir_required: bool = True,
+                  store_required: bool = True) -> None:
+    """The trainer's options (the authors' defaults, docs/design-facts.md); launchers may derive ``--job-dir`` and
+    find ``--store`` themselves (``store_required=False``: no default, see ``ecg_hpc.project_config``)."""
+    store = os.environ.get("ECG_HPC_STORE") if store_required else None
+    where = (f"$ECG_HPC_STORE{f', now {store}' if store else ', which is not set'}" if store_required
+             else "$ECG_HPC_STORE, else the store named in ecg-hpc.toml, which make demo writes")
+    parser.add_argument("--store", required=store_required and store is None, default=store,
                         help="Icentia11k shard store made by python -m ecg_hpc.data convert-icentia "
-                             f"(default: $ECG_HPC_STORE{f', now {store}' if store else ', which is not set'})")
+                             f"(default: {where})")
     parser.add_argument("--task", default="beat", choices=TASKS,
                         help="pretraining task (default: beat, the paper's main one)")
     parser.add_argument("--arch", default="resnet18", choices=ARCHS, help="network (default: resnet18)")
@@ -79,20 +93,47 @@ def add_arguments(parser: argparse.ArgumentParser, job_dir_required: bool = True
                         help="deterministic TF ops (slower on GPUs; exact resume checks)")
     parser.add_argument("--job-dir", required=job_dir_required, help="job directory, e.g. runs/pretrain/NAME")
     parser.add_argument("--seed", type=int, default=0, help="seed of the patient subset, weights and data (default: 0)")
+    parser.add_argument("--sampler", choices=("pool", "uniform"), default="pool",
+                        help="pool: each worker reads whole segments of its share of the patients into memory and "
+                             "draws frames there (sequential reads; for stores larger than the page cache); "
+                             "uniform: every frame from a random place of the memory-mapped store (default: pool)")
+    parser.add_argument("--pool-mb", type=float, default=DEFAULT_POOL_MB,
+                        help=f"signal memory of the pool per worker, MiB (default: {DEFAULT_POOL_MB})")
+    parser.add_argument("--chunk-samples", type=int, default=None,
+                        help="read pieces of this many samples instead of whole segments (default: whole)")
+    parser.add_argument("--read-ratio", type=float, default=DEFAULT_READ_RATIO,
+                        help=f"samples read into the pool per sample drawn (default: {DEFAULT_READ_RATIO})")
+    parser.add_argument("--pool-readers", type=int, default=DEFAULT_READERS,
+                        help=f"reads in flight at once per worker (default: {DEFAULT_READERS}; the data do not "
+                             f"depend on it)")
+    parser.add_argument("--stage-dir", default=None,
+                        help="copy the selected patients to this node-local folder first, e.g. $SLURM_TMPDIR")
 
 
 def check_arguments(args: argparse.Namespace) -> None:
-    """ConfigError naming the first option out of range."""
+    """ConfigError naming the first option out of range (finite, positive, a seed numpy takes, a sane size)."""
     positive = ("width", "frame_size", "samples_per_patient", "batch_size", "epochs", "steps_per_epoch", "lr")
     for name in positive:
-        if getattr(args, name) is not None and getattr(args, name) <= 0:
-            raise ConfigError(f"--{name.replace('_', '-')} {getattr(args, name)}: must be positive")
+        check_number(f"--{name.replace('_', '-')}", getattr(args, name), positive=True)
+    check_number("--steps-per-epoch", args.steps_per_epoch, maximum=MAX_STEPS_PER_EPOCH)
+    check_number("--epochs", args.epochs, maximum=MAX_EPOCHS)
     if not 0 < args.frac <= 1:
         raise ConfigError(f"--frac {args.frac}: must lie in (0, 1]")
-    if args.warmup_epochs < 0:
-        raise ConfigError(f"--warmup-epochs {args.warmup_epochs}: must not be negative")
+    check_number("--warmup-epochs", args.warmup_epochs, minimum=0)
+    check_seed("--seed", args.seed)
     if not Path(args.store).is_dir():
         raise DataError(f"--store {args.store}: no such directory")
+    pool_options(args)
+
+
+def pool_options(args: argparse.Namespace) -> PoolOptions | None:
+    """The pool sampler's options (checked), or None for ``--sampler uniform``."""
+    if args.sampler != "pool":
+        return None
+    options = PoolOptions(pool_mb=args.pool_mb, chunk_samples=args.chunk_samples, read_ratio=args.read_ratio,
+                          readers=args.pool_readers)
+    options.check()
+    return options
 
 
 def config_of(args: argparse.Namespace) -> dict[str, Any]:
@@ -140,6 +181,7 @@ class _Run:
         self.args, self.world = args, world
         self.job_dir = Path(args.job_dir)
         self.info: dict[str, Any] = {}
+        self.damaged: tuple[checkpoints.Damaged, ...] = ()
 
     # -- setup -------------------------------------------------------------------------------------------------
     def build(self) -> None:
@@ -153,6 +195,11 @@ class _Run:
         if not self.store.patient_ids:
             raise DataError(f"--store {args.store}: holds no converted patients")
         self.patients = select_patients(self.store.patient_ids, frac=args.frac, seed=args.seed)
+        if args.stage_dir:
+            stage_patients(self.store, self.patients, args.stage_dir, (self.world.job.local_rank,
+                                                                       self.world.job.local_size))
+            distributed.barrier()
+            self.store = Store(args.stage_dir)
         args.steps_per_epoch = steps_per_epoch(args, len(self.patients), self.world.size)
         self.task = get_task(args.task)
         self.model = self.task.build_model(args.arch, args.frame_size, width=args.width)
@@ -162,18 +209,38 @@ class _Run:
         self.optimizer = distributed.distributed_optimizer(adam)
         self.task.compile_model(self.model, self.optimizer)
         self.optimizer.build(self.model.trainable_variables)
-        local_resume = checkpoints.resume_point(self.job_dir) if self.world.is_chief else None
-        self.resume = distributed.broadcast_object(local_resume)
+        self.resume, self.damaged = self.find_resume()
         if self.resume is not None and self.world.is_chief:
             checkpoints.restore(self.resume, self.model, self.optimizer)
         distributed.broadcast_state(self.model, self.optimizer)
+
+    def find_resume(self) -> tuple[checkpoints.CheckpointInfo | None, tuple[checkpoints.Damaged, ...]]:
+        """Rank 0 picks the newest intact checkpoint, says in one line which damaged ones it skips and deletes
+        them; every worker gets the choice, or the same DataError when no checkpoint is intact."""
+        found: Any = None
+        if self.world.is_chief:
+            try:
+                found = checkpoints.find_resume(self.job_dir)
+            except DataError as exc:
+                found = str(exc)
+        found = distributed.broadcast_object(found)
+        if isinstance(found, str):
+            raise DataError(found)
+        resume, damaged = found
+        if damaged and self.world.is_chief:
+            skipped = "; ".join(f"{d.path.name} ({d.problem})" for d in damaged)
+            print(f"warning: damaged checkpoint {skipped} in {self.job_dir}; resuming from {resume.path.name} "
+                  "instead", flush=True)
+            checkpoints.discard(damaged)
+        return resume, damaged
 
     def dataset(self, epoch: int, skip_steps: int) -> tf.data.Dataset:
         """This worker's batches of ``epoch`` (a function of seed, epoch and rank) from step ``skip_steps`` on."""
         args = self.args
         return make_dataset(self.store, args.task, self.patients, frame_size=args.frame_size,
                             batch_size=args.batch_size, seed=args.seed, epoch=epoch, rank=self.world.rank,
-                            world_size=self.world.size, steps=args.steps_per_epoch, start_step=skip_steps)
+                            world_size=self.world.size, steps=args.steps_per_epoch, start_step=skip_steps,
+                            pool=pool_options(args))
 
     # -- job directory (rank 0) ---------------------------------------------------------------------------------
     def start_record(self) -> None:
@@ -188,6 +255,8 @@ class _Run:
         attempt = {"started_at": utc_now(), "launcher": job.launcher, "job_id": job.job_id,
                    "restart_count": job.restart_count, "world_size": self.world.size, "hosts": list(job.hosts),
                    "resumed_from": str(self.resume.path) if self.resume else None}
+        if self.damaged:
+            attempt["damaged_checkpoints"] = [d.record() for d in self.damaged]
         self.info = {
             "kind": "pretrain", "status": "running", "seed": self.args.seed, "config": config_of(self.args),
             "environment": environment_info(), "started_at": previous.get("started_at", attempt["started_at"]),
@@ -197,6 +266,8 @@ class _Run:
             "device": self.world.device,
             "horovod": distributed.lr_record(self.schedule, self.world.size, self.args.lr_scaling),
             "epoch_times_s": [], "frames_per_s": None,
+            "sampler": (pool_options(self.args).record() if self.args.sampler == "pool"
+                        else {"sampler": "uniform"}),
             "attempts": previous.get("attempts", []) + [attempt],
         }
         self.write_history()
@@ -238,10 +309,11 @@ class _Run:
                   f"{world.size} worker(s) on {world.device}, {len(self.patients)} patients", flush=True)
         for epoch in range(start_epoch, args.epochs + 1):
             steps = args.steps_per_epoch - skip
-            watcher = StepWatcher(stop, steps, f"epoch {epoch}/{args.epochs}" if world.is_chief else None)
+            watcher = StepWatcher(stop, steps, f"epoch {epoch}/{args.epochs}" if world.is_chief else None, epoch)
             began = time.monotonic()
             history = self.model.fit(self.dataset(epoch, skip), epochs=1, steps_per_epoch=steps, verbose=0,
                                      callbacks=[watcher])
+            watcher.raise_if_diverged()
             elapsed = time.monotonic() - began
             local = {k: float(v[-1]) for k, v in history.history.items()}
             logs = distributed.average(_combine(prior_logs, skip, local, watcher.steps))
@@ -272,11 +344,13 @@ class _Run:
 
 
 class StepWatcher(tf.keras.callbacks.Callback):
-    """Counts steps, shows progress on rank 0, and stops all workers at the same step after a signal."""
+    """Counts steps, shows progress on rank 0, and stops all workers at the same step after a signal or when
+    any worker's loss is not finite (``nonfinite`` then says where, on every worker)."""
 
-    def __init__(self, stop: StopFlag, total: int, label: str | None) -> None:
+    def __init__(self, stop: StopFlag, total: int, label: str | None, epoch: int = 1) -> None:
         super().__init__()
-        self.stop, self.steps, self.stopped = stop, 0, False
+        self.stop, self.steps, self.stopped, self.epoch = stop, 0, False, epoch
+        self.nonfinite: str | None = None
         self.progress = Progress(total, label, unit="steps", interval=10.0) if label else None
 
     def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
@@ -284,9 +358,19 @@ class StepWatcher(tf.keras.callbacks.Callback):
         self.steps += 1
         if self.progress is not None:
             self.progress.update()
-        if distributed.any_worker(self.stop.raised):
+        mine = nonfinite(logs, ("loss",))
+        signalled, diverged = distributed.any_workers((self.stop.raised, mine is not None))
+        if diverged:
+            self.nonfinite = f"epoch {self.epoch} step {self.steps}: {mine or 'loss not finite on another worker'}"
+            self.model.stop_training = True
+        elif signalled:
             self.stopped = True
             self.model.stop_training = True
+
+    def raise_if_diverged(self) -> None:
+        """NonFiniteLoss (on every worker) when a non-finite loss stopped the epoch; nothing is checkpointed."""
+        if self.nonfinite is not None:
+            raise NonFiniteLoss(f"{self.nonfinite}: training stopped, the last checkpoint is kept ({ADVICE})")
 
 
 def steps_per_epoch(args: argparse.Namespace, n_patients: int, world_size: int) -> int:
@@ -305,7 +389,8 @@ def finished(job_dir: str | Path, epochs: int) -> bool:
 
 
 def train(args: argparse.Namespace) -> str:
-    """Run (or resume) the pretraining job of ``args`` on this worker; return ``"done"`` or ``"preempted"``."""
+    """Run (or resume) the pretraining job of ``args`` on this worker; return ``"done"``, ``"preempted"`` or
+    ``"interrupted"`` (SIGINT: checkpointed like a preemption, but not requeued)."""
     check_arguments(args)
     if finished(args.job_dir, args.epochs):
         print(f"{args.job_dir}: run.json says done with {args.epochs} epochs; nothing to do", flush=True)
@@ -320,17 +405,24 @@ def train(args: argparse.Namespace) -> str:
             status = run.fit(stop)
             run.check_in_sync()
         if status == "preempted":
+            by_user = stop.signal_name == "SIGINT"
             if world.is_chief:
                 run.finish_record("preempted")
-                print(f"preempted by {stop.signal_name}: {request_requeue(world.job)}", flush=True)
-            return status
+                print(f"interrupted by SIGINT: checkpoint kept in {args.job_dir}; start the same command again to "
+                      f"resume" if by_user else f"preempted by {stop.signal_name}: {request_requeue(world.job)}",
+                      flush=True)
+            return "interrupted" if by_user else status
         if world.is_chief:
             run.finish_record("done")
             print(f"done: {args.job_dir}", flush=True)
         return status
     except BaseException as exc:
-        if world.is_chief and run.info:
-            run.finish_record("failed", f"{type(exc).__name__}: {exc}")
+        if world.is_chief:
+            reason = str(exc) if isinstance(exc, EcgHpcError) else f"{type(exc).__name__}: {exc}"
+            if run.info:
+                run.finish_record("failed", reason)
+            else:
+                mark_failed(args.job_dir, reason)
         raise
     finally:
         distributed.stop(world)
@@ -344,7 +436,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Parse ``argv`` and train: 0 when done, ``REQUEUE_EXIT_CODE`` when preempted, 2 on a user error."""
+    """Parse ``argv`` and train: 0 when done, ``REQUEUE_EXIT_CODE`` when preempted, 130 when interrupted (Ctrl-C,
+    checkpoint kept, not requeued), 2 on a user error."""
     args = build_parser().parse_args(argv)
     try:
         status = train(args)
@@ -353,7 +446,7 @@ def main(argv: list[str] | None = None) -> int:
     except Exception:
         traceback.print_exc()
         return 1
-    return REQUEUE_EXIT_CODE if status == "preempted" else 0
+    return {"preempted": REQUEUE_EXIT_CODE, "interrupted": EXIT_INTERRUPTED}.get(status, 0)
 
 
 if __name__ == "__main__":

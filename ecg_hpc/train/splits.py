@@ -1,4 +1,4 @@
-"""Seeded stratified hold-out split: the validation set of fine-tuning (6.25 % of train, per DESIGN.md)."""
+"""Seeded stratified hold-out split: the validation set of fine-tuning (6.25 % of train, docs/design-facts.md)."""
 
 from __future__ import annotations
 

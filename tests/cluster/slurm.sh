@@ -5,12 +5,24 @@
 #   tests/cluster/slurm.sh status   print the daemons' state and sinfo; exit 0 only when the node is usable
 #   tests/cluster/slurm.sh stop     cancel jobs, stop the daemons by their saved PIDs, remove the state folder
 #
-# State, spool, logs and PID files live under one folder, ECG_HPC_SLURM_DIR (default /tmp/ecg-hpc-slurm).
-# Configuration goes to /etc/slurm (where the client commands look). Needs root; settings and pitfalls:
-# ../shared/SLURM-TESTING.md. Slurm 22.05 (Debian 12).
+#   tests/cluster/slurm.sh state-dir  print the state folder of the running test cluster (exit 1 if none runs)
+#
+# State, spool, logs and PID files live under one folder per checkout, ECG_HPC_SLURM_DIR (default
+# <checkout>/.cluster/slurm). Configuration goes to /etc/slurm (where the client commands look); files found there
+# that this script did not write are backed up into the state folder and put back by `stop`. There is one
+# /etc/slurm per machine, so one test cluster runs at a time: `status` and `start` find a running one from any
+# checkout (or from the older script, state in /tmp/ecg-hpc-slurm) through the StateSaveLocation of its
+# slurm.conf, `start` reuses it, and `stop` stops only this checkout's (ECG_HPC_SLURM_DIR=DIR names another).
+# `stop` cancels the jobs of this cluster only, by id. Needs root; settings and pitfalls: docs/design-facts.md,
+# "The single-node test SLURM". Slurm 22.05 (Debian 12).
 set -euo pipefail
 
-BASE="${ECG_HPC_SLURM_DIR:-/tmp/ecg-hpc-slurm}"
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+OWN_BASE="${ECG_HPC_SLURM_DIR:-$REPO/.cluster/slurm}"
+BASE="$OWN_BASE"
+CONF=/etc/slurm/slurm.conf
+DBD_CONF=/etc/slurm/slurmdbd.conf
+MARK="# Written by tests/cluster/slurm.sh"
 HOST="$(hostname -s)"
 PARTITION="debug"
 DB_PASS="ecg-hpc-test"
@@ -44,6 +56,49 @@ install_packages() {
 
 pid_alive() { [ -f "$BASE/pids/$1.pid" ] && kill -0 "$(cat "$BASE/pids/$1.pid")" 2>/dev/null; }
 
+# conf_is_ours FILE: FILE was written by this script (from any checkout).
+conf_is_ours() { [ -f "$1" ] && head -1 "$1" | grep -q "^$MARK"; }
+
+# The state folder of the cluster configured in /etc/slurm when this script wrote it: BASE of StateSaveLocation.
+active_base() {
+    conf_is_ours "$CONF" || return 0
+    sed -n 's|^StateSaveLocation=\(.*\)/state$|\1|p' "$CONF"
+}
+
+# running_in DIR: the controller and node daemons whose PIDs DIR holds are alive.
+running_in() {
+    local name
+    for name in slurmctld slurmd; do
+        [ -f "$1/pids/$name.pid" ] && kill -0 "$(cat "$1/pids/$name.pid")" 2>/dev/null || return 1
+    done
+}
+
+# Put aside /etc/slurm files this script did not write (restored by restore_configs).
+backup_configs() {
+    local f
+    for f in "$CONF" "$DBD_CONF"; do
+        if [ -e "$f" ] && ! conf_is_ours "$f"; then
+            mkdir -p "$BASE/etc-backup"
+            cp -p "$f" "$BASE/etc-backup/"
+            log "backed up $f to $BASE/etc-backup (stop puts it back)"
+        fi
+    done
+}
+
+# Remove our /etc/slurm files and put back what backup_configs saved.
+restore_configs() {
+    local f
+    for f in "$CONF" "$DBD_CONF"; do
+        if [ -e "$BASE/etc-backup/$(basename "$f")" ]; then
+            cp -p "$BASE/etc-backup/$(basename "$f")" "$f"
+            log "restored $f"
+        elif conf_is_ours "$f" && [ "$(active_base)" = "$BASE" ]; then
+            rm -f "$f"
+        fi
+    done
+    rm -rf "$BASE/etc-backup"
+}
+
 # spawn NAME CMD...: start CMD in the background (foreground mode of the daemon), save its PID.
 spawn() {
     local name="$1"; shift
@@ -73,8 +128,8 @@ node_line() {
 
 write_configs() {
     mkdir -p /etc/slurm
-    cat >/etc/slurm/slurm.conf <<EOF
-# Written by tests/cluster/slurm.sh: single-node test cluster on loopback.
+    cat >"$CONF" <<EOF
+$MARK from $REPO: single-node test cluster on loopback.
 ClusterName=ecghpc
 SlurmctldHost=$HOST(127.0.0.1)
 SlurmUser=root
@@ -103,8 +158,8 @@ SlurmdLogFile=$BASE/log/slurmd.log
 $(node_line)
 PartitionName=$PARTITION Nodes=$HOST Default=YES MaxTime=INFINITE State=UP
 EOF
-    cat >/etc/slurm/slurmdbd.conf <<EOF
-# Written by tests/cluster/slurm.sh.
+    cat >"$DBD_CONF" <<EOF
+$MARK from $REPO.
 AuthType=auth/munge
 DbdAddr=127.0.0.1
 DbdHost=localhost
@@ -119,30 +174,33 @@ StorageUser=slurm
 StoragePass=$DB_PASS
 StorageLoc=slurm_acct_db
 EOF
-    chmod 600 /etc/slurm/slurmdbd.conf
+    chmod 600 "$DBD_CONF"
 }
 
 start_munge() {
     if [ ! -s /etc/munge/munge.key ]; then
         mkdir -p /etc/munge
         mungekey --create --keyfile=/etc/munge/munge.key
+        touch "$BASE/created-munge-key"  # stop removes the key it made
     fi
     chown munge:munge /etc/munge/munge.key; chmod 0400 /etc/munge/munge.key
-    mkdir -p /run/munge "$BASE/munge"; chown munge:munge /run/munge "$BASE/munge"
+    # munged runs as user munge, which may not reach the state folder (e.g. below a private /tmp or /root):
+    # its own files go to /run/munge.
+    mkdir -p /run/munge/ecg-hpc; chown munge:munge /run/munge /run/munge/ecg-hpc
     spawn munged setpriv --reuid=munge --regid=munge --clear-groups \
-        munged --foreground --force --log-file="$BASE/munge/munged.log" --pid-file="$BASE/munge/munged.pid" \
-        --seed-file="$BASE/munge/munged.seed"
+        munged --foreground --force --log-file=/run/munge/ecg-hpc/munged.log \
+        --pid-file=/run/munge/ecg-hpc/munged.pid --seed-file=/run/munge/ecg-hpc/munged.seed
     wait_for munge 15 bash -c 'munge -n | unmunge'
 }
 
 start_mariadb() {
     # mariadb-server-core does not create its system user.
-    id mysql >/dev/null 2>&1 || useradd --system --no-create-home --shell /usr/sbin/nologin mysql
-    mkdir -p "$BASE/mysql" /run/mysqld; chown mysql:mysql "$BASE/mysql" /run/mysqld
-    mariadb-install-db --no-defaults --user=mysql --datadir="$BASE/mysql" \
+    # As root, like the other daemons: user mysql may not reach a state folder below a private /tmp or /root.
+    mkdir -p "$BASE/mysql" /run/mysqld
+    mariadb-install-db --no-defaults --user=root --datadir="$BASE/mysql" \
         --auth-root-authentication-method=socket --skip-test-db >"$BASE/log/mariadb-install.out" 2>&1 \
         || die "mariadb-install-db failed (see $BASE/log/mariadb-install.out)"
-    spawn mariadbd mariadbd --no-defaults --user=mysql --datadir="$BASE/mysql" \
+    spawn mariadbd mariadbd --no-defaults --user=root --datadir="$BASE/mysql" \
         --socket=/run/mysqld/mysqld.sock --skip-networking --innodb-buffer-pool-size=256M \
         --innodb-lock-wait-timeout=900
     wait_for MariaDB 60 mariadb --no-defaults --socket=/run/mysqld/mysqld.sock -e 'select 1'
@@ -155,11 +213,15 @@ EOF
 
 start() {
     need_root
-    if pid_alive slurmd && pid_alive slurmctld; then log "already running (state in $BASE)"; return 0; fi
-    [ -d "$BASE/pids" ] && stop_daemons
+    local active
+    active="$(active_base)"
+    if [ -n "$active" ] && running_in "$active"; then log "already running (state in $active)"; return 0; fi
+    if [ -d "$BASE/pids" ]; then stop_daemons; fi
+    [ -d "$BASE" ] && restore_configs
     install_packages
     rm -rf "$BASE"
     mkdir -p "$BASE"/{pids,log,state,spool}
+    backup_configs
     write_configs
     start_munge
     start_mariadb
@@ -175,7 +237,14 @@ start() {
 }
 
 stop_daemons() {
-    if pid_alive slurmctld; then scancel --full --quiet -u root 2>/dev/null || true; fi
+    local jobs
+    if pid_alive slurmctld && [ "$(active_base)" = "$BASE" ]; then  # this cluster's jobs, by id
+        jobs="$(squeue -h -o %A 2>/dev/null | sort -u | tr '\n' ' ')"
+        if [ -n "${jobs// /}" ]; then
+            # shellcheck disable=SC2086
+            scancel --full --quiet $jobs 2>/dev/null || true
+        fi
+    fi
     local name pid i
     for name in slurmd slurmctld slurmdbd mariadbd munged; do
         [ -f "$BASE/pids/$name.pid" ] || continue
@@ -191,14 +260,35 @@ stop_daemons() {
 
 stop() {
     need_root
+    local active
+    active="$(active_base)"
+    # A cluster of the older script (its slurm.conf names no checkout) belongs to every checkout.
+    if [ -z "${ECG_HPC_SLURM_DIR:-}" ] && [ -n "$active" ] && ! head -1 "$CONF" | grep -q "^$MARK from "; then
+        BASE="$active"
+    fi
+    if [ -n "$active" ] && [ "$active" != "$BASE" ] && running_in "$active"; then
+        die "the running test cluster belongs to another checkout (state in $active): stop it there," \
+            "or with ECG_HPC_SLURM_DIR=$active $0 stop"
+    fi
     [ -d "$BASE" ] || { log "not running"; return 0; }
     stop_daemons
+    restore_configs
+    if [ -e "$BASE/created-munge-key" ]; then rm -f /etc/munge/munge.key; fi
     rm -rf "$BASE"
     log "stopped"
 }
 
+state_dir() {
+    local active
+    active="$(active_base)"
+    if [ -n "$active" ] && running_in "$active"; then echo "$active"; else return 1; fi
+}
+
 status() {
-    local name ok=0
+    local name ok=0 active
+    active="$(active_base)"
+    if [ -z "${ECG_HPC_SLURM_DIR:-}" ] && [ -n "$active" ] && running_in "$active"; then BASE="$active"; fi
+    echo "state: $BASE"
     for name in munged mariadbd slurmdbd slurmctld slurmd; do
         if pid_alive "$name"; then echo "$name: running (pid $(cat "$BASE/pids/$name.pid"))"
         else echo "$name: stopped"; ok=1; fi
@@ -211,5 +301,7 @@ case "${1:-}" in
     start) start ;;
     stop) stop ;;
     status) status ;;
-    *) echo "usage: $0 start|stop|status   (state folder: \$ECG_HPC_SLURM_DIR, default /tmp/ecg-hpc-slurm)" >&2; exit 2 ;;
+    state-dir) state_dir ;;
+    *) echo "usage: $0 start|stop|status|state-dir   (state folder: \$ECG_HPC_SLURM_DIR, default $OWN_BASE)" >&2
+       exit 2 ;;
 esac
