@@ -56,3 +56,16 @@ def test_balanced_labels_give_equal_class_shares() -> None:
     labels = physionet_labels(300, 1, balanced=True)
     assert {c: labels.count(c) for c in "ANO~"} == {c: 75 for c in "ANO~"}
     assert physionet_labels(300, 1).count("A") < 40  # the real mix by default
+
+
+def test_saturated_patients_stay_on_the_int16_grid_the_store_encodes() -> None:
+    from ecg_hpc.data.store import encode_signal
+
+    x = np.random.default_rng(0).normal(0.0, 5.0, 10_000)
+    x[[10, 20]] = -1e6, 1e6  # saturates both ways
+    x = S.quantise(x, S.ICENTIA_LSB)
+    values, _ = encode_signal(x)
+    assert values.dtype == np.int16
+    for pid in range(24):  # the demo's patients (seed 0) all encode as int16, none falls back to float32
+        signal, _, _ = S.synth_icentia_patient(np.random.default_rng([0, pid]), 2, 131072)
+        assert encode_signal(signal)[0].dtype == np.int16, pid

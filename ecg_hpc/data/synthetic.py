@@ -412,8 +412,9 @@ def synth_icentia_patient(rng: np.random.Generator, n_segments: int, segment_siz
 
 
 def quantise(x: np.ndarray, lsb: float) -> np.ndarray:
-    """Round to the nearest ADC step and saturate at the int16 range, like a real 16-bit ADC (float32 result)."""
-    steps = np.clip(np.rint(np.asarray(x, np.float64) / lsb), -32768, 32767)
+    """Round to the nearest ADC step and saturate at +-32767 steps, like a real 16-bit ADC (float32 result); the
+    symmetric range keeps a saturated record on the int16 grid the shard store encodes losslessly."""
+    steps = np.clip(np.rint(np.asarray(x, np.float64) / lsb), -32767, 32767)
     return (steps * lsb).astype(np.float32)
 
 
