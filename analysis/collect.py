@@ -10,9 +10,10 @@ with the rule of docs/design-facts.md), the challenge F1 the mean of the N, A an
 are ``epochs_run``. Confusion counts come from ``test_predictions.csv`` and pretraining curves from the
 pretraining runs' ``history.csv``; a run without them is only left out of those figures.
 
-Nothing is dropped silently: failed and running runs, malformed run.json or CSVs, planned tasks of a sweep
-manifest (``*manifest*.jsonl`` with a ``job_dir`` per line) without a run.json, and ``seed_*`` folders without
-one are rows of ``Collection.problems``.
+Nothing is dropped silently: failed, running and died runs, malformed run.json or CSVs (a non-finite score
+included, so it is never averaged), finished runs that repeat a (scenario, seed) of a newer one (counted once),
+planned tasks of a sweep manifest (``*manifest*.jsonl`` with a ``job_dir`` per line) without a run.json, and
+``seed_*`` folders without one are rows of ``Collection.problems``. Symbolic links to run folders are followed.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from typing import Any
 import pandas as pd
 
 from ecg_hpc.errors import DataError
+from ecg_hpc.hpc.run_state import DIED, derived_status
 from ecg_hpc.progress import Progress
 from ecg_hpc.rundir import RUN_JSON, STATUSES, read_run
 from ecg_hpc.train.metrics import challenge_f1, confusion_counts
@@ -39,7 +41,8 @@ CLASSES = ("A", "N", "O", "~")
 KEY_COLUMNS = ("init", "task", "pretrain_arch", "frame_size", "frac", "pretrain_epoch", "arch", "width",
                "label_frac")
 RUN_COLUMNS = ("scenario", *KEY_COLUMNS, "seed", "status", "macro_f1", "challenge_f1",
-               *(f"f1_{c}" for c in CLASSES), "epochs_run", "best_epoch", "sweep_scenario", "run_dir", "error")
+               *(f"f1_{c}" for c in CLASSES), "epochs_run", "best_epoch", "sweep_scenario", "run_dir", "error",
+               "finished_at")
 HISTORY_COLUMNS = ("scenario", "run_dir", "epoch", "f1")
 CONFUSION_COLUMNS = ("scenario", "run_dir", "true", "pred", "count")
 PRETRAIN_COLUMNS = ("run_dir", "task", "arch", "frac", "frame_size", "epoch", "metric", "value")
@@ -47,6 +50,7 @@ PREDICTIONS_CSV = "test_predictions.csv"
 PROBLEM_COLUMNS = ("problem", "kind", "run_dir", "scenario", "seed", "detail")
 HISTORY_CSV = "history.csv"
 MANIFEST_PATTERN = "*manifest*.jsonl"
+SUPERSEDED = "superseded"  # a finished run that repeats a (scenario, seed) of a newer one: listed, not counted
 _SEED_DIR = re.compile(r"seed_\d+")
 _EPOCH_DIR = re.compile(r"epoch_(\d+)")
 
@@ -119,11 +123,20 @@ def sort_scenarios(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def _walk(root: Path) -> tuple[list[Path], list[Path], list[Path]]:
-    """Run directories (holding run.json), ``seed_*`` folders without one, and sweep manifests under ``root``."""
+    """Run directories (holding run.json), ``seed_*`` folders without one, and sweep manifests under ``root``.
+
+    Symbolic links to folders are followed (runs are often linked in from scratch space), each real folder once:
+    a link back up the tree, or two links to one run, neither loops nor counts it twice."""
     run_dirs, bare_seed_dirs, manifests = [], [], []
-    for dirpath, dirnames, filenames in os.walk(root):
+    seen: set[Path] = set()
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
         here = Path(dirpath)
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        real = here.resolve()
+        if real in seen:
+            dirnames[:] = []
+            continue
+        seen.add(real)
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and (here / d).resolve() not in seen)
         manifests += [here / f for f in sorted(filenames) if fnmatch.fnmatch(f, MANIFEST_PATTERN)]
         if RUN_JSON in filenames:
             run_dirs.append(here)
@@ -238,7 +251,8 @@ def _finetune_row(info: dict[str, Any], run_dir: str, root: Path) -> dict[str, A
     status = info["status"]
     row: dict[str, Any] = dict.fromkeys(RUN_COLUMNS)
     row.update(_key(info, root))
-    row.update(status=status, seed=info.get("seed"), run_dir=run_dir, sweep_scenario=info.get("scenario"))
+    row.update(status=status, seed=info.get("seed"), run_dir=run_dir, sweep_scenario=info.get("scenario"),
+               finished_at=info.get("finished_at"))
     row["scenario"] = scenario_label(row)
     if status == "failed":
         row["error"] = str(info.get("error") or "(run.json gives no error message)")
@@ -318,13 +332,17 @@ def _running_detail(info: dict[str, Any]) -> str:
         return f"started {started or '?'}"
 
 
-def _status_problem(info: dict[str, Any], kind: str, shown: str, scenario: Any, seed: Any
-                    ) -> dict[str, Any] | None:
-    """The problem a failed or running run.json states (None for a finished run)."""
+def _status_problem(info: dict[str, Any], kind: str, shown: str, scenario: Any, seed: Any,
+                    run_dir: Path | None = None) -> dict[str, Any] | None:
+    """The problem a failed, running or died run states (None for a finished run); "died" is a run.json that
+    says running while nobody runs it (``ecg_hpc.hpc.run_state``)."""
     if info.get("status") == "failed":
         return _problem("failed", kind, shown, str(info.get("error") or "(run.json gives no error message)"),
                         scenario, seed)
     if info.get("status") == "running":
+        if run_dir is not None and derived_status(run_dir, info) == DIED:
+            return _problem(DIED, kind, shown, f"run.json says running but no process holds the run and its job "
+                            f"has ended ({_running_detail(info)}); submit it again to redo it", scenario, seed)
         return _problem("running", kind, shown, _running_detail(info), scenario, seed)
     return None
 
@@ -358,7 +376,7 @@ def _read_one(run_dir: Path, root: Path, got: _Gathered) -> str | None:
                                  f"one of {', '.join(STATUSES)}", info.get("scenario"), info.get("seed")))
         return None
     if kind == "pretrain":
-        problem = _status_problem(info, kind, shown, None, info.get("seed"))
+        problem = _status_problem(info, kind, shown, None, info.get("seed"), run_dir)
         problems += [problem] if problem else []
         history = _read_pretrain_history(run_dir, info)
         if history is not None:
@@ -368,12 +386,12 @@ def _read_one(run_dir: Path, root: Path, got: _Gathered) -> str | None:
         row = _finetune_row(info, shown, root)
     except _Malformed as exc:
         # a job that failed (or is still starting) before it recorded its init is listed as what it is
-        problem = _status_problem(info, kind, shown, info.get("scenario"), info.get("seed"))
+        problem = _status_problem(info, kind, shown, info.get("scenario"), info.get("seed"), run_dir)
         problems.append(problem or _problem("malformed", kind, shown, f"{RUN_JSON}: {exc}", info.get("scenario"),
                                             info.get("seed")))
         return kind
     rows.append(row)
-    problem = _status_problem(info, kind, shown, row["scenario"], row["seed"])
+    problem = _status_problem(info, kind, shown, row["scenario"], row["seed"], run_dir)
     if problem:
         problems.append(problem)
         return kind
@@ -393,12 +411,23 @@ def _read_one(run_dir: Path, root: Path, got: _Gathered) -> str | None:
     return kind
 
 
-def _duplicates(runs: pd.DataFrame) -> list[dict[str, Any]]:
-    """Problems for finished runs that repeat a (scenario, seed) pair: both are kept, the user must decide."""
+def _duplicates(runs: pd.DataFrame) -> tuple[pd.DataFrame, list[dict[str, Any]]]:
+    """Count each (scenario, seed) once: of finished runs that repeat a pair, the newest (``finished_at``, then
+    the run directory's name) keeps status done; the others become ``superseded`` and are listed as problems."""
     done = runs[(runs["status"] == "done") & runs["seed"].notna()]
     repeated = done[done.duplicated(["scenario", "seed"], keep=False)]
-    return [_problem("duplicate", "finetune", r.run_dir, "another finished run has this scenario and seed",
-                     r.scenario, r.seed) for r in repeated.itertuples()]
+    if repeated.empty:
+        return runs, []
+    ordered = repeated.assign(_when=repeated["finished_at"].fillna("")).sort_values(["_when", "run_dir"])
+    newest = ordered.groupby(["scenario", "seed"], sort=False).tail(1)
+    older = ordered.drop(index=newest.index)
+    winner = {(r.scenario, r.seed): r.run_dir for r in newest.itertuples()}
+    runs = runs.copy()
+    runs.loc[older.index, "status"] = SUPERSEDED
+    problems = [_problem("duplicate", "finetune", r.run_dir, f"another finished run has this scenario and seed; "
+                         f"the newest, {winner[(r.scenario, r.seed)]}, is counted", r.scenario, r.seed)
+                for r in older.itertuples()]
+    return runs, problems
 
 
 def _reconcile(run_dirs: list[Path], bare_seed_dirs: list[Path], planned: list[dict[str, Any]], root: Path
@@ -454,11 +483,17 @@ def collect(root: str | os.PathLike[str], progress: bool = True) -> Collection:
         values = pd.to_numeric(runs[column], errors="coerce")
         runs[column] = values.where(values == values.round()).astype("Int64")  # a non-integer seed is NA
     runs = sort_scenarios(runs) if len(runs) else runs
-    problems += _duplicates(runs)
+    runs, repeated = _duplicates(runs)
+    problems += repeated
+    superseded = set(runs.loc[runs["status"] == SUPERSEDED, "run_dir"])
+
+    def current(frame: pd.DataFrame) -> pd.DataFrame:  # each (scenario, seed) once
+        return frame[~frame["run_dir"].isin(superseded)].reset_index(drop=True)
     problem_frame = pd.DataFrame(problems, columns=list(PROBLEM_COLUMNS))
     problem_frame = problem_frame.sort_values(["problem", "run_dir"], kind="stable").reset_index(drop=True)
-    return Collection(root=root, runs=runs, history=_frame(got.curves, HISTORY_COLUMNS), problems=problem_frame,
-                      n_pretrain=n_pretrain, confusion=_frame(got.confusion, CONFUSION_COLUMNS),
+    return Collection(root=root, runs=runs, history=current(_frame(got.curves, HISTORY_COLUMNS)),
+                      problems=problem_frame, n_pretrain=n_pretrain,
+                      confusion=current(_frame(got.confusion, CONFUSION_COLUMNS)),
                       pretrain_history=_frame(got.pretrain, PRETRAIN_COLUMNS))
 
 

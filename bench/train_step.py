@@ -25,7 +25,6 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import ecg_hpc  # noqa: E402,F401  (first: it sets the TensorFlow environment, oneDNN off)
 import tensorflow as tf  # noqa: E402
 
 from ecg_hpc.data.pipeline import make_dataset  # noqa: E402

@@ -23,3 +23,14 @@ def user_error(exc: EcgHpcError) -> int:
     """Print ``exc`` as one ``error:`` line on stderr and return the exit status CLIs use for it (2)."""
     print(f"error: {exc}", file=sys.stderr, flush=True)
     return 2
+
+
+def report_native_crashes() -> None:
+    """Have a native crash (a bus error on a store file changed under a memory map, a segfault) print its kind
+    and the Python stack to the real stderr, so the job's log names it (the run is then reported as died)."""
+    import faulthandler
+
+    try:
+        faulthandler.enable(file=sys.__stderr__)
+    except (AttributeError, ValueError, OSError):  # no usable stderr (e.g. a daemon): nothing to print to
+        pass

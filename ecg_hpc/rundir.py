@@ -2,18 +2,24 @@
 
 Every job writes one directory holding ``run.json`` (config, seed, code and package versions, host, world
 size, wall times, status) next to its CSVs and checkpoints. Files appear atomically (written to a temporary
-name in the same folder, then renamed), so a reader never sees half a file.
+name in the same folder, then renamed), so a reader never sees half a file; a full, over-quota, read-only or
+forbidden folder raises a one-line ``StorageError`` naming it, large writes check the free space first, and no
+temporary file stays behind.
 
 ``run.json`` keys shared by all kinds of run (kind-specific keys are documented where they are written):
 
 - ``kind``: ``"pretrain"`` or ``"finetune"``
-- ``status``: one of ``STATUSES``; ``error`` holds the message when ``"failed"``
+- ``status``: one of ``STATUSES``; ``error`` holds the message when ``"failed"``. A ``"running"`` run that
+  nobody runs any more is reported as ``"died"`` (derived, never written: ``ecg_hpc.hpc.run_state``)
 - ``seed``, ``config`` (the full resolved options), ``environment`` (see ``environment_info``)
 - ``started_at``, ``finished_at`` (ISO 8601 UTC), ``wall_time_s``
 
 Pretraining runs (``runs/pretrain/<name>/``) add ``task``, ``arch``, ``frame_size``, ``frac``, ``epochs``,
 ``epochs_done``, ``world_size``, ``hosts``, ``horovod`` (lr scaling and warm-up), ``epoch_times_s`` and
-``sampler`` (``{"sampler": "uniform"}`` or the pool's options with ``memory_bound_bytes`` per worker); their
+``sampler`` (``{"sampler": "uniform"}`` or the pool's options with ``memory_bound_bytes`` per worker), ``store``
+(``path``, ``n_patients``, ``patients``, ``files_sha256``: what a resume checks; ``per_patient``: the manifest's
+mean store and source bytes and conversion CPU seconds per patient) and ``attempts`` (one per start,
+with ``damaged_checkpoints`` when a resume skipped any); their
 checkpoints are ``epoch_NN/`` folders (NN from 01) and ``history.csv`` has one row per epoch.
 
 Fine-tuning runs (``runs/finetune/<scenario>/seed_S/``) add:
@@ -23,6 +29,9 @@ Fine-tuning runs (``runs/finetune/<scenario>/seed_S/``) add:
 - ``scenario`` (the sweep's name for the init), ``label_frac`` (fraction of the training records it trained on,
   1 = all), ``split`` (``test_seed``, ``n_train``, ``n_val``, ``n_test``, ``label_frac``, ``n_train_pool``)
 - ``epochs_run``, ``best_epoch``, ``test``: ``{"macro_f1": x, "f1": {"A": .., "N": .., "O": .., "~": ..}}``
+- ``threads``: the CPU threads set from the job's CPUs (``ecg_hpc.train.threads.configure_cpu_threads``:
+  ``cpus``, ``cpus_from``, ``intra_op_threads``, ``inter_op_threads``, ``applied``, ``onednn``);
+  ``jit_compile`` (whether the training step was XLA-compiled)
 - files ``history.csv`` (``epoch, loss, val_loss, f1, f1_A, f1_N, f1_O, f1_~`` where ``f1*`` are on the
   validation set), ``train|val|test_predictions.csv`` (``record_name, true_A, true_N, true_O, true_~,
   prob_A, prob_N, prob_O, prob_~``) and the best weights.

@@ -29,6 +29,7 @@ from ecg_hpc.hpc.executor import (ModuleJob, add_cluster_arguments, describe_dry
                                   interrupt_local_job, job_log, make_executor, submit_jobs)
 from ecg_hpc.interrupt import children_ignore_interrupt, interrupt_raises, interrupted  # noqa: E402
 from ecg_hpc.project_config import resolve_store  # noqa: E402
+from ecg_hpc.hpc.run_state import died  # noqa: E402
 from ecg_hpc.options import check_text  # noqa: E402
 from ecg_hpc.rundir import writing  # noqa: E402
 from ecg_hpc.train import pretrain  # noqa: E402
@@ -86,13 +87,16 @@ def main(argv: list[str] | None = None) -> int:
         if pretrain.finished(job_dir, trainer_args.epochs):
             print(f"{job_dir}: run.json says done; not submitted (delete the folder to redo the run)")
             return 0
+        if died(job_dir):
+            print(f"note: {job_dir}: its last attempt died (run.json says running, but no process holds the run "
+                  "and its job has ended); submitting it again resumes from its last intact checkpoint")
         job = ModuleJob(TRAINER, trainer_argv)
         with writing(job_dir):  # submitit creates the log folder: a read-only or full job folder is one line
             executor = make_executor(args, job_dir / "logs", job_name=f"pretrain-{job_dir.name}")
             if args.dry_run:
                 print(describe_dry_run(executor, job))
                 return 0
-            with children_ignore_interrupt():  # local workers handle Ctrl-C themselves; submitit's controller must not
+            with children_ignore_interrupt():  # local workers handle Ctrl-C; submitit's controller must not
                 submitted = submit_jobs(executor, [job])[0]
     except EcgHpcError as exc:
         return user_error(exc)
@@ -121,8 +125,8 @@ def stop_message(cluster: str, job: Any, job_dir: Path) -> int:
                            f"{job_log(job)}); cancel it with scancel {job.job_id}")
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the checkpoint short
     ended = interrupt_local_job(job)
-    kept = sorted(p.name for p in job_dir.glob("*") if p.name.startswith(("epoch_", "preempted")))
-    what = f"checkpoints kept in {job_dir} (latest {kept[-1]})" if kept else f"no checkpoint yet in {job_dir}"
+    kept = sorted(p.name for p in job_dir.glob("epoch_*"))[-1:] + [p.name for p in job_dir.glob("preempted")]
+    what = f"checkpoints kept in {job_dir} ({' and '.join(kept)})" if kept else f"no checkpoint yet in {job_dir}"
     state = "stopped" if ended else "still stopping (its workers finish their step)"
     return interrupted(f"interrupted: the local pretraining {state}; {what}; run the same command again to resume")
 

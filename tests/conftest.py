@@ -12,7 +12,6 @@ from typing import Iterator
 import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")  # see ecg_hpc/__init__.py
 
 ROOT = Path(__file__).resolve().parent.parent
 REAL_DATA = ROOT / "tests" / "data"

@@ -82,6 +82,10 @@ def test_array_tasks_give_the_single_process_store(tmp_path, layout):
     assert digests(tmp_path / "array") == digests(tmp_path / "single") and len(digests(tmp_path / "single")) == 24
     manifest = json.loads((tmp_path / "array" / store.MANIFEST).read_text())
     assert [m["patient_id"] for m in manifest["patients"]] == PIDS
+    per_patient = manifest["per_patient"]  # sizes against the source and the conversion cost
+    assert per_patient["store_bytes"] == pytest.approx(sum(sum(f["bytes"] for f in m["files"].values())
+                                                           for m in manifest["patients"]) / len(PIDS), abs=1e-3)
+    assert per_patient["source_bytes"] > 0 and per_patient["convert_cpu_s"] > 0
 
 
 def test_killed_conversion_leaves_no_half_patient_and_resumes(tmp_path):
@@ -111,26 +115,49 @@ def _cluster_running() -> bool:
     return subprocess.run([str(ROOT / "tests" / "cluster" / "slurm.sh"), "status"], capture_output=True).returncode == 0
 
 
+def _wait_slurm(job_id: str, timeout_s: float = 600) -> None:
+    """Until squeue no longer lists the job (all its array tasks)."""
+    deadline = time.monotonic() + timeout_s
+    while subprocess.run(["squeue", "-h", "-j", job_id], capture_output=True, text=True).stdout.strip():
+        assert time.monotonic() < deadline, f"SLURM job {job_id} still queued after {timeout_s} s"
+        time.sleep(0.5)
+
+
 @pytest.mark.slurm
 @pytest.mark.skipif(not _cluster_running(), reason="no test SLURM running (tests/cluster/slurm.sh status)")
-def test_slurm_array_matches_single_process_and_resubmission_redoes_only_the_missing(tmp_path):
-    src = write_source(tmp_path, "pkl")
+def test_slurm_array_matches_single_process_and_a_killed_task_resubmits_alone(tmp_path):
+    """An array of 3 tasks on the real test SLURM; task 1 is killed (scancel --signal=KILL) after its first patient; the
+    store then holds only complete patients, and submitting again converts just the rest of task 1's block."""
+    pids = list(range(20, 38))  # 3 blocks of 6 patients of ~1 s each: the kill lands before block 1 is done
+    src = write_source(tmp_path, "pkl", pids=pids, seg=ic.SEGMENT_SIZE, n_segments=3)
     convert(src, tmp_path / "single", show_progress=False)
     dst = tmp_path / "array"
     launch = [sys.executable, str(ROOT / "launch" / "convert.py"), "--src", str(src), "--dst", str(dst),
-              "--array-tasks", "3", "--max-parallel", "2", "--time", "10", "--follow"]
-    first = subprocess.run(launch, env=ENV, text=True, capture_output=True, timeout=900)
+              "--array-tasks", "3", "--max-parallel", "3", "--time", "10"]
+    first = subprocess.run(launch, env=ENV, text=True, capture_output=True, timeout=300)
     assert first.returncode == 0, first.stdout + first.stderr
-    assert "3 slurm task(s)" in first.stdout
-    assert digests(dst) == digests(tmp_path / "single")
-    # a task killed mid-way: its block is (partly) missing; re-submitting converts just that
-    lost = launch_convert.blocks(PIDS, 3)[1]
-    stamps = {pid: store.read_meta(dst, pid)["converted_at"] for pid in PIDS if pid not in lost}
-    for pid in lost:
-        os.rename(store.patient_dir(dst, pid), dst / store.PATIENTS_DIR / f".tmp-{pid:05d}-killed")
-    second = subprocess.run(launch, env=ENV, text=True, capture_output=True, timeout=900)
+    assert "18 patient(s) to convert" in first.stdout and "3 slurm task(s)" in first.stdout
+    array_id = next(line.split()[3] for line in first.stdout.splitlines() if line.startswith("submitted slurm job"))
+    manifest_job = next(line.split()[3] for line in first.stdout.splitlines() if line.startswith("submitted manifest"))
+    block = launch_convert.blocks(pids, 3)[1]
+    deadline = time.monotonic() + 300
+    while block[0] not in store.done_patients(dst):
+        assert time.monotonic() < deadline, "task 1 converted nothing in 300 s"
+        time.sleep(0.02)
+    subprocess.run(["scancel", "--signal=KILL", f"{array_id}_1"], check=True)  # as when a node dies
+    _wait_slurm(array_id)
+    _wait_slurm(manifest_job)
+    done = store.done_patients(dst)
+    lost = [pid for pid in block if pid not in done]
+    assert lost, "task 1 finished its block before the cancel arrived"
+    for pid in done:  # only complete patients are visible
+        store.verify_patient(dst, pid)
+    assert [m["patient_id"] for m in json.loads((dst / store.MANIFEST).read_text())["patients"]] == done
+    stamps = {pid: store.read_meta(dst, pid)["converted_at"] for pid in done}
+    second = subprocess.run(launch + ["--follow"], env=ENV, text=True, capture_output=True, timeout=600)
     assert second.returncode == 0, second.stdout + second.stderr
     assert f"{len(lost)} patient(s) to convert" in second.stdout
-    assert {pid: store.read_meta(dst, pid)["converted_at"] for pid in stamps} == stamps
+    assert {pid: store.read_meta(dst, pid)["converted_at"] for pid in done} == stamps  # nothing redone
     assert digests(dst) == digests(tmp_path / "single")
-    assert [m["patient_id"] for m in json.loads((dst / store.MANIFEST).read_text())["patients"]] == PIDS
+    assert [m["patient_id"] for m in json.loads((dst / store.MANIFEST).read_text())["patients"]] == pids
+    assert not [p for p in (dst / store.PATIENTS_DIR).iterdir() if p.name.startswith(".")]

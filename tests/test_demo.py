@@ -14,7 +14,7 @@ import pytest
 from ecg_hpc.demo import REPO
 from ecg_hpc.hpc.sweep import read_manifest
 
-pytestmark = [pytest.mark.e2e, pytest.mark.slurm, pytest.mark.slow]
+pytestmark = [pytest.mark.e2e, pytest.mark.slurm, pytest.mark.slow, pytest.mark.timeout(2400)]
 
 
 def test_tiny_demo_runs_end_to_end_through_slurm(slurm_cluster, tmp_path: Path) -> None:

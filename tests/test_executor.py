@@ -171,3 +171,17 @@ def test_a_dead_controller_is_noticed_at_once(tmp_path: Path, monkeypatch: pytes
     with pytest.raises(ConfigError, match=f"controller \\(127.0.0.1:{port}, from {conf}\\) does not answer"):
         Partition.query(None)
     assert time.monotonic() - start < 3.0
+
+
+@pytest.mark.slurm
+def test_a_refused_submission_leaves_nothing_on_disk(slurm_cluster, tmp_path: Path, capfd) -> None:
+    # A partition description that lets --mem through our own check, so that sbatch itself refuses it.
+    roomy = Partition(name=slurm_cluster.partition, nodes=1, cpus_per_node=2, gpus_per_node=0,
+                      mem_mb_per_node=1 << 40, max_nodes_per_job=None)
+    ex = executor.make_executor(_args("--mem", "100000G", "--partition", slurm_cluster.partition),
+                                tmp_path / "job" / "logs", job_name="refused", partition=roomy)
+    with pytest.raises(ConfigError, match=r"^sbatch refused the job \(Memory specification can not be satisfied; "
+                                          r"Batch job submission failed: .*\); nothing was submitted$"):
+        executor.submit_jobs(ex, [executor.ModuleJob("tests.test_executor", ["0"])])
+    assert not (tmp_path / "job").exists()
+    assert capfd.readouterr().err == ""  # the message above is all a user sees

@@ -109,3 +109,30 @@ def test_a_diverging_loss_fails_the_finetuning_run(data: Path, tmp_path: Path, c
     info = read_run(job)
     assert info["status"] == "failed" and "training stopped" in info["error"] and "test" not in info
     assert finetune.BEST_WEIGHTS not in visible_files(job)
+
+
+@pytest.mark.horovod
+def test_a_diverging_loss_fails_the_pretraining_run(tmp_path: Path) -> None:
+    for cmd in (["synth-icentia", "--dst", str(tmp_path / "release"), "--patients", "2", "--segments", "2",
+                 "--segment-size", "20000", "--seed", "1"],
+                ["convert-icentia", "--src", str(tmp_path / "release"), "--dst", str(tmp_path / "store"), "--quiet"]):
+        assert _cli("-m", "ecg_hpc.data", *cmd, timeout=300).returncode == 0
+    job = tmp_path / "job"
+    proc = _cli("-m", "ecg_hpc.train.pretrain", "--store", str(tmp_path / "store"), "--job-dir", str(job),
+                "--task", "beat", "--width", "0.125", "--frame-size", "256", "--batch-size", "8", "--epochs", "2",
+                "--steps-per-epoch", "5", "--lr", "1e38", "--warmup-epochs", "0", timeout=600)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]  # besides progress lines
+    assert len(errors) == 1 and "epoch 1 step " in errors[0], proc.stderr[-2000:]
+    assert "training stopped, the last checkpoint is kept" in errors[0]
+    assert "loss nan" in errors[0] or "loss inf" in errors[0]
+    info = read_run(job)
+    assert info["status"] == "failed" and "training stopped" in info["error"] and info["epochs_done"] == 0
+    assert not list(job.glob("epoch_*")) and not (job / "preempted").exists()  # no NaN checkpoint
+
+
+def test_slurm_durations_parse_as_squeue_prints_them() -> None:
+    from ecg_hpc.hpc.jobenv import parse_slurm_duration
+
+    assert parse_slurm_duration("1-02:03:04") == 93784 and parse_slurm_duration("2:00:00") == 7200
+    assert parse_slurm_duration("12:34") == 754 and parse_slurm_duration("UNLIMITED") is None

@@ -192,6 +192,8 @@ def reference(store: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_two_local_workers_train_in_sync(reference: Path) -> None:
     info = json.loads((reference / "run.json").read_text())
     assert info["status"] == "done" and info["world_size"] == 2 and info["epochs_done"] == 2
+    assert info["sampler"]["sampler"] == "pool" and info["sampler"]["memory_bound_bytes"] == 1024 * 2 ** 20
+    assert info["store"]["per_patient"]["store_bytes"] > 0 and info["store"]["per_patient"]["convert_cpu_s"] > 0
     assert info["attempts"][0]["launcher"] == "submitit-local"
     assert info["horovod"]["scaled_lr"] == pytest.approx(2e-3) and info["horovod"]["warmup_steps"] == 30
     assert len(info["epoch_times_s"]) == 2 and info["frames_per_s"] > 0

@@ -54,7 +54,7 @@ def test_report_writes_tables_and_figures(runs_root: Path, tmp_path: Path, capsy
     assert r"beat, resnet18, frame 4096, 10 \% of patients, epoch 2 $\to$ resnet18" in tex
     assert r"0.720 $\pm$ 0.020" in tex
     with (out / "problems.csv").open(newline="", encoding="utf-8") as fh:
-        assert {row["problem"] for row in csv.DictReader(fh)} == {"failed", "running", "malformed", "missing",
+        assert {row["problem"] for row in csv.DictReader(fh)} == {"failed", "died", "malformed", "missing",
                                                                    "incomplete"}
     with (out / "runs.csv").open(newline="", encoding="utf-8") as fh:
         runs = list(csv.DictReader(fh))

@@ -75,26 +75,33 @@ def _stop_lanes(timeout: float = 5.0, grace: float = 0.2) -> None:
     time.sleep(grace)
 
 
+def check_sampler_arguments(task: str, frame_size: int, batch_size: int, rank: int, world_size: int,
+                            num_negatives: int, context_frames: int, n_patients: int) -> None:
+    """ConfigError naming the first sampler argument out of range (shared by both samplers)."""
+    if task not in TASKS:
+        raise ConfigError(f"--task must be one of {TASKS}, got {task!r}")
+    if frame_size < 2 or batch_size < 1:
+        raise ConfigError(f"frame size ({frame_size}) must be >= 2 and batch size ({batch_size}) >= 1")
+    if not 0 <= rank < world_size:
+        raise ConfigError(f"rank {rank} must lie in [0, world_size={world_size})")
+    if task == "future" and (num_negatives < 1 or context_frames < 1):
+        raise ConfigError("future prediction needs num_negatives >= 1 and context_frames >= 1")
+    if n_patients == 0:
+        raise ConfigError("no patients selected")
+
+
 class BatchSampler:
     """Builds whole batches of one task as numpy arrays; ``batch(step)`` depends only on (seed, epoch, rank, step)."""
 
     def __init__(self, store: Store | str | os.PathLike[str], task: str, patient_ids: Sequence[int],
                  frame_size: int, batch_size: int, seed: int, epoch: int = 0, rank: int = 0, world_size: int = 1,
                  num_negatives: int = DEFAULT_NEGATIVES, context_frames: int = CONTEXT_FRAMES) -> None:
-        if task not in TASKS:
-            raise ConfigError(f"--task must be one of {TASKS}, got {task!r}")
-        if frame_size < 2 or batch_size < 1:
-            raise ConfigError(f"frame size ({frame_size}) must be >= 2 and batch size ({batch_size}) >= 1")
-        if not 0 <= rank < world_size:
-            raise ConfigError(f"rank {rank} must lie in [0, world_size={world_size})")
-        if task == "future" and (num_negatives < 1 or context_frames < 1):
-            raise ConfigError("future prediction needs num_negatives >= 1 and context_frames >= 1")
+        check_sampler_arguments(task, frame_size, batch_size, rank, world_size, num_negatives, context_frames,
+                                len(patient_ids))
         self.store = store if isinstance(store, Store) else Store(store)
         self.task, self.frame_size, self.batch_size = task, int(frame_size), int(batch_size)
         self.seed, self.epoch, self.rank = int(seed), int(epoch), int(rank)
         self.num_negatives, self.context_frames = int(num_negatives), int(context_frames)
-        if len(patient_ids) == 0:
-            raise ConfigError("no patients selected")
         self.patients: list[StorePatient] = [self.store.patient(int(pid)) for pid in patient_ids]
         self.n_segments = np.array([p.signal.shape[0] for p in self.patients], np.int64)
         self.segment_len = np.array([p.signal.shape[1] for p in self.patients], np.int64)

@@ -35,7 +35,8 @@ from typing import Any, Sequence
 import numpy as np
 
 from ecg_hpc.data import icentia11k as ic
-from ecg_hpc.data.pipeline import CONTEXT_FRAMES, DEFAULT_NEGATIVES, TASKS, label_keys, normalise, ragged_labels
+from ecg_hpc.data.pipeline import (CONTEXT_FRAMES, DEFAULT_NEGATIVES, check_sampler_arguments, label_keys,
+                                   normalise, ragged_labels)
 from ecg_hpc.data.store import PATIENTS_DIR, SegmentReader, Store, patient_dir
 from ecg_hpc.errors import ConfigError, DataError
 from ecg_hpc.rundir import atomic_dir
@@ -126,16 +127,8 @@ class PoolSampler:
                  batch_size: int, seed: int, epoch: int = 0, rank: int = 0, world_size: int = 1,
                  num_negatives: int = DEFAULT_NEGATIVES, context_frames: int = CONTEXT_FRAMES,
                  options: PoolOptions = PoolOptions(), start_step: int = 0) -> None:
-        if task not in TASKS:
-            raise ConfigError(f"--task must be one of {TASKS}, got {task!r}")
-        if frame_size < 2 or batch_size < 1:
-            raise ConfigError(f"frame size ({frame_size}) must be >= 2 and batch size ({batch_size}) >= 1")
-        if not 0 <= rank < world_size:
-            raise ConfigError(f"rank {rank} must lie in [0, world_size={world_size})")
-        if task == "future" and (num_negatives < 1 or context_frames < 1):
-            raise ConfigError("future prediction needs num_negatives >= 1 and context_frames >= 1")
-        if len(patient_ids) == 0:
-            raise ConfigError("no patients selected")
+        check_sampler_arguments(task, frame_size, batch_size, rank, world_size, num_negatives, context_frames,
+                                len(patient_ids))
         options.check()
         self.store = store if isinstance(store, Store) else Store(store)
         self.task, self.frame_size, self.batch_size = task, int(frame_size), int(batch_size)

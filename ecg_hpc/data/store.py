@@ -2,7 +2,8 @@
 
 Layout of a store directory (one sub-directory per patient, which appears by an atomic rename when complete)::
 
-    STORE/manifest.json                  summary of all converted patients (rewritten by each converter run)
+    STORE/manifest.json                  all patients' meta records and per-patient means (store and source bytes,
+                                         conversion CPU s); rewritten at the end of each conversion
     STORE/patients/00042/meta.json       shapes, dtypes, scale, sha256 and sizes of the files, source file sizes
     STORE/patients/00042/signal.npy      int16 (n_segments, segment_len) with ``scale``, or float32 (scale 1.0)
     STORE/patients/00042/beats.npy       int32 packed labels of all segments: position * 8 + class, sorted
@@ -16,9 +17,11 @@ the labels of a frame with one ``searchsorted`` (``position * 8`` bounds) and re
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
+import time
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -148,6 +151,7 @@ def unpack_labels(packed: np.ndarray) -> Labels:
 def write_patient(store: str | os.PathLike[str], patient_id: int, signal: np.ndarray, beats: Sequence[Labels],
                   rhythms: Sequence[Labels], source: dict[str, Any]) -> dict[str, Any]:
     """Encode and write one patient into ``store`` atomically (temp dir + rename); return its meta record."""
+    began = time.process_time()
     signal = np.asarray(signal)
     n_segments, segment_len = signal.shape
     values, scale = encode_signal(signal)
@@ -166,7 +170,8 @@ def write_patient(store: str | os.PathLike[str], patient_id: int, signal: np.nda
                            "offset": npy_data_offset(path), "sha256": file_sha256(path)}
         meta = {"patient_id": int(patient_id), "n_segments": int(n_segments), "segment_len": int(segment_len),
                 "signal_dtype": str(values.dtype), "scale": scale, "n_beats": int(beat_packed.size),
-                "n_rhythms": int(rhythm_packed.size), "files": files, "source": source, "converted_at": utc_now()}
+                "n_rhythms": int(rhythm_packed.size), "files": files, "source": source, "converted_at": utc_now(),
+                "write_cpu_s": round(time.process_time() - began, 3)}
         atomic_write_json(tmp / "meta.json", meta)
     return meta
 
@@ -215,16 +220,98 @@ def write_manifest(store: str | os.PathLike[str]) -> Path:
     metas = [read_meta(store, pid) for pid in done_patients(store)]
     return atomic_write_json(Path(store) / MANIFEST, {
         "format": STORE_FORMAT, "version": STORE_VERSION, "written_at": utc_now(), "n_patients": len(metas),
-        "n_segments": sum(m["n_segments"] for m in metas), "patients": metas})
+        "n_segments": sum(m["n_segments"] for m in metas), "per_patient": _per_patient(metas), "patients": metas})
+
+
+def _per_patient(metas: list[dict[str, Any]]) -> dict[str, float | None]:
+    """Mean store and source bytes and conversion CPU seconds (reading the source, encoding, writing) per patient."""
+    def mean(values: list[float]) -> float | None:
+        return round(sum(values) / len(values), 3) if values else None
+    return {"store_bytes": mean([sum(f["bytes"] for f in m["files"].values()) for m in metas]),
+            "source_bytes": mean([sum(m["source"]["files"].values()) for m in metas if m.get("source")]),
+            "convert_cpu_s": mean([m["source"]["read_cpu_s"] + m["write_cpu_s"] for m in metas
+                                   if "read_cpu_s" in m.get("source", {}) and "write_cpu_s" in m])}
 
 
 def read_meta(store: str | os.PathLike[str], patient_id: int) -> dict[str, Any]:
-    """The meta record of one converted patient."""
+    """The meta record of one converted patient, checked to list every file with its dtype, shape and size."""
     path = patient_dir(store, patient_id) / "meta.json"
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        meta = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as exc:
         raise DataError(f"{path}: cannot read patient meta ({exc})") from None
+    files = meta.get("files") if isinstance(meta, dict) else None
+    missing = [n for n in _FILES if not isinstance(files, dict) or not isinstance(files.get(n), dict)
+               or not {"dtype", "shape", "bytes"} <= set(files[n])]
+    if missing or not {"n_segments", "segment_len", "scale"} <= set(meta):
+        what = ", ".join(missing) or "n_segments/segment_len/scale"
+        raise DataError(f"{path}: not a patient meta record (no dtype/shape/bytes of {what}); delete the patient "
+                        "folder and re-run convert-icentia")
+    return meta
+
+
+def read_manifest(store: str | os.PathLike[str]) -> dict[str, Any]:
+    """``manifest.json`` of ``store`` (empty when there is none yet: a store being converted); DataError naming it
+    when it is unreadable or not this project's store format and version."""
+    path = Path(store) / MANIFEST
+    if not path.is_file():
+        return {}
+    rewrite = "rewrite it with `python -m ecg_hpc.data convert-icentia --manifest-only` on this store"
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+        found = (manifest.get("format"), manifest.get("version"))
+    except (OSError, ValueError, AttributeError) as exc:
+        raise DataError(f"{path}: not a store manifest ({type(exc).__name__}); {rewrite}") from None
+    if found != (STORE_FORMAT, STORE_VERSION):
+        raise DataError(f"{path}: format {found[0]!r} version {found[1]!r}, this code reads {STORE_FORMAT!r} "
+                        f"version {STORE_VERSION}; convert the data again with this version")
+    try:
+        for m in manifest["patients"]:
+            int(m["patient_id"])
+    except (ValueError, KeyError, TypeError) as exc:
+        raise DataError(f"{path}: not a store manifest (patients: {type(exc).__name__}); {rewrite}") from None
+    return manifest
+
+
+def file_sizes(store: str | os.PathLike[str], patient_ids: Sequence[int]) -> dict[int, dict[str, int]]:
+    """The current size of every file of ``patient_ids`` (-1 for a missing one): cheap to take every epoch."""
+    sizes = {}
+    for pid in patient_ids:
+        folder = patient_dir(store, pid)
+        sizes[int(pid)] = {}
+        for name in _FILES:
+            try:
+                sizes[int(pid)][name] = (folder / name).stat().st_size
+            except OSError:
+                sizes[int(pid)][name] = -1
+    return sizes
+
+
+def check_sizes(store: "Store", patient_ids: Sequence[int]) -> None:
+    """DataError naming the first file of ``patient_ids`` whose size differs from its meta record (a file
+    truncated or replaced under a running job; found before a memory map of it could fault)."""
+    metas = store.metas(patient_ids)
+    for pid, sizes in file_sizes(store.path, patient_ids).items():
+        for name, size in sizes.items():
+            expected = int(metas[pid]["files"][name]["bytes"])
+            if size != expected:
+                raise DataError(f"{patient_dir(store.path, pid) / name}: {size} bytes, meta.json says {expected}: "
+                                "the store changed under this run; restore it, or convert the patient again and "
+                                "start a new run")
+
+
+def patients_fingerprint(store: "Store", patient_ids: Sequence[int]) -> dict[str, Any]:
+    """What a run records of the patients it trains on: their ids and one sha256 over each file's recorded
+    checksum and current size, so a resumed run can tell a changed patient set or changed files (cheaply: the
+    files are stat'ed, not read)."""
+    metas = store.metas(patient_ids)
+    sizes = file_sizes(store.path, patient_ids)
+    digest = hashlib.sha256()
+    for pid in sorted(int(p) for p in patient_ids):
+        for name in _FILES:
+            digest.update(f"{pid}/{name}:{metas[pid]['files'][name].get('sha256')}:{sizes[pid][name]};".encode())
+    return {"path": str(store.path.resolve()), "n_patients": len(patient_ids),
+            "patients": sorted(int(p) for p in patient_ids), "files_sha256": digest.hexdigest()}
 
 
 def verify_patient(store: str | os.PathLike[str], patient_id: int) -> None:
@@ -268,6 +355,7 @@ class Store:
         if not (self.path / PATIENTS_DIR).is_dir():
             raise DataError(f"{self.path}: not an Icentia11k store (no '{PATIENTS_DIR}/' folder); "
                             f"create one with `python -m ecg_hpc.data convert-icentia`")
+        read_manifest(self.path)
         self._cache: dict[int, StorePatient] = {}
 
     @cached_property
@@ -306,17 +394,13 @@ class Store:
                             beats=arrays["beats.npy"], rhythms=arrays["rhythms.npy"],
                             offsets=np.asarray(arrays["offsets.npy"]))
 
+    def manifest(self) -> dict[str, Any]:
+        """``manifest.json`` (see ``read_manifest``)."""
+        return read_manifest(self.path)
+
     def metas(self, patient_ids: Sequence[int]) -> dict[int, dict[str, Any]]:
         """Meta records of ``patient_ids``: from ``manifest.json`` (one read) where it lists them, else meta.json."""
-        listed = {}
-        path = self.path / MANIFEST
-        if path.is_file():
-            try:
-                manifest = json.loads(path.read_text(encoding="utf-8"))
-                listed = {int(m["patient_id"]): m for m in manifest["patients"]}
-            except (OSError, ValueError, KeyError, TypeError) as exc:
-                raise DataError(f"{path}: corrupt store manifest ({type(exc).__name__}: {exc}); rewrite it with "
-                                f"`python -m ecg_hpc.data convert-icentia` on the same --dst, or delete it") from None
+        listed = {int(m["patient_id"]): m for m in self.manifest().get("patients", [])}
         out = {}
         for pid in map(int, patient_ids):
             if not patient_dir(self.path, pid).is_dir():

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import importlib
+import io
 import os
 import re
 import shlex
@@ -243,15 +244,17 @@ def submit_jobs(executor: submitit.AutoExecutor, jobs: Sequence["ModuleJob"],
     created = [p for p in (folder, *folder.parents) if not p.exists()]
     before = set(folder.iterdir()) if folder.is_dir() else set()
     try:
-        return executor.submit_array(list(jobs)) if array else [executor.submit(job) for job in jobs]
+        with contextlib.redirect_stderr(io.StringIO()):  # submitit prints sbatch's complaint; the message has it
+            return executor.submit_array(list(jobs)) if array else [executor.submit(job) for job in jobs]
     except (submitit.core.utils.FailedJobError, submitit.core.utils.FailedSubmissionError, OSError) as exc:
         for path in (set(folder.iterdir()) if folder.is_dir() else set()) - before:
             path.unlink(missing_ok=True) if not path.is_dir() or path.is_symlink() else shutil.rmtree(path)
         for path in created:  # deepest first
             if path.is_dir() and not any(path.iterdir()):
                 path.rmdir()
-        lines = [line.strip() for line in str(exc).splitlines() if "error" in line.lower()] or [str(exc).strip()]
-        raise ConfigError(f"sbatch refused the job ({lines[-1][:200]}); nothing was submitted") from None
+        lines = [re.sub(r"^sbatch: error: ", "", line.strip()) for line in str(exc).splitlines()
+                 if "error" in line.lower()] or [str(exc).strip()]
+        raise ConfigError(f"sbatch refused the job ({'; '.join(lines)[:300]}); nothing was submitted") from None
 
 
 def describe_dry_run(executor: submitit.AutoExecutor, job: "ModuleJob") -> str:

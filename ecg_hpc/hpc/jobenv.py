@@ -202,6 +202,29 @@ def _slurm_job_state(job_id: str) -> str:
     return ""
 
 
+def parse_slurm_duration(text: str) -> float | None:
+    """Seconds in a SLURM duration (``[D-]HH:MM:SS``, ``MM:SS``, ``MM``); None for ``UNLIMITED`` or unparsable."""
+    days, _, clock = text.strip().rpartition("-")
+    try:
+        parts = [int(p) for p in clock.split(":")]
+        seconds = sum(v * m for v, m in zip(reversed(parts), (1, 60, 3600)))
+        return float(seconds + (int(days) * 86400 if days else 0))
+    except ValueError:
+        return None
+
+
+def time_left_s(job: JobEnv) -> float | None:
+    """Seconds this SLURM job has left before its time limit (``squeue %L``); None elsewhere or when unknown."""
+    if job.launcher != "slurm" or not job.job_id:
+        return None
+    try:
+        proc = subprocess.run(["squeue", "-h", "-j", job.job_id, "-o", "%L"], capture_output=True, text=True,
+                              timeout=30)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return parse_slurm_duration(proc.stdout.strip().splitlines()[0]) if proc.stdout.strip() else None
+
+
 def request_requeue(job: JobEnv, environ: Mapping[str, str] | None = None) -> str:
     """Put this preempted job back in the queue where its launcher allows it; return what was done.
 

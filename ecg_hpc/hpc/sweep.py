@@ -33,6 +33,7 @@ from ecg_hpc.hpc.array_script import sbatch_line
 from ecg_hpc.hpc.executor import slurm_available
 from ecg_hpc.hpc.partition import Partition
 from ecg_hpc.hpc.pending import stuck_jobs_logging_to, stuck_message
+from ecg_hpc.hpc.run_state import DIED, derived_status
 from ecg_hpc.interrupt import EXIT_INTERRUPTED, interrupt_raises
 from ecg_hpc.options import check_seed
 from ecg_hpc.rundir import atomic_write_text, read_run
@@ -278,16 +279,17 @@ def write_manifest(path: str | Path, tasks: Sequence[Task]) -> Path:
 
 
 def task_status(task: Task) -> str:
-    """``done``, ``failed``, ``running`` (or interrupted) or ``missing`` (no run.json yet)."""
+    """``done``, ``failed``, ``running``, ``died`` (run.json says running but nobody runs it: see
+    ``ecg_hpc.hpc.run_state``) or ``missing`` (no run.json yet)."""
     try:
         info = read_run(task.job_dir)
     except ValueError:
         return "failed"
-    return "missing" if info is None else str(info.get("status"))
+    return "missing" if info is None else derived_status(task.job_dir, info)
 
 
 def pending(tasks: Sequence[Task]) -> list[Task]:
-    """The tasks not done yet (missing, failed or interrupted)."""
+    """The tasks not done yet (missing, failed, died or interrupted)."""
     return [t for t in tasks if task_status(t) != "done"]
 
 
@@ -381,7 +383,7 @@ def plan_from_args(args: argparse.Namespace, write: bool = True) -> tuple[Path, 
 def summarize(tasks: Sequence[Task]) -> str:
     """One line of counts per status, e.g. ``20 tasks: 18 done, 2 failed``."""
     counts = Counter(task_status(t) for t in tasks)
-    parts = [f"{counts[s]} {s}" for s in ("done", "failed", "running", "missing") if counts[s]]
+    parts = [f"{counts[s]} {s}" for s in ("done", "failed", "running", DIED, "missing") if counts[s]]
     return f"{len(tasks)} tasks: " + ", ".join(parts)
 
 

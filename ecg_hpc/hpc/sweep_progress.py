@@ -8,6 +8,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Mapping, Sequence
 
+from ecg_hpc.hpc.run_state import DIED
 from ecg_hpc.hpc.sweep import Task, task_status
 
 _EPOCH = re.compile(r"^Epoch (\d+)/(\d+)\s*$", re.M)
@@ -41,4 +42,4 @@ def progress_line(tasks: Sequence[Task], logs: Mapping[int, Path]) -> str:
                                                                                       else ": starting"))
     shown = f" ({'; '.join(running)})" if running else ""
     return (f"sweep: {counts['done']}/{len(tasks)} done, {counts['running']} running{shown}, "
-            f"{counts['failed']} failed, {counts['missing']} waiting")
+            f"{counts['failed']} failed{f', {counts[DIED]} died' if counts[DIED] else ''}, {counts['missing']} waiting")

@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import os
 from dataclasses import dataclass
 from typing import Any, Mapping
 
 import tensorflow as tf
 
 from ecg_hpc.hpc import jobenv
+from ecg_hpc.train.threads import configure_cpu_threads
 
 keras = tf.keras
 
@@ -40,13 +40,6 @@ class World:
         return self.rank == 0
 
 
-def _threads_per_worker(local_size: int) -> int:
-    """CPU threads for one worker: SLURM's per-task CPUs when set, else this machine's share per local worker."""
-    if os.environ.get("SLURM_CPUS_PER_TASK"):
-        return int(os.environ["SLURM_CPUS_PER_TASK"])
-    return max(1, len(os.sched_getaffinity(0)) // local_size)
-
-
 def _assign_device(local_rank: int, local_size: int) -> str:
     """Give this worker one GPU by local rank, else its share of the CPU threads; describe the choice."""
     gpus = tf.config.list_physical_devices("GPU")
@@ -55,10 +48,8 @@ def _assign_device(local_rank: int, local_size: int) -> str:
         tf.config.set_visible_devices(gpu, "GPU")
         tf.config.experimental.set_memory_growth(gpu, True)
         return gpu.name
-    threads = _threads_per_worker(local_size)
-    tf.config.threading.set_intra_op_parallelism_threads(threads)
-    tf.config.threading.set_inter_op_parallelism_threads(max(1, min(2, threads)))
-    return f"CPU ({threads} threads)"
+    threads = configure_cpu_threads(local_size)
+    return f"CPU ({threads['intra_op_threads']} threads, from {threads['cpus_from']})"
 
 
 def start(job: jobenv.JobEnv | None = None) -> World:

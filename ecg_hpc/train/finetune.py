@@ -9,7 +9,8 @@ cross-entropy, early stopping on ``val_loss``, the weights of the best validatio
 Determinism: the seed drives the validation split (a ``numpy.random.Generator``) and, through
 ``tf.keras.utils.set_random_seed`` plus ``tf.config.experimental.enable_op_determinism``, the weight
 initialisation, the batch order and every TF op, so the same seed on the same data and the same CPU build gives
-the same split and the same predictions (tested; oneDNN is switched off for this, see below). On a GPU the same
+the same split and the same predictions with the same thread count (tested, with oneDNN's kernels on; the
+threads come from the job's CPUs, ``ecg_hpc.train.threads``, and are recorded in run.json). On a GPU the same
 setting selects deterministic kernels (TF raises for an op that has none); its numbers differ from the CPU's.
 ``set_random_seed`` also seeds Python's and NumPy's global generators, which Keras uses; this code does not.
 """
@@ -27,7 +28,7 @@ import traceback
 from pathlib import Path
 from typing import Any, Iterator
 
-from ecg_hpc.errors import ConfigError, EcgHpcError, user_error
+from ecg_hpc.errors import ConfigError, EcgHpcError, report_native_crashes, user_error
 from ecg_hpc.options import check_number, check_seed, check_text
 from ecg_hpc.rundir import environment_info, is_done, read_run, utc_now, write_run, writing
 from ecg_hpc.train.init_source import DEFAULT_ARCH, RANDOM, describe_init, require_checkpoint, scenario_name
@@ -39,6 +40,9 @@ HISTORY = "history.csv"
 SPLITS = ("train", "val", "test")
 LABEL_STREAM = 1  # second entropy word of the label-subset generator, beside the run seed
 _OUTPUTS = (HISTORY, BEST_WEIGHTS, *(f"{s}_predictions.csv" for s in SPLITS))
+# XLA stays off: under op determinism, which the seed's reproducibility needs, TF 2.15 refuses to compile the
+# max-pool gradient ("MaxPool gradient ops do not yet have a deterministic XLA implementation"), on CPU and GPU.
+JIT_COMPILE = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -159,8 +163,10 @@ def _train(config: FinetuneConfig, init: dict[str, Any], arch: str, width: float
     from ecg_hpc.train.nonfinite import TerminateOnNonFinite
     from ecg_hpc.train.predictions import write_predictions
     from ecg_hpc.train.splits import nested_label_subset, stratified_holdout
+    from ecg_hpc.train.threads import configure_cpu_threads
     from ecg_hpc.train.validation import ValidationMonitor
 
+    threads = configure_cpu_threads()
     data = load_prepared(config.data)
     classes = [str(c) for c in data.classes]
     keep, held = stratified_holdout(np.asarray(data.y_train), config.val_size, np.random.default_rng(config.seed))
@@ -180,7 +186,7 @@ def _train(config: FinetuneConfig, init: dict[str, Any], arch: str, width: float
     if init["source"] != RANDOM:
         load_feature_extractor(model, require_checkpoint(init))
     model.compile(optimizer=tf.keras.optimizers.Adam(learning_rate=config.learning_rate),
-                  loss=tf.keras.losses.CategoricalCrossentropy())
+                  loss=tf.keras.losses.CategoricalCrossentropy(), jit_compile=JIT_COMPILE)
 
     x_tr, y_tr, _ = sets["train"]
     x_va, y_va, _ = sets["val"]
@@ -205,7 +211,7 @@ def _train(config: FinetuneConfig, init: dict[str, Any], arch: str, width: float
                   "label_frac": config.label_frac, "n_train_pool": n_pool,
                   "n_train": len(keep), "n_val": len(held), "n_test": len(data.y_test)},
         "epochs_run": len(fit.history["loss"]), "best_epoch": monitor.best_epoch,
-        "best_val": scores["val"], "test": scores["test"],
+        "best_val": scores["val"], "test": scores["test"], "threads": threads, "jit_compile": JIT_COMPILE,
     }
 
 
@@ -300,6 +306,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Parse ``argv``, run, and turn user errors into one line and exit status 2."""
     args = build_parser().parse_args(argv)
+    report_native_crashes()
     try:
         finetune(config_from_args(args))
     except JobDirBusy as exc:  # the run is in progress elsewhere: nothing to do here

@@ -14,12 +14,16 @@ epochs; the data of (seed, epoch, rank) is fixed, so a resumed run trains on wha
 On SIGUSR1/SIGUSR2 (SLURM's and submitit's warning before the time limit) or SIGTERM, every worker finishes
 its step, rank 0 writes ``preempted/``, the job asks to be requeued and the workers exit with status
 ``REQUEUE_EXIT_CODE``; on SIGINT (Ctrl-C) they checkpoint the same way but exit with 130 and are not requeued.
-A run whose run.json says done is left alone.
+A run whose run.json says done is left alone. run.json ``store`` records the patients and a checksum over their
+files' recorded checksums and sizes: a resume on a changed store is refused in one line unless
+``--allow-store-change``, and each epoch first checks the files' sizes (a file truncated while memory-mapped
+would otherwise end the process with a bus error).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import signal
 import statistics
@@ -34,17 +38,18 @@ import tensorflow as tf
 from ecg_hpc.data.icentia11k import select_patients
 from ecg_hpc.data.pipeline import make_dataset
 from ecg_hpc.data.pool import DEFAULT_POOL_MB, DEFAULT_READ_RATIO, DEFAULT_READERS, PoolOptions, stage_patients
-from ecg_hpc.data.store import Store
-from ecg_hpc.errors import ConfigError, DataError, EcgHpcError, user_error
-from ecg_hpc.hpc.jobenv import REQUEUE_EXIT_CODE, request_requeue
+from ecg_hpc.data.store import Store, check_sizes, patients_fingerprint
+from ecg_hpc.errors import ConfigError, DataError, EcgHpcError, report_native_crashes, user_error
+from ecg_hpc.hpc.jobenv import REQUEUE_EXIT_CODE, request_requeue, time_left_s
 from ecg_hpc.interrupt import EXIT_INTERRUPTED
 from ecg_hpc.models import ARCHS, PRECISIONS, configure_precision
 from ecg_hpc.options import check_number, check_seed
 from ecg_hpc.progress import Progress
 from ecg_hpc.rundir import (atomic_write_csv, environment_info, is_done, mark_failed, read_run, utc_now,
-                            write_run)
+                            write_run, writing)
 from ecg_hpc.tasks import TASKS, get_task
 from ecg_hpc.train import checkpoints, distributed
+from ecg_hpc.train.job_lock import JobDirBusy, job_dir_lock
 from ecg_hpc.train.nonfinite import ADVICE, NonFiniteLoss, nonfinite
 
 HISTORY = "history.csv"
@@ -92,6 +97,9 @@ def add_arguments(parser: argparse.ArgumentParser, job_dir_required: bool = True
     parser.add_argument("--deterministic", action="store_true",
                         help="deterministic TF ops (slower on GPUs; exact resume checks)")
     parser.add_argument("--job-dir", required=job_dir_required, help="job directory, e.g. runs/pretrain/NAME")
+    parser.add_argument("--allow-store-change", action="store_true",
+                        help="resume even when the store's patients or files changed since the run started "
+                             "(recorded in run.json)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the patient subset, weights and data (default: 0)")
     parser.add_argument("--sampler", choices=("pool", "uniform"), default="pool",
                         help="pool: each worker reads whole segments of its share of the patients into memory and "
@@ -195,6 +203,7 @@ class _Run:
         if not self.store.patient_ids:
             raise DataError(f"--store {args.store}: holds no converted patients")
         self.patients = select_patients(self.store.patient_ids, frac=args.frac, seed=args.seed)
+        self.store_record = self.check_store_unchanged()
         if args.stage_dir:
             stage_patients(self.store, self.patients, args.stage_dir, (self.world.job.local_rank,
                                                                        self.world.job.local_size))
@@ -213,6 +222,40 @@ class _Run:
         if self.resume is not None and self.world.is_chief:
             checkpoints.restore(self.resume, self.model, self.optimizer)
         distributed.broadcast_state(self.model, self.optimizer)
+
+    def check_store_unchanged(self) -> dict[str, Any]:
+        """The store record of this run's patients; rank 0 refuses (on every worker) to continue a run whose
+        patient set or files changed since it started, unless ``--allow-store-change``."""
+        record = patients_fingerprint(self.store, self.patients)
+        problem = None
+        if self.world.is_chief and not self.args.allow_store_change:
+            try:
+                before = (read_run(self.job_dir) or {}).get("store")
+            except ValueError:
+                before = None
+            if isinstance(before, dict) and before.get("files_sha256") != record["files_sha256"]:
+                old, new = set(before.get("patients") or []), set(record["patients"])
+                change = (f"{len(new)} patients now, {len(old)} when it started"
+                          + (f" (gone: {sorted(old - new)[:5]})" if old - new else "")
+                          + (f" (new: {sorted(new - old)[:5]})" if new - old else "")) if old != new else \
+                    "the same patients, but their files changed"
+                problem = (f"--store {self.args.store}: the store changed since the run in {self.job_dir} started: "
+                           f"{change}; restore it, use another --job-dir, or pass --allow-store-change")
+        problem = distributed.broadcast_object(problem)
+        if problem is not None:
+            raise DataError(problem)
+        return record
+
+    def check_store_sizes(self) -> None:
+        """Before each epoch: every worker checks its files' sizes; all stop with one DataError if one changed
+        (a file truncated while memory-mapped would otherwise end the process with a bare bus error)."""
+        try:
+            check_sizes(self.store, self.patients)
+            problem = None
+        except DataError as exc:
+            problem = str(exc)
+        if distributed.any_worker(problem is not None):
+            raise DataError(problem or "the store changed under this run (another worker found which file)")
 
     def find_resume(self) -> tuple[checkpoints.CheckpointInfo | None, tuple[checkpoints.Damaged, ...]]:
         """Rank 0 picks the newest intact checkpoint, says in one line which damaged ones it skips and deletes
@@ -264,6 +307,7 @@ class _Run:
             "frame_size": self.args.frame_size, "frac": self.args.frac, "n_patients": len(self.patients),
             "epochs": self.args.epochs, "epochs_done": 0, "world_size": self.world.size, "hosts": list(job.hosts),
             "device": self.world.device,
+            "store": dict(self.store_record, per_patient=self.store.manifest().get("per_patient")),
             "horovod": distributed.lr_record(self.schedule, self.world.size, self.args.lr_scaling),
             "epoch_times_s": [], "frames_per_s": None,
             "sampler": (pool_options(self.args).record() if self.args.sampler == "pool"
@@ -308,6 +352,7 @@ class _Run:
             print(f"training epochs {start_epoch}..{args.epochs} (epoch {start_epoch} from step {skip}), {origin}, "
                   f"{world.size} worker(s) on {world.device}, {len(self.patients)} patients", flush=True)
         for epoch in range(start_epoch, args.epochs + 1):
+            self.check_store_sizes()
             steps = args.steps_per_epoch - skip
             watcher = StepWatcher(stop, steps, f"epoch {epoch}/{args.epochs}" if world.is_chief else None, epoch)
             began = time.monotonic()
@@ -321,6 +366,9 @@ class _Run:
             epoch_time = float(prior_logs.get("_time_s", 0.0)) + elapsed
             logs["lr"] = float(self.schedule(self.optimizer.iterations))
             logs["frames_per_s"] = done_steps * args.batch_size * world.size / epoch_time
+            if world.is_chief and epoch == start_epoch and epoch < args.epochs:
+                warn_if_beyond_time_limit(world.job, elapsed / max(watcher.steps, 1),
+                                          (args.epochs - epoch) * args.steps_per_epoch)
             if world.is_chief:
                 record = dict(logs, _time_s=epoch_time) if done_steps < args.steps_per_epoch else logs
                 checkpoints.save(self.job_dir, self.model, self.optimizer, epoch=epoch, steps_done=done_steps,
@@ -373,6 +421,17 @@ class StepWatcher(tf.keras.callbacks.Callback):
             raise NonFiniteLoss(f"{self.nonfinite}: training stopped, the last checkpoint is kept ({ADVICE})")
 
 
+def warn_if_beyond_time_limit(job: Any, seconds_per_step: float, steps_left: int) -> None:
+    """One warning line when the remaining steps at the measured speed need more time than the job has left
+    (``--time``): the run then goes on by checkpointing and requeueing, which the user should expect."""
+    left = time_left_s(job)
+    needed = seconds_per_step * steps_left
+    if left is not None and needed > left:
+        print(f"warning: the remaining {steps_left} steps need about {needed / 3600:.1f} h at "
+              f"{seconds_per_step:.3g} s/step, the job has {left / 3600:.1f} h left (--time): it will checkpoint "
+              "and requeue at its time limit", flush=True)
+
+
 def steps_per_epoch(args: argparse.Namespace, n_patients: int, world_size: int) -> int:
     """``--steps-per-epoch``, else the steps that draw ``--samples-per-patient`` frames per patient, else 1024."""
     if args.steps_per_epoch is not None:
@@ -397,7 +456,9 @@ def train(args: argparse.Namespace) -> str:
         return "done"
     world = distributed.start()
     run = _Run(args, world)
+    lock = contextlib.ExitStack()
     try:
+        _hold_lock(lock, world, Path(args.job_dir))
         with StopFlag() as stop:
             run.build()
             if world.is_chief:
@@ -407,17 +468,20 @@ def train(args: argparse.Namespace) -> str:
         if status == "preempted":
             by_user = stop.signal_name == "SIGINT"
             if world.is_chief:
-                run.finish_record("preempted")
+                requeue = "" if by_user else request_requeue(world.job)
+                if requeue.startswith(("not requeued", "could not requeue")):  # scancel: nobody resumes it
+                    run.finish_record("failed", f"stopped by {stop.signal_name} and {requeue}")
+                else:
+                    run.finish_record("preempted")
                 print(f"interrupted by SIGINT: checkpoint kept in {args.job_dir}; start the same command again to "
-                      f"resume" if by_user else f"preempted by {stop.signal_name}: {request_requeue(world.job)}",
-                      flush=True)
+                      f"resume" if by_user else f"preempted by {stop.signal_name}: {requeue}", flush=True)
             return "interrupted" if by_user else status
         if world.is_chief:
             run.finish_record("done")
             print(f"done: {args.job_dir}", flush=True)
         return status
     except BaseException as exc:
-        if world.is_chief:
+        if world.is_chief and not isinstance(exc, JobDirBusy):  # a busy run belongs to its holder
             reason = str(exc) if isinstance(exc, EcgHpcError) else f"{type(exc).__name__}: {exc}"
             if run.info:
                 run.finish_record("failed", reason)
@@ -425,7 +489,24 @@ def train(args: argparse.Namespace) -> str:
                 mark_failed(args.job_dir, reason)
         raise
     finally:
+        lock.close()
         distributed.stop(world)
+
+
+def _hold_lock(stack: contextlib.ExitStack, world: Any, job_dir: Path) -> None:
+    """Rank 0 holds the run's lock until the run ends (so a run that dies is seen as died, and a second copy
+    of the job stops); every worker raises the same JobDirBusy when another process has it."""
+    busy = None
+    if world.is_chief:
+        try:
+            with writing(job_dir):
+                job_dir.mkdir(parents=True, exist_ok=True)
+            stack.enter_context(job_dir_lock(job_dir))
+        except JobDirBusy as exc:
+            busy = str(exc)
+    busy = distributed.broadcast_object(busy)
+    if busy is not None:
+        raise JobDirBusy(busy)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -439,6 +520,7 @@ def main(argv: list[str] | None = None) -> int:
     """Parse ``argv`` and train: 0 when done, ``REQUEUE_EXIT_CODE`` when preempted, 130 when interrupted (Ctrl-C,
     checkpoint kept, not requeued), 2 on a user error."""
     args = build_parser().parse_args(argv)
+    report_native_crashes()
     try:
         status = train(args)
     except EcgHpcError as exc:

@@ -1,0 +1,113 @@
+"""Dead runs look dead: a run.json that says running while nobody runs it is "died", and a re-run redoes it.
+
+A real fine-tuning task of a real sweep is killed with SIGKILL (what the OOM killer or a dying node does): it
+cannot write its final state, so its run.json keeps saying running; ``sweep status``, the report and the
+sweep's summary must say "died", and running the task again must redo it to "done".
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from ecg_hpc.hpc import sweep
+from ecg_hpc.hpc.run_state import DIED, derived_status, recorded_slurm_job
+from ecg_hpc.rundir import read_run, write_run
+from ecg_hpc.train.job_lock import job_dir_lock, lock_is_held
+
+from tests.test_finetune import TINY, make_prepared
+
+ROOT = Path(__file__).resolve().parent.parent
+ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+
+
+def test_lock_decides_between_running_and_died(tmp_path: Path) -> None:
+    job = tmp_path / "job"
+    job.mkdir()
+    info = {"kind": "finetune", "status": "running", "environment": {"slurm": {}}}
+    write_run(job, info)
+    assert not lock_is_held(job) and derived_status(job, info) == DIED
+    with job_dir_lock(job):
+        assert lock_is_held(job) and derived_status(job, info) == "running"
+    assert derived_status(job, dict(info, status="done")) == "done"
+    assert derived_status(job, dict(info, status="failed")) == "failed"
+
+
+def test_recorded_slurm_job_ids() -> None:
+    assert recorded_slurm_job({"environment": {"slurm": {"SLURM_JOB_ID": "42"}}}) == "42"
+    assert recorded_slurm_job({"attempts": [{"launcher": "slurm", "job_id": "7"}], "environment": {}}) == "7"
+    assert recorded_slurm_job({"attempts": [{"launcher": "submitit-local", "job_id": "9"}]}) is None
+
+
+def _wait_for(predicate, timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout_s} s waiting for {what}")
+        time.sleep(0.05)
+
+
+def test_sigkilled_finetuning_task_is_died_and_redone(tmp_path: Path) -> None:
+    data = make_prepared(tmp_path)
+    sweep_dir = tmp_path / "sweep"
+    plan = subprocess.run([sys.executable, "-m", "ecg_hpc.hpc.sweep", "plan", "--data", str(data), "--sweep-dir",
+                           str(sweep_dir), "--seeds", "1", "--width", "0.125", "--epochs", "200", "--batch-size",
+                           "16", "--val-size", "0.25"], capture_output=True, text=True, cwd=ROOT, env=ENV,
+                          timeout=300)
+    assert plan.returncode == 0, plan.stderr
+    manifest = sweep_dir / sweep.MANIFEST
+    job = Path(sweep.read_manifest(manifest)[0].job_dir)
+    proc = subprocess.Popen([sys.executable, "-m", "ecg_hpc.hpc.sweep", "run-task", "--manifest", str(manifest),
+                             "--index", "0"], cwd=ROOT, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        _wait_for(lambda: (job / "history.csv").is_file(), 300, "the first epoch")
+        assert lock_is_held(job) and sweep.task_status(sweep.read_manifest(manifest)[0]) == "running"
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=60)
+    finally:
+        proc.kill()
+    assert read_run(job)["status"] == "running"  # what the killed process left: it could not say otherwise
+    status = subprocess.run([sys.executable, "-m", "ecg_hpc.hpc.sweep", "status", "--manifest", str(manifest)],
+                            capture_output=True, text=True, cwd=ROOT, env=ENV, timeout=120)
+    assert status.returncode == 0 and "   0  died" in status.stdout and "1 tasks: 1 died" in status.stdout, status.stdout
+
+    from analysis.collect import collect
+
+    problems = collect(sweep_dir, progress=False).problems
+    row = problems[problems["problem"] == DIED]
+    assert len(row) == 1 and "submit it again" in row.iloc[0]["detail"]
+
+    # A re-submission redoes it (a shorter run this time, so the test stays quick).
+    redo = subprocess.run([sys.executable, "-m", "ecg_hpc.train.finetune", *sweep.read_manifest(manifest)[0].args,
+                           "--job-dir", str(job), "--epochs", "1"], capture_output=True, text=True, cwd=ROOT,
+                          env=ENV, timeout=600)
+    assert redo.returncode == 0, redo.stderr[-2000:]
+    info = json.loads((job / "run.json").read_text())
+    assert info["status"] == "done" and sweep.task_status(sweep.read_manifest(manifest)[0]) == "done"
+
+
+@pytest.mark.slurm
+def test_slurm_job_alive_follows_the_real_queue(slurm_cluster, tmp_path: Path) -> None:
+    from ecg_hpc.hpc.run_state import slurm_job_alive
+
+    proc = subprocess.run(["sbatch", "--parsable", f"--partition={slurm_cluster.partition}", "--time=2",
+                           f"--output={tmp_path / 'sleep-%j.out'}", "--wrap", "sleep 120"],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    job_id = proc.stdout.strip().split(";")[0]
+    try:
+        assert slurm_job_alive(job_id) is True  # pending or running: a run of this job is not dead
+        info = {"status": "running", "environment": {"slurm": {"SLURM_JOB_ID": job_id}}}
+        assert derived_status(tmp_path, info) == "running"  # no lock here, but its job is still queued
+    finally:
+        subprocess.run(["scancel", job_id], timeout=60)
+    _wait_for(lambda: slurm_job_alive(job_id) is False, 120, "the cancelled job to leave the queue")
+    assert derived_status(tmp_path, {"status": "running",
+                                     "environment": {"slurm": {"SLURM_JOB_ID": job_id}}}) == DIED

@@ -1,0 +1,101 @@
+"""A store that changes under a run: refused on resume, caught between epochs, named in one line.
+
+The store is the real one: synthetic patients in the published Icentia11k format converted by the real CLI;
+the pretraining runs are real single-worker runs of ``python -m ecg_hpc.train.pretrain``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from ecg_hpc.data.store import MANIFEST, Store, check_sizes, patient_dir, patients_fingerprint, read_meta
+from ecg_hpc.errors import DataError
+
+ROOT = Path(__file__).resolve().parent.parent
+ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+TINY = ["--task", "beat", "--width", "0.125", "--frame-size", "256", "--batch-size", "8", "--steps-per-epoch", "5",
+        "--seed", "3", "--deterministic"]
+
+
+@pytest.fixture(scope="module")
+def pristine(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    base = tmp_path_factory.mktemp("store_faults")
+    for cmd in (["synth-icentia", "--dst", str(base / "release"), "--patients", "6", "--segments", "2",
+                 "--segment-size", "20000", "--seed", "1"],
+                ["convert-icentia", "--src", str(base / "release"), "--dst", str(base / "store"), "--quiet"]):
+        proc = subprocess.run([sys.executable, "-m", "ecg_hpc.data", *cmd], capture_output=True, text=True,
+                              timeout=300, cwd=ROOT, env=ENV)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+    return base / "store"
+
+
+@pytest.fixture
+def store(pristine: Path, tmp_path: Path) -> Path:
+    return Path(shutil.copytree(pristine, tmp_path / "store"))
+
+
+def test_nonsense_manifest_is_refused_on_open(store: Path) -> None:
+    (store / MANIFEST).write_text(json.dumps({"format": "zip", "version": 9}))
+    with pytest.raises(DataError, match=f"{store / MANIFEST}: format 'zip' version 9, this code reads"):
+        Store(store)
+    (store / MANIFEST).write_text("[1, 2")
+    with pytest.raises(DataError, match=f"{store / MANIFEST}: not a store manifest"):
+        Store(store)
+
+
+def test_meta_without_its_file_list_is_named(store: Path) -> None:
+    path = patient_dir(store, 0) / "meta.json"
+    meta = json.loads(path.read_text())
+    del meta["files"]["signal.npy"]
+    path.write_text(json.dumps(meta))
+    with pytest.raises(DataError, match=f"{path}: not a patient meta record .no dtype/shape/bytes of signal.npy"):
+        read_meta(store, 0)
+
+
+def test_sizes_and_fingerprint_see_a_changed_store(store: Path) -> None:
+    opened = Store(store)
+    before = patients_fingerprint(opened, opened.patient_ids)
+    check_sizes(opened, opened.patient_ids)
+    signal = patient_dir(store, 2) / "signal.npy"
+    os.truncate(signal, signal.stat().st_size // 2)
+    with pytest.raises(DataError, match=f"{signal}: .* bytes, meta.json says .*the store changed under this run"):
+        check_sizes(opened, opened.patient_ids)
+    assert patients_fingerprint(opened, opened.patient_ids)["files_sha256"] != before["files_sha256"]
+
+
+def _pretrain(store: Path, job: Path, *extra: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "ecg_hpc.train.pretrain", "--store", str(store), "--job-dir",
+                           str(job), *TINY, *extra], capture_output=True, text=True, timeout=600, cwd=ROOT, env=ENV)
+
+
+@pytest.mark.horovod
+def test_resume_on_a_changed_patient_set_is_refused(store: Path, tmp_path: Path) -> None:
+    job = tmp_path / "job"
+    first = _pretrain(store, job, "--epochs", "1")
+    assert first.returncode == 0, first.stderr[-3000:]
+    recorded = json.loads((job / "run.json").read_text())["store"]
+    assert recorded["n_patients"] == 6 and recorded["patients"] == list(range(6))
+    shutil.rmtree(patient_dir(store, 4))  # deleted between a preemption and the requeue
+    refused = _pretrain(store, job, "--epochs", "2")
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr, refused.stderr[-3000:]
+    errors = [line for line in refused.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "the store changed since the run" in errors[0], refused.stderr[-3000:]
+    assert "5 patients now, 6 when it started (gone: [4])" in errors[0] and "--allow-store-change" in errors[0]
+    info = json.loads((job / "run.json").read_text())  # the finished 1-epoch run stays as it was
+    assert info["status"] == "done" and info["epochs_done"] == 1 and not (job / "epoch_02").exists()
+    (job / "run.json").write_text(json.dumps(dict(info, status="running")))  # as if preempted in epoch 2
+    refused = _pretrain(store, job, "--epochs", "2")
+    assert refused.returncode == 2 and "the store changed since the run" in refused.stderr
+    info = json.loads((job / "run.json").read_text())
+    assert info["status"] == "failed" and "store changed" in info["error"]
+    allowed = _pretrain(store, job, "--epochs", "2", "--allow-store-change")
+    assert allowed.returncode == 0, allowed.stderr[-3000:]
+    info = json.loads((job / "run.json").read_text())
+    assert info["status"] == "done" and info["store"]["n_patients"] == 5 and info["config"]["allow_store_change"]
