@@ -5,13 +5,15 @@
 
 ``tf.keras.Model.fit`` gets one more callback, last in the list, so an epoch's time runs from its start to the
 end of every other callback's epoch end (validation passes, checkpoints, CSV logging included); it also copies
-the epoch's ``f1`` and ``val_loss`` logs. ``MODULE`` then runs as ``__main__`` (``python -m MODULE ARGS``), and
+the epoch's ``f1`` and ``val_loss`` logs. ``MODULE``'s top package is imported before TensorFlow (an older checkout
+of this project switched oneDNN off there), then ``MODULE`` runs as ``__main__`` (``python -m MODULE ARGS``), and
 OUT.json gets the epochs, the whole process's wall and CPU seconds (imports and tracing included) and its
 exit status.
 """
 
 from __future__ import annotations
 
+import importlib
 import json
 import resource
 import runpy
@@ -24,6 +26,7 @@ def main() -> int:
     """Patch ``fit``, run the module, write the timings whatever its outcome; return its exit status."""
     out, module, args = sys.argv[1], sys.argv[2], sys.argv[3:]
     start_wall = time.perf_counter()
+    importlib.import_module(module.split(".")[0])  # first: what its package sets before TensorFlow loads holds
     import tensorflow as tf
 
     epochs: list[dict[str, Any]] = []

@@ -9,8 +9,9 @@ temporary file stays behind.
 ``run.json`` keys shared by all kinds of run (kind-specific keys are documented where they are written):
 
 - ``kind``: ``"pretrain"`` or ``"finetune"``
-- ``status``: one of ``STATUSES``; ``error`` holds the message when ``"failed"``. A ``"running"`` run that
-  nobody runs any more is reported as ``"died"`` (derived, never written: ``ecg_hpc.hpc.run_state``)
+- ``status``: one of ``STATUSES``; ``error`` holds the message when ``"failed"``, and ``failed_rank`` /
+  ``failed_host`` the worker that failed first (see ``record_failure``). A ``"running"`` run that nobody runs
+  any more is reported as ``"died"`` (derived, never written: ``ecg_hpc.hpc.run_state``)
 - ``seed``, ``config`` (the full resolved options), ``environment`` (see ``environment_info``)
 - ``started_at``, ``finished_at`` (ISO 8601 UTC), ``wall_time_s``
 
@@ -230,15 +231,23 @@ def write_run(job_dir: str | os.PathLike[str], info: Mapping[str, Any]) -> Path:
     return atomic_write_json(Path(job_dir) / RUN_JSON, info)
 
 
-def mark_failed(job_dir: str | os.PathLike[str], error: str) -> None:
-    """Set an existing run.json of ``job_dir`` to failed with ``error`` (for failures before a run records itself);
-    a missing, unreadable or done one is left as it is (a done run's results stay valid)."""
+def record_failure(job_dir: str | os.PathLike[str], kind: str, rank: int, host: str, error: str,
+                   info: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Mark the run in ``job_dir`` failed by worker ``rank`` on ``host`` (starting from ``info``, else the run.json
+    there, else a bare record of ``kind``) and return the record as it now stands. Left as they are: a run.json
+    naming a failed worker already (the first worker to fail is the cause, the others fail because of it), a
+    done one (its results stay valid) and an unreadable one."""
     try:
-        info = read_run(job_dir)
+        on_disk = read_run(job_dir)
     except ValueError:
-        return
-    if info and info.get("status") != "done":
-        write_run(job_dir, {**info, "status": "failed", "error": error, "finished_at": utc_now()})
+        return {"status": "failed", "error": error, "failed_rank": rank, "failed_host": host}
+    if on_disk and (on_disk.get("status") == "done" or
+                    (on_disk.get("status") == "failed" and "failed_rank" in on_disk)):
+        return on_disk
+    record = dict(info if info is not None else on_disk or {"kind": kind})
+    record.update(status="failed", error=error, failed_rank=rank, failed_host=host, finished_at=utc_now())
+    write_run(job_dir, record)
+    return record
 
 
 def is_done(job_dir: str | os.PathLike[str]) -> bool:
