@@ -27,7 +27,8 @@ Fine-tuning runs (``runs/finetune/<scenario>/seed_S/``) add:
 
 - ``arch``; ``init``: ``{"source": "random"}`` or ``{"source": "checkpoint", "checkpoint": PATH,
   "pretrain_run": PATH, "pretrain_epoch": N, "task": ..., "arch": ..., "frame_size": ..., "frac": ...}``
-- ``scenario`` (the sweep's name for the init), ``split`` (``test_seed``, ``n_train``, ``n_val``, ``n_test``)
+- ``scenario`` (the sweep's name for the init), ``label_frac`` (fraction of the training records it trained on,
+  1 = all), ``split`` (``test_seed``, ``n_train``, ``n_val``, ``n_test``, ``label_frac``, ``n_train_pool``)
 - ``epochs_run``, ``best_epoch``, ``test``: ``{"macro_f1": x, "f1": {"A": .., "N": .., "O": .., "~": ..}}``
 - ``threads``: the CPU threads set from the job's CPUs (``ecg_hpc.train.threads.configure_cpu_threads``:
   ``cpus``, ``cpus_from``, ``intra_op_threads``, ``inter_op_threads``, ``applied``, ``onednn``);
