@@ -9,15 +9,17 @@ temporary file stays behind.
 ``run.json`` keys shared by all kinds of run (kind-specific keys are documented where they are written):
 
 - ``kind``: ``"pretrain"`` or ``"finetune"``
-- ``status``: one of ``STATUSES``; ``error`` holds the message when ``"failed"``. A ``"running"`` run that
-  nobody runs any more is reported as ``"died"`` (derived, never written: ``ecg_hpc.hpc.run_state``)
+- ``status``: one of ``STATUSES``; ``error`` holds the message when ``"failed"``, and ``failed_rank`` /
+  ``failed_host`` the worker that failed first (see ``record_failure``). A ``"running"`` run that nobody runs
+  any more is reported as ``"died"`` (derived, never written: ``ecg_hpc.hpc.run_state``)
 - ``seed``, ``config`` (the full resolved options), ``environment`` (see ``environment_info``)
 - ``started_at``, ``finished_at`` (ISO 8601 UTC), ``wall_time_s``
 
 Pretraining runs (``runs/pretrain/<name>/``) add ``task``, ``arch``, ``frame_size``, ``frac``, ``epochs``,
 ``epochs_done``, ``world_size``, ``hosts``, ``horovod`` (lr scaling and warm-up), ``epoch_times_s`` and
 ``sampler`` (``{"sampler": "uniform"}`` or the pool's options with ``memory_bound_bytes`` per worker), ``store``
-(``path``, ``n_patients``, ``patients``, ``files_sha256``: what a resume checks) and ``attempts`` (one per start,
+(``path``, ``n_patients``, ``patients``, ``files_sha256``: what a resume checks; ``per_patient``: the manifest's
+mean store and source bytes and conversion CPU seconds per patient) and ``attempts`` (one per start,
 with ``damaged_checkpoints`` when a resume skipped any); their
 checkpoints are ``epoch_NN/`` folders (NN from 01) and ``history.csv`` has one row per epoch.
 
@@ -25,7 +27,8 @@ Fine-tuning runs (``runs/finetune/<scenario>/seed_S/``) add:
 
 - ``arch``; ``init``: ``{"source": "random"}`` or ``{"source": "checkpoint", "checkpoint": PATH,
   "pretrain_run": PATH, "pretrain_epoch": N, "task": ..., "arch": ..., "frame_size": ..., "frac": ...}``
-- ``scenario`` (the sweep's name for the init), ``split`` (``test_seed``, ``n_train``, ``n_val``, ``n_test``)
+- ``scenario`` (the sweep's name for the init), ``label_frac`` (fraction of the training records it trained on,
+  1 = all), ``split`` (``test_seed``, ``n_train``, ``n_val``, ``n_test``, ``label_frac``, ``n_train_pool``)
 - ``epochs_run``, ``best_epoch``, ``test``: ``{"macro_f1": x, "f1": {"A": .., "N": .., "O": .., "~": ..}}``
 - ``threads``: the CPU threads set from the job's CPUs (``ecg_hpc.train.threads.configure_cpu_threads``:
   ``cpus``, ``cpus_from``, ``intra_op_threads``, ``inter_op_threads``, ``applied``, ``onednn``);
@@ -228,15 +231,23 @@ def write_run(job_dir: str | os.PathLike[str], info: Mapping[str, Any]) -> Path:
     return atomic_write_json(Path(job_dir) / RUN_JSON, info)
 
 
-def mark_failed(job_dir: str | os.PathLike[str], error: str) -> None:
-    """Set an existing run.json of ``job_dir`` to failed with ``error`` (for failures before a run records itself);
-    a missing, unreadable or done one is left as it is (a done run's results stay valid)."""
+def record_failure(job_dir: str | os.PathLike[str], kind: str, rank: int, host: str, error: str,
+                   info: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Mark the run in ``job_dir`` failed by worker ``rank`` on ``host`` (starting from ``info``, else the run.json
+    there, else a bare record of ``kind``) and return the record as it now stands. Left as they are: a run.json
+    naming a failed worker already (the first worker to fail is the cause, the others fail because of it), a
+    done one (its results stay valid) and an unreadable one."""
     try:
-        info = read_run(job_dir)
+        on_disk = read_run(job_dir)
     except ValueError:
-        return
-    if info and info.get("status") != "done":
-        write_run(job_dir, {**info, "status": "failed", "error": error, "finished_at": utc_now()})
+        return {"status": "failed", "error": error, "failed_rank": rank, "failed_host": host}
+    if on_disk and (on_disk.get("status") == "done" or
+                    (on_disk.get("status") == "failed" and "failed_rank" in on_disk)):
+        return on_disk
+    record = dict(info if info is not None else on_disk or {"kind": kind})
+    record.update(status="failed", error=error, failed_rank=rank, failed_host=host, finished_at=utc_now())
+    write_run(job_dir, record)
+    return record
 
 
 def is_done(job_dir: str | os.PathLike[str]) -> bool:

@@ -29,16 +29,19 @@ def test_tiny_demo_runs_end_to_end_through_slurm(slurm_cluster, tmp_path: Path) 
         info = json.loads((work / "runs" / "pretrain" / f"beat_frac{frac}" / "run.json").read_text())
         assert info["status"] == "done" and info["world_size"] == 2 and info["frac"] == float(frac)
         assert (work / "runs" / "pretrain" / f"beat_frac{frac}" / "epoch_01" / "feature_extractor").is_dir()
-    # random + 2 checkpoints x 2 seeds, all done with their predictions.
+    # random + 2 checkpoints, on half of the labelled records, x 2 seeds, all done with their predictions.
     manifest = read_manifest(work / "runs" / "finetune" / "manifest.jsonl")
     assert len(manifest) == 6 and len({(t.scenario, t.seed) for t in manifest}) == 6
+    assert {t.label_frac for t in manifest} == {0.5}
     for task in manifest:
         run = json.loads((Path(task.job_dir) / "run.json").read_text())
         assert run["status"] == "done", run
         assert (Path(task.job_dir) / "test_predictions.csv").is_file()
     report = (work / "reports" / "report.md").read_text()
-    assert "Table 1" in report and report.count("resnet18 x0.125") >= 3
-    for fig in ("fig_val_f1.png", "fig_fraction.png", "fig_per_class.png"):
+    assert "Table 1" in report and "beat, 50 % of patients, epoch 1" in report
+    summary = (work / "reports" / "summary.md").read_text()
+    assert "random init" in summary and "Pretrained vs random init" in summary and "Generated" not in summary
+    for fig in ("fig_val_f1.png", "fig_fraction.png", "fig_per_class.png", "fig_confusion.pdf"):
         assert (work / "reports" / fig).stat().st_size > 1000
     # Running it again finds every stage done and runs no job.
     again = subprocess.run([sys.executable, "-m", "ecg_hpc.demo", "--scale", "tiny", "--workdir", str(work)],

@@ -269,7 +269,7 @@ def test_bad_store_fails_in_one_line_naming_the_file(originals_and_store, tmp_pa
         PoolSampler(store, "beat", [*PIDS, 99], FRAME, 8, seed=0)
     corrupt = _copy_store(store, tmp_path / "corrupt")
     (corrupt / "manifest.json").write_text("{not json")
-    with pytest.raises(DataError, match=f"{corrupt / 'manifest.json'}: corrupt store manifest") as caught:
+    with pytest.raises(DataError, match=f"{corrupt / 'manifest.json'}: not a store manifest") as caught:
         pool(corrupt)
     assert "\n" not in str(caught.value)
 

@@ -44,6 +44,18 @@ def test_linear_scaling_with_warmup() -> None:
     assert flat.warmup_steps == 0
 
 
+def test_square_root_scaling_is_an_option_and_run_json_names_the_rule() -> None:
+    schedule = distributed.learning_rate(1e-3, 16, "sqrt", warmup_steps=10)
+    assert float(schedule(1000)) == pytest.approx(4e-3)
+    record = distributed.lr_record(schedule, 16, "sqrt")
+    assert record["lr_scaling"] == "sqrt" and record["lr_scale"] == pytest.approx(4.0)
+    assert "sqrt" in record["lr_rule"] and "Goyal" in distributed.lr_record(
+        distributed.learning_rate(1e-3, 16, "linear", 10), 16, "linear")["lr_rule"]
+    parse = pretrain.build_parser().parse_args
+    assert parse(["--store", "s", "--job-dir", "j"]).lr_scaling == "linear"
+    assert parse(["--store", "s", "--job-dir", "j", "--lr-scaling", "sqrt"]).lr_scaling == "sqrt"
+
+
 def test_partial_epoch_metrics_combine_by_steps() -> None:
     combined = pretrain._combine({"loss": 2.0, "acc": 0.5, "lr": 9.0}, 3, {"loss": 1.0, "acc": 1.0}, 1)
     assert combined == {"loss": pytest.approx(1.75), "acc": pytest.approx(0.625)}
@@ -192,6 +204,8 @@ def reference(store: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_two_local_workers_train_in_sync(reference: Path) -> None:
     info = json.loads((reference / "run.json").read_text())
     assert info["status"] == "done" and info["world_size"] == 2 and info["epochs_done"] == 2
+    assert info["sampler"]["sampler"] == "pool" and info["sampler"]["memory_bound_bytes"] == 1024 * 2 ** 20
+    assert info["store"]["per_patient"]["store_bytes"] > 0 and info["store"]["per_patient"]["convert_cpu_s"] > 0
     assert info["attempts"][0]["launcher"] == "submitit-local"
     assert info["horovod"]["scaled_lr"] == pytest.approx(2e-3) and info["horovod"]["warmup_steps"] == 30
     assert len(info["epoch_times_s"]) == 2 and info["frames_per_s"] > 0

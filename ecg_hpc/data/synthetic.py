@@ -7,6 +7,11 @@ have none. Rhythms: sinus (heart-rate drift, respiratory sinus arrhythmia), atri
 fibrillatory waves), atrial flutter (sawtooth F waves with 2:1 to 4:1 conduction) and noise episodes. Noise:
 baseline wander, mains hum, muscle noise with bursts, and in noise episodes motion artefacts and electrode pops.
 
+The two data sets share their physiology, as the real ones do (the transfer the study measures rests on it):
+every patient and record draws wave shapes, ectopy, atrial fibrillation (rate, RR irregularity, fibrillatory
+waves) and noise episodes from the same distributions, and an Icentia11k-style patient labels them (beats: pac,
+aberrated, pvc; rhythms: afib, aflut, noise) where a challenge record only has its class.
+
 Everything is drawn from a ``numpy.random.Generator`` and rendered with array operations (no loop over beats or
 samples), so one core makes several million samples per second. Signals are in mV; ``synth_icentia_patient``
 converts to Icentia11k units on an int16 grid and ``synth_physionet_record`` to challenge ADC units (1000/mV).
@@ -37,6 +42,11 @@ _P_NONE, _P_SINUS, _P_ECTOPIC = range(3)  # atrial wave shapes
 _T1, _T2 = 4, 5  # rows of the two T-wave parts among the ventricular waves Q, R, S, R', T1, T2
 _MARGIN_S = 2.0  # beats are generated this far beyond both ends so edge beats are complete waves
 _COARSE_S = 0.25  # time step of slowly varying quantities (heart rate, envelopes, wander)
+# Atrial fibrillation of every patient and record (both data sets): ventricular rate, coefficient of variation
+# of RR, fibrillatory wave amplitude.
+AF_HR_BPM = (65.0, 150.0)
+AF_IRREGULARITY = (0.12, 0.3)
+AF_WAVE_MV = (0.02, 0.12)
 
 
 @dataclass(frozen=True)
@@ -111,7 +121,7 @@ def random_patient(rng: np.random.Generator) -> PatientModel:
         hr_bpm=u(58.0, 95.0), hr_drift=u(0.05, 0.2), rsa=u(0.01, 0.08), resp_hz=u(0.15, 0.35),
         pac_rate=float(np.exp(u(np.log(1e-3), np.log(0.08)))), pvc_rate=float(np.exp(u(np.log(1e-3), np.log(0.08)))),
         aberrant_frac=u(0.05, 0.3), pattern=0, pattern_pvc=True,
-        af_hr_bpm=u(65.0, 140.0), af_irregularity=u(0.12, 0.3), af_wave_mv=u(0.02, 0.12),
+        af_hr_bpm=u(*AF_HR_BPM), af_irregularity=u(*AF_IRREGULARITY), af_wave_mv=u(*AF_WAVE_MV),
         flutter_bpm=u(250.0, 340.0), flutter_mv=u(0.1, 0.3),
         gain=float(np.exp(rng.normal(0.0, 0.3))), wander_mv=u(0.03, 0.25), mains_mv=u(0.0, 0.03),
         mains_hz=50.0 if u() < 0.5 else 60.0, emg_mv=float(np.exp(u(np.log(0.004), np.log(0.04)))),
@@ -352,9 +362,18 @@ def synth_ecg(rng: np.random.Generator, pm: PatientModel, episodes: Episodes, fs
     return signal.astype(np.float32), positions[inside], classes[inside]
 
 
+def noise_episode_levels(rng: np.random.Generator) -> tuple[float, float]:
+    """(noise level, electrode contact) of a noise episode, the same for both data sets: poor contact (a faint
+    ECG under moderate noise) or motion and muscle (heavy noise over a normal ECG)."""
+    if rng.random() < 0.4:
+        return float(rng.uniform(0.3, 1.0)), float(rng.uniform(0.05, 0.3))
+    return float(rng.uniform(1.0, 3.0)), 1.0
+
+
 def icentia_episodes(rng: np.random.Generator, n: int, fs: float, af_prone: float, flutter_prone: float,
                      noise_per_hour: float) -> Episodes:
-    """Rhythm episodes of one Icentia11k segment: mostly sinus, with AF, flutter and noise by the patient's bent."""
+    """Rhythm episodes of one Icentia11k segment: mostly sinus, with AF, flutter and noise by the patient's bent
+    (noise episodes of a segment share one level, drawn as for a noisy challenge record)."""
     classes, ends, t, total = [], [], 0.0, n / fs
     per_hour = np.array([af_prone * 4.0, flutter_prone * 4.0, noise_per_hour])
     onset = [RHYTHM_AFIB, RHYTHM_AFLUT, RHYTHM_NOISE]
@@ -367,7 +386,7 @@ def icentia_episodes(rng: np.random.Generator, n: int, fs: float, af_prone: floa
         state = onset[rng.choice(3, p=per_hour / per_hour.sum())] if state == RHYTHM_NORMAL else RHYTHM_NORMAL
     cls, end = np.array(classes, np.int64), np.array(ends, np.int64)
     keep = np.diff(end, prepend=0) > 0  # drop zero-length episodes
-    return Episodes(cls[keep], end[keep])
+    return Episodes(cls[keep], end[keep], *noise_episode_levels(rng))
 
 
 def synth_icentia_patient(rng: np.random.Generator, n_segments: int, segment_size: int = icentia11k.SEGMENT_SIZE,
@@ -378,9 +397,9 @@ def synth_icentia_patient(rng: np.random.Generator, n_segments: int, segment_siz
     fs = float(icentia11k.FS)
     pm = random_patient(rng)
     u = rng.random(4)
-    af_prone = 0.2 + 0.6 * u[0] if u[1] < 0.3 else 0.0  # 30 % of patients have AF episodes ...
-    flutter_prone = 0.2 + 0.4 * u[2] if u[3] < 0.25 else 0.0  # ... and 25 % flutter episodes
-    noise_per_hour = rng.uniform(0.5, 6.0)
+    af_prone = 0.2 + 0.6 * u[0] if u[1] < 0.5 else 0.0  # half of the patients have AF episodes ...
+    flutter_prone = 0.2 + 0.4 * u[2] if u[3] < 0.25 else 0.0  # ... and a quarter flutter episodes
+    noise_per_hour = rng.uniform(2.0, 12.0)
     signal = np.empty((n_segments, segment_size), np.float32)
     beats, rhythms = [], []
     for s in range(n_segments):
@@ -393,8 +412,9 @@ def synth_icentia_patient(rng: np.random.Generator, n_segments: int, segment_siz
 
 
 def quantise(x: np.ndarray, lsb: float) -> np.ndarray:
-    """Round to the nearest ADC step and saturate at the int16 range, like a real 16-bit ADC (float32 result)."""
-    steps = np.clip(np.rint(np.asarray(x, np.float64) / lsb), -32768, 32767)
+    """Round to the nearest ADC step and saturate at +-32767 steps, like a real 16-bit ADC (float32 result); the
+    symmetric range keeps a saturated record on the int16 grid the shard store encodes losslessly."""
+    steps = np.clip(np.rint(np.asarray(x, np.float64) / lsb), -32767, 32767)
     return (steps * lsb).astype(np.float32)
 
 
@@ -413,10 +433,9 @@ def physionet_model(rng: np.random.Generator, label: str) -> tuple[PatientModel,
                  hr_bpm=58.0 + 42.0 * u[2])
     rhythm, noise_level, contact = RHYTHM_NORMAL, 1.0, 1.0
     base = label if label != "~" else "NAO"[int(np.searchsorted([0.7, 0.85], rng.random()))]
-    if base == "A":
+    if base == "A":  # the patient's own AF physiology, drawn as for an Icentia11k patient
         rhythm = RHYTHM_AFIB
-        pm = replace(pm, af_hr_bpm=rng.uniform(60.0, 150.0), af_irregularity=rng.uniform(0.06, 0.3),
-                     pvc_rate=0.05 if rng.random() < 0.2 else 0.0)
+        pm = replace(pm, pvc_rate=0.05 if rng.random() < 0.2 else 0.0)
     elif base == "O":
         kind = ("pac", "pvc", "pattern", "flutter", "brady", "tachy")[
             int(np.searchsorted([0.2, 0.4, 0.55, 0.7, 0.85], rng.random()))]
@@ -437,10 +456,7 @@ def physionet_model(rng: np.random.Generator, label: str) -> tuple[PatientModel,
         a = int(rng.uniform(0.0, 0.3) * n) if rng.random() < 0.4 else 0
         b = n if rng.random() < 0.7 else int(rng.uniform(0.8, 1.0) * n)
         classes, ends = [rhythm, RHYTHM_NOISE, rhythm], [a, b, n]
-        if rng.random() < 0.4:  # poor contact: a faint ECG under moderate noise
-            noise_level, contact = rng.uniform(0.3, 1.0), rng.uniform(0.05, 0.3)
-        else:  # motion and muscle: heavy noise over a normal ECG
-            noise_level = rng.uniform(1.0, 3.0)
+        noise_level, contact = noise_episode_levels(rng)
     elif rng.random() < 0.15:  # a short noisy stretch in a readable record
         a = int(rng.uniform(0.0, 0.8) * n)
         classes, ends = [rhythm, RHYTHM_NOISE, rhythm], [a, min(n, a + int(rng.uniform(0.5, 2.5) * fs)), n]

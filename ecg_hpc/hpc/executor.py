@@ -204,9 +204,10 @@ def make_executor(args: argparse.Namespace, folder: str | os.PathLike[str], *, j
                   array_task: bool = False, partition: Partition | None = None) -> submitit.AutoExecutor:
     """A submitit executor for the cluster options in ``args`` writing its logs to ``folder``.
 
-    SLURM: one job of ``nodes x tasks`` srun tasks, ``--requeue``, a warning signal before the time limit.
-    Local: the same number of worker processes on this machine, restarted when one exits with
-    ``REQUEUE_EXIT_CODE``. ``tasks_per_node`` overrides ``--tasks`` (e.g. 1 for single-process jobs).
+    SLURM: one job of ``nodes x tasks`` srun tasks, ``--requeue``, a warning signal before the time limit, and
+    ``srun --kill-on-bad-exit=1``: a worker that fails ends the others at once instead of leaving them waiting
+    for it until the time limit. Local: the same number of worker processes on this machine, restarted when one
+    exits with ``REQUEUE_EXIT_CODE``. ``tasks_per_node`` overrides ``--tasks`` (e.g. 1 for single-process jobs).
     """
     plan = resolve_plan(args, tasks_per_node, array_task=array_task, partition=partition)
     executor = submitit.AutoExecutor(folder=folder, cluster=plan.cluster,
@@ -222,7 +223,8 @@ def make_executor(args: argparse.Namespace, folder: str | os.PathLike[str], *, j
     if plan.cluster == "slurm":
         params.update(slurm_setup=_setup_lines(),
                       slurm_signal_delay_s=min(MAX_SIGNAL_DELAY_S, plan.timeout_min * 60 // 5),
-                      slurm_additional_parameters={"requeue": True})
+                      slurm_additional_parameters={"requeue": True},
+                      slurm_srun_args=["--kill-on-bad-exit=1"])
         if args.partition:
             params["slurm_partition"] = args.partition
         if args.account:

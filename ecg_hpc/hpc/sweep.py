@@ -1,12 +1,15 @@
-"""``python -m ecg_hpc.hpc.sweep``: fine-tuning sweeps as a manifest of (init x seed) tasks, run one by index.
+"""``python -m ecg_hpc.hpc.sweep``: fine-tuning sweeps as a manifest of (init x labelled fraction x seed) tasks,
+run one by index.
 
 A sweep is a file ``<sweep_dir>/manifest.jsonl`` with one JSON object per line: ``index``, ``scenario``,
-``seed``, ``job_dir`` (``<scenario>/seed_<S>``, relative to the manifest's folder, so a copied runs tree still
-matches), ``init``, ``arch``, ``width`` and ``args``, the arguments of ``python -m ecg_hpc.train.finetune`` for
-that task except ``--job-dir`` (its data and checkpoint paths are absolute). Scenarios are
-``random`` and one per chosen pretraining checkpoint (``<pretrain-name>_epoch_NN``), with ``_<arch>`` appended
-when the arch is not resnet18. Re-planning into an existing manifest keeps every task at its index and appends
-new ones, so an array that is running keeps its meaning; a task planned again with other options is refused.
+``seed``, ``label_frac``, ``job_dir`` (``<scenario>/seed_<S>``, relative to the manifest's folder, so a copied
+runs tree still matches), ``init``, ``arch``, ``width`` and ``args``, the arguments of
+``python -m ecg_hpc.train.finetune`` for that task except ``--job-dir`` (its data and checkpoint paths are
+absolute). Scenarios are ``random`` and one per chosen pretraining checkpoint (``<pretrain-name>_epoch_NN``),
+with ``_<arch>`` appended when the arch is not resnet18 and ``_labels<F>`` for a labelled fraction F < 1 of the
+training records (``--label-fracs``, the label-efficiency axis; the test set is the same for every F).
+Re-planning into an existing manifest keeps every task at its index and appends new ones, so an array that is
+running keeps its meaning; a task planned again with other options is refused.
 
 A task runs in its own job directory only; one whose ``run.json`` says done is skipped, so re-submitting a
 sweep runs only what is missing or failed. Commands: ``plan`` (write the manifest), ``run-task`` (what each
@@ -66,6 +69,7 @@ class Task:
     arch: str
     width: float
     args: tuple[str, ...]
+    label_frac: float = 1.0  # manifests written before the label-efficiency axis lack it
 
     def to_json(self, base: Path) -> str:
         """The manifest line (without newline), ``job_dir`` relative to ``base`` when inside it."""
@@ -97,6 +101,22 @@ def parse_seeds(text: str) -> tuple[int, ...]:
     for seed in (min(seeds), max(seeds)):
         check_seed("--seeds", seed)
     return tuple(seeds)
+
+
+def parse_label_fracs(text: str) -> tuple[float, ...]:
+    """Labelled fractions from ``0.01,0.05,1``: each in (0, 1], none twice, kept in the given order."""
+    try:
+        fracs = tuple(float(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise ConfigError(f"--label-fracs {text!r}: expected fractions like 0.01,0.1,1") from None
+    if not fracs or len(set(fracs)) != len(fracs) or not all(0.0 < f <= 1.0 for f in fracs):
+        raise ConfigError(f"--label-fracs {text!r}: give fractions in (0, 1], each once")
+    return fracs
+
+
+def labelled_name(scenario: str, label_frac: float) -> str:
+    """The sweep name of a scenario fine-tuned on ``label_frac`` of the training records (unchanged at 1)."""
+    return scenario if label_frac == 1.0 else f"{scenario}_labels{label_frac:g}"
 
 
 def select_checkpoints(pretrain_dir: str | Path, which: str) -> list[Path]:
@@ -175,9 +195,16 @@ def plan_scenarios(pretrain_dirs: Sequence[str | Path], checkpoints: str = "last
     return scenarios
 
 
+def _default_free(label_frac: float) -> tuple[str, ...]:
+    """Config fields a task's argv leaves out: the job dir, and the labelled fraction at its default (so a
+    manifest planned before the label-efficiency axis existed plans the same arguments)."""
+    return ("job_dir",) if label_frac != 1.0 else ("job_dir", "label_frac")
+
+
 def plan_tasks(scenarios: Sequence[Scenario], seeds: Sequence[int], sweep_dir: str | Path,
-               training: dict[str, Any]) -> list[Task]:
-    """One task per (scenario, seed), scenario-major, indices from 0; ``training`` holds the shared options.
+               training: dict[str, Any], label_fracs: Sequence[float] = (1.0,)) -> list[Task]:
+    """One task per (scenario, labelled fraction, seed) in that order, indices from 0; ``training`` holds the
+    shared options.
 
     Each task's argument list is checked by the trainer's own parser before it is written.
     """
@@ -188,14 +215,15 @@ def plan_tasks(scenarios: Sequence[Scenario], seeds: Sequence[int], sweep_dir: s
         raise ConfigError(f"--data {shared['data']}: no such file (prepare it with "
                           "python -m ecg_hpc.data prepare-physionet)")
     tasks = []
-    for scenario in scenarios:
+    for scenario, label_frac in ((s, f) for s in scenarios for f in label_fracs):
+        name = labelled_name(scenario.name, label_frac)
         for seed in seeds:
-            job_dir = sweep_dir / scenario.name / f"seed_{seed}"
+            job_dir = sweep_dir / name / f"seed_{seed}"
             config = finetune.FinetuneConfig(job_dir=str(job_dir), init=scenario.init, seed=seed,
-                                             arch=scenario.arch, width=scenario.width, scenario=scenario.name,
-                                             **shared)
-            task = Task(len(tasks), scenario.name, seed, str(job_dir), scenario.init, scenario.arch,
-                        scenario.width, tuple(config.to_argv(exclude=("job_dir",))))
+                                             arch=scenario.arch, width=scenario.width, scenario=name,
+                                             label_frac=label_frac, **shared)
+            task = Task(len(tasks), name, seed, str(job_dir), scenario.init, scenario.arch,
+                        scenario.width, tuple(config.to_argv(exclude=_default_free(label_frac))), label_frac)
             finetune.config_from_args(finetune.build_parser().parse_args(task.trainer_argv()))
             tasks.append(task)
     return tasks
@@ -303,6 +331,13 @@ def _seeds_option(text: str) -> tuple[int, ...]:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def _label_fracs_option(text: str) -> tuple[float, ...]:
+    try:
+        return parse_label_fracs(text)
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _parse_index(text: str) -> int:
     try:
         return int(text)
@@ -322,6 +357,9 @@ def add_plan_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--no-random", action="store_true", help="leave out the random-init scenario")
     group.add_argument("--seeds", type=_seeds_option, default=DEFAULT_SEEDS,
                        help="seeds, a list 10,20,30 or a range 10-100:10 (default: 10,20,...,100)")
+    group.add_argument("--label-fracs", type=_label_fracs_option, default=(1.0,),
+                       help="label-efficiency axis: fine-tune on these stratified, nested fractions of the training "
+                            "records, e.g. 0.01,0.05,0.1,0.25,0.5,1 (default: 1, all of them)")
     group.add_argument("--sweep-dir", type=Path, default=DEFAULT_SWEEP_DIR,
                        help="where the manifest and the run directories go (default: %(default)s)")
 
@@ -332,7 +370,7 @@ def plan_from_args(args: argparse.Namespace, write: bool = True) -> tuple[Path, 
     Returns the manifest path, all its tasks, and the tasks of this plan (with their manifest indices).
     """
     scenarios = plan_scenarios(args.pretrain, args.checkpoints, not args.no_random, args.arch, args.width)
-    planned = plan_tasks(scenarios, args.seeds, args.sweep_dir, vars(args))
+    planned = plan_tasks(scenarios, args.seeds, args.sweep_dir, vars(args), args.label_fracs)
     path = args.sweep_dir.resolve() / MANIFEST
     existing = read_manifest(path) if path.is_file() else []
     tasks = merge_tasks(existing, planned)

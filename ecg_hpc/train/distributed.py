@@ -12,13 +12,17 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import math
+import socket
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Mapping
 
 import tensorflow as tf
 
 from ecg_hpc.hpc import jobenv
-from ecg_hpc.train.threads import configure_cpu_threads
+from ecg_hpc.train import preflight
+from ecg_hpc.train.threads import configure_cpu_threads, worker_cpus
 
 keras = tf.keras
 
@@ -32,6 +36,7 @@ class World:
     size: int
     local_rank: int
     device: str
+    cpu_threads: int  # CPU threads this worker may use (its SLURM CPUs per task, else its share of the machine)
     _server: jobenv.RendezvousServer | None = None
 
     @property
@@ -52,13 +57,32 @@ def _assign_device(local_rank: int, local_size: int) -> str:
     return f"CPU ({threads['intra_op_threads']} threads, from {threads['cpus_from']})"
 
 
-def start(job: jobenv.JobEnv | None = None) -> World:
-    """Initialise Horovod for this worker (rendezvous first where no horovodrun did it) and pick its device."""
+def _preflight(job: jobenv.JobEnv, shared_dir: Path | None) -> Path | None:
+    """Before the rendezvous of a multi-node job: this node's name, the rendezvous host and (given ``shared_dir``)
+    that the job folder is one folder on every node; rank 0 returns the token it wrote there."""
+    if len(job.hosts) < 2 or job.launcher in ("single", "horovodrun"):
+        return None
+    preflight.check_node_name(socket.gethostname())
+    preflight.check_rendezvous_host(jobenv.rendezvous_address(job), job.hostname, jobenv.ADDR_ENV)
+    if shared_dir is None:
+        return None
+    if job.rank == 0:
+        return preflight.write_shared_token(shared_dir, job.job_id, job.restart_count, job.hostname)
+    preflight.wait_for_shared_token(shared_dir, job.job_id, job.restart_count, job.rank, job.hostname, job.hosts[0])
+    return None
+
+
+def start(job: jobenv.JobEnv | None = None, shared_dir: Path | None = None) -> World:
+    """Initialise Horovod for this worker (checks and rendezvous first where no horovodrun did it) and pick its
+    device. ``shared_dir``: a folder every node must see as the same one (the job folder), checked first."""
     job = job if job is not None else jobenv.detect()
+    token = _preflight(job, shared_dir)
     server = jobenv.start_horovod_rendezvous(job)
     import horovod.tensorflow.keras as hvd
 
     hvd.init()
+    if token is not None:  # every rank has passed its check once all of them reached the rendezvous
+        token.unlink(missing_ok=True)
     if job.launcher == "single" and hvd.size() > 1:  # started by mpirun / horovodrun with MPI: trust Horovod
         job = dataclasses.replace(job, launcher="mpi", rank=hvd.rank(), size=hvd.size(), local_rank=hvd.local_rank(),
                                   local_size=hvd.local_size(), cross_rank=hvd.cross_rank(),
@@ -66,8 +90,9 @@ def start(job: jobenv.JobEnv | None = None) -> World:
     if hvd.size() != job.size or hvd.rank() != job.rank:
         raise RuntimeError(f"Horovod started rank {hvd.rank()} of {hvd.size()}, expected {job.rank} of {job.size}")
     device = _assign_device(hvd.local_rank(), hvd.local_size())
+    threads, _ = worker_cpus(hvd.local_size())
     return World(job=job, rank=hvd.rank(), size=hvd.size(), local_rank=hvd.local_rank(), device=device,
-                 _server=server)
+                 cpu_threads=threads, _server=server)
 
 
 def stop(world: World) -> None:
@@ -98,15 +123,32 @@ class WarmupSchedule(keras.optimizers.schedules.LearningRateSchedule):
         return {"base_lr": self.base_lr, "scale": self.scale, "warmup_steps": self.warmup_steps}
 
 
+LR_SCALING_RULES = {  # --lr-scaling: how the learning rate grows with the number of workers
+    "linear": "base_lr x world_size (Goyal et al. 2017), the authors' setting",
+    "sqrt": "base_lr x sqrt(world_size), gentler for Adam at large worker counts",
+    "none": "base_lr whatever the world size",
+}
+
+
+def lr_scale(world_size: int, scaling: str) -> float:
+    """The factor ``scaling`` (one of ``LR_SCALING_RULES``) applies to the single-worker learning rate."""
+    if scaling == "linear":
+        return float(world_size)
+    if scaling == "sqrt":
+        return math.sqrt(world_size)
+    return 1.0
+
+
 def learning_rate(base_lr: float, world_size: int, scaling: str, warmup_steps: int) -> WarmupSchedule:
-    """The schedule for ``world_size`` workers: ``scaling`` ``"linear"`` (x workers, warmed up) or ``"none"``."""
-    scale = float(world_size) if scaling == "linear" else 1.0
+    """The schedule for ``world_size`` workers under ``scaling`` (see ``LR_SCALING_RULES``), warmed up."""
+    scale = lr_scale(world_size, scaling)
     return WarmupSchedule(base_lr, scale, warmup_steps if scale != 1.0 else 0)
 
 
 def lr_record(schedule: WarmupSchedule, world_size: int, scaling: str) -> dict[str, Any]:
-    """What run.json says about the learning rate under Horovod."""
-    return {"world_size": world_size, "lr_scaling": scaling, "base_lr": schedule.base_lr,
+    """What run.json says about the learning rate under Horovod: the rule, its factor and the warm-up."""
+    return {"world_size": world_size, "lr_scaling": scaling, "lr_rule": LR_SCALING_RULES[scaling],
+            "lr_scale": schedule.scale, "base_lr": schedule.base_lr,
             "scaled_lr": schedule.base_lr * schedule.scale, "warmup_steps": schedule.warmup_steps,
             "warmup": "linear in optimizer steps from base_lr to scaled_lr"}
 

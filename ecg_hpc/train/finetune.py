@@ -1,6 +1,7 @@
 """``python -m ecg_hpc.train.finetune``: fine-tune a classifier on prepared PhysioNet/CinC 2017 data.
 
-One run, one job directory: a seeded stratified validation split of the training records, Adam and categorical
+One run, one job directory: a seeded stratified validation split of the training records (then, for a
+label-efficiency run, a stratified nested ``--label-frac`` of the rest to train on), Adam and categorical
 cross-entropy, early stopping on ``val_loss``, the weights of the best validation macro F1 kept; then
 ``history.csv``, ``train|val|test_predictions.csv``, ``best_model.weights.h5`` and ``run.json`` (keys in
 ``ecg_hpc.rundir``). A job directory whose run.json says done is left alone (delete it to redo the run).
@@ -37,6 +38,7 @@ from ecg_hpc.train.metrics import VAL_METRICS
 BEST_WEIGHTS = "best_model.weights.h5"
 HISTORY = "history.csv"
 SPLITS = ("train", "val", "test")
+LABEL_STREAM = 1  # second entropy word of the label-subset generator, beside the run seed
 _OUTPUTS = (HISTORY, BEST_WEIGHTS, *(f"{s}_predictions.csv" for s in SPLITS))
 # XLA stays off: under op determinism, which the seed's reproducibility needs, TF 2.15 refuses to compile the
 # max-pool gradient ("MaxPool gradient ops do not yet have a deterministic XLA implementation"), on CPU and GPU;
@@ -62,6 +64,7 @@ class FinetuneConfig:
     val_metric: str = "f1"
     learning_rate: float = 1e-3
     scenario: str | None = None
+    label_frac: float = 1.0
 
     def to_argv(self, exclude: tuple[str, ...] = ()) -> list[str]:
         """The command-line arguments that reproduce this config (None and ``exclude`` fields omitted)."""
@@ -102,6 +105,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=10,
                         help="seed of the split, init and batch order (default: %(default)s)")
     parser.add_argument("--scenario", help="name of the init in a sweep (default: derived from --init/--arch)")
+    parser.add_argument("--label-frac", type=float, default=1.0,
+                        help="train on this stratified fraction of the training records left after the validation "
+                             "split, in (0, 1]; the sets of one seed are nested (default: %(default)s)")
 
 
 def config_from_args(args: argparse.Namespace) -> FinetuneConfig:
@@ -116,6 +122,7 @@ def config_from_args(args: argparse.Namespace) -> FinetuneConfig:
     if getattr(args, "seed", None) is not None:
         check_seed("--seed", args.seed)
     check_text("--scenario", getattr(args, "scenario", None))
+    check_number("--label-frac", args.label_frac, positive=True, maximum=1.0)
     if args.arch is not None:
         from ecg_hpc.models.architectures import arch_spec  # imports TensorFlow, so only when needed
 
@@ -157,7 +164,7 @@ def _train(config: FinetuneConfig, init: dict[str, Any], arch: str, width: float
     from ecg_hpc.train.metrics import f1_report, one_hot
     from ecg_hpc.train.nonfinite import TerminateOnNonFinite
     from ecg_hpc.train.predictions import write_predictions
-    from ecg_hpc.train.splits import stratified_holdout
+    from ecg_hpc.train.splits import nested_label_subset, stratified_holdout
     from ecg_hpc.train.threads import configure_cpu_threads
     from ecg_hpc.train.validation import ValidationMonitor
 
@@ -165,6 +172,10 @@ def _train(config: FinetuneConfig, init: dict[str, Any], arch: str, width: float
     data = load_prepared(config.data)
     classes = [str(c) for c in data.classes]
     keep, held = stratified_holdout(np.asarray(data.y_train), config.val_size, np.random.default_rng(config.seed))
+    n_pool = len(keep)
+    if config.label_frac < 1.0:  # its own stream of the seed: the validation split stays the same
+        keep = keep[nested_label_subset(np.asarray(data.y_train)[keep], config.label_frac,
+                                        np.random.default_rng([config.seed, LABEL_STREAM]))]
     sets = {
         "train": (data.x_train[keep], data.y_train[keep], [data.names_train[i] for i in keep]),
         "val": (data.x_train[held], data.y_train[held], [data.names_train[i] for i in held]),
@@ -199,6 +210,7 @@ def _train(config: FinetuneConfig, init: dict[str, Any], arch: str, width: float
     return {
         "split": {"test_seed": int(data.test_seed), "test_size": float(data.test_size),
                   "val_size": config.val_size, "fingerprint": str(data.fingerprint),
+                  "label_frac": config.label_frac, "n_train_pool": n_pool,
                   "n_train": len(keep), "n_val": len(held), "n_test": len(data.y_test)},
         "epochs_run": len(fit.history["loss"]), "best_epoch": monitor.best_epoch,
         "best_val": scores["val"], "test": scores["test"], "threads": threads, "jit_compile": JIT_COMPILE,
@@ -259,6 +271,7 @@ def _run(config: FinetuneConfig, job_dir: Path) -> dict[str, Any]:
     info["init"] = ({"source": RANDOM} if config.init == RANDOM else {
         "source": "checkpoint", "checkpoint": config.init, "pretrain_run": str(Path(config.init).parent)})
     info["arch"], info["width"] = config.arch or DEFAULT_ARCH, config.width
+    info["label_frac"] = config.label_frac
     write_run(job_dir, info)
     try:
         with _sigterm_raises():

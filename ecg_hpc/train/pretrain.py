@@ -39,13 +39,13 @@ from ecg_hpc.data.icentia11k import select_patients
 from ecg_hpc.data.pipeline import make_dataset
 from ecg_hpc.data.pool import DEFAULT_POOL_MB, DEFAULT_READ_RATIO, DEFAULT_READERS, PoolOptions, stage_patients
 from ecg_hpc.data.store import Store, check_sizes, patients_fingerprint
-from ecg_hpc.errors import ConfigError, DataError, EcgHpcError, report_native_crashes, user_error
+from ecg_hpc.errors import ConfigError, DataError, EcgHpcError, WorkerFailed, report_native_crashes, user_error
 from ecg_hpc.hpc.jobenv import REQUEUE_EXIT_CODE, request_requeue, time_left_s
 from ecg_hpc.interrupt import EXIT_INTERRUPTED
 from ecg_hpc.models import ARCHS, PRECISIONS, configure_precision
 from ecg_hpc.options import check_number, check_seed
 from ecg_hpc.progress import Progress
-from ecg_hpc.rundir import (atomic_write_csv, environment_info, is_done, mark_failed, read_run, utc_now,
+from ecg_hpc.rundir import (atomic_write_csv, environment_info, is_done, read_run, record_failure, utc_now,
                             write_run, writing)
 from ecg_hpc.tasks import TASKS, get_task
 from ecg_hpc.train import checkpoints, distributed
@@ -89,8 +89,10 @@ def add_arguments(parser: argparse.ArgumentParser, job_dir_required: bool = True
     parser.add_argument("--steps-per-epoch", type=int, default=None,
                         help=f"steps per epoch (default: {DEFAULT_STEPS} unless --samples-per-patient is given)")
     parser.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate of one worker (default: 1e-3)")
-    parser.add_argument("--lr-scaling", choices=("linear", "none"), default="linear",
-                        help="scale the learning rate by the number of workers (default: linear)")
+    parser.add_argument("--lr-scaling", choices=tuple(distributed.LR_SCALING_RULES), default="linear",
+                        help="how the learning rate grows with the number of workers: linear (x workers, the "
+                             "authors'), sqrt (x sqrt(workers), gentler for Adam with many workers) or none "
+                             "(default: linear); run.json records the rule")
     parser.add_argument("--warmup-epochs", type=float, default=1.0,
                         help="epochs of linear warm-up to the scaled learning rate (default: 1)")
     parser.add_argument("--precision", default="float32", choices=PRECISIONS, help="dtype policy (default: float32)")
@@ -283,7 +285,7 @@ class _Run:
         return make_dataset(self.store, args.task, self.patients, frame_size=args.frame_size,
                             batch_size=args.batch_size, seed=args.seed, epoch=epoch, rank=self.world.rank,
                             world_size=self.world.size, steps=args.steps_per_epoch, start_step=skip_steps,
-                            pool=pool_options(args))
+                            parallel_batches=self.world.cpu_threads, pool=pool_options(args))
 
     # -- job directory (rank 0) ---------------------------------------------------------------------------------
     def start_record(self) -> None:
@@ -307,7 +309,7 @@ class _Run:
             "frame_size": self.args.frame_size, "frac": self.args.frac, "n_patients": len(self.patients),
             "epochs": self.args.epochs, "epochs_done": 0, "world_size": self.world.size, "hosts": list(job.hosts),
             "device": self.world.device,
-            "store": self.store_record,
+            "store": dict(self.store_record, per_patient=self.store.manifest().get("per_patient")),
             "horovod": distributed.lr_record(self.schedule, self.world.size, self.args.lr_scaling),
             "epoch_times_s": [], "frames_per_s": None,
             "sampler": (pool_options(self.args).record() if self.args.sampler == "pool"
@@ -449,15 +451,20 @@ def finished(job_dir: str | Path, epochs: int) -> bool:
 
 def train(args: argparse.Namespace) -> str:
     """Run (or resume) the pretraining job of ``args`` on this worker; return ``"done"``, ``"preempted"`` or
-    ``"interrupted"`` (SIGINT: checkpointed like a preemption, but not requeued)."""
+    ``"interrupted"`` (SIGINT: checkpointed like a preemption, but not requeued).
+
+    Rank 0 alone reads and writes the job folder (the others learn from it whether the run is done already); a
+    worker that fails records itself in run.json (``rundir.record_failure``) before it exits.
+    """
     check_arguments(args)
-    if finished(args.job_dir, args.epochs):
-        print(f"{args.job_dir}: run.json says done with {args.epochs} epochs; nothing to do", flush=True)
-        return "done"
-    world = distributed.start()
+    world = distributed.start(shared_dir=Path(args.job_dir))
     run = _Run(args, world)
     lock = contextlib.ExitStack()
     try:
+        if distributed.broadcast_object(finished(args.job_dir, args.epochs) if world.is_chief else None):
+            if world.is_chief:
+                print(f"{args.job_dir}: run.json says done with {args.epochs} epochs; nothing to do", flush=True)
+            return "done"
         _hold_lock(lock, world, Path(args.job_dir))
         with StopFlag() as stop:
             run.build()
@@ -467,6 +474,9 @@ def train(args: argparse.Namespace) -> str:
             run.check_in_sync()
         if status == "preempted":
             by_user = stop.signal_name == "SIGINT"
+            # Every worker exits with REQUEUE_EXIT_CODE; the TERM that srun --kill-on-bad-exit sends the others
+            # when the first one exits must not turn theirs into 143 (the sbatch script requeues on 144).
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
             if world.is_chief:
                 requeue = "" if by_user else request_requeue(world.job)
                 if requeue.startswith(("not requeued", "could not requeue")):  # scancel: nobody resumes it
@@ -475,18 +485,22 @@ def train(args: argparse.Namespace) -> str:
                     run.finish_record("preempted")
                 print(f"interrupted by SIGINT: checkpoint kept in {args.job_dir}; start the same command again to "
                       f"resume" if by_user else f"preempted by {stop.signal_name}: {requeue}", flush=True)
+            distributed.barrier()  # no worker exits (ending the step) before rank 0 has asked for the requeue
             return "interrupted" if by_user else status
         if world.is_chief:
             run.finish_record("done")
             print(f"done: {args.job_dir}", flush=True)
         return status
     except BaseException as exc:
-        if world.is_chief and not isinstance(exc, JobDirBusy):  # a busy run belongs to its holder
+        if not isinstance(exc, JobDirBusy):  # a busy run belongs to its holder
             reason = str(exc) if isinstance(exc, EcgHpcError) else f"{type(exc).__name__}: {exc}"
-            if run.info:
-                run.finish_record("failed", reason)
-            else:
-                mark_failed(args.job_dir, reason)
+            if world.is_chief and run.info:
+                run.info["wall_time_s"] = round(sum(run.info["epoch_times_s"] or []), 3)
+            record = record_failure(args.job_dir, "pretrain", world.rank, world.job.hostname, reason,
+                                    info=run.info if world.is_chief and run.info else None)
+            if record.get("failed_rank", world.rank) != world.rank and isinstance(exc, Exception):
+                raise WorkerFailed(f"rank {record['failed_rank']} on {record['failed_host']} failed first "
+                                   f"({record['error']}); rank {world.rank} stopped with it") from exc
         raise
     finally:
         lock.close()
