@@ -13,7 +13,7 @@ times its epochs); the trainers alternate over ``--rounds``. Prints per trainer 
 epochs' median wall and CPU seconds, the whole process's, the validation macro F1 after the last epoch, and the
 ratios authors / project (above 1: the project is faster).
 
-    python bench/finetune_epoch.py --records ../shared/data/physionet2017-validation
+    python bench/finetune_epoch.py --records tests/data/physionet2017-validation
     python bench/finetune_epoch.py --records DIR --before /tmp/before --rounds 2 --authors-path /tmp/extra
 
 The authors' package imports ``samplerate`` and ``tqdm`` (for its dataset scripts; the trainer does not use them):
