@@ -202,16 +202,29 @@ class BatchSampler:
         neg_patient, neg_segment, neg_start = self._draw(rng, b * k, f, exclude=np.repeat(patient, k))
         negatives = np.empty((b * k, f), self.value_dtype)
         self._gather(neg_patient, neg_segment, neg_start, negatives, None)
-        labels = rng.integers(0, k + 1, b)
-        is_positive = np.arange(k + 1)[None, :] == labels[:, None]
-        candidates = np.empty((b, k + 1, f), self.value_dtype)
-        candidates[is_positive] = window[:, c * f:]
-        candidates[~is_positive] = negatives
-        m_candidates = np.empty((b, k + 1), np.float32)
-        m_candidates[is_positive] = self.multiplier[patient]
-        m_candidates[~is_positive] = self.multiplier[neg_patient]
-        return window[:, :c * f], candidates, self.multiplier[patient], m_candidates, labels.astype(np.int32)
+        return future_batch(rng, window, negatives, self.multiplier[patient], self.multiplier[neg_patient], c)
 
+
+
+def future_batch(rng: np.random.Generator, window: np.ndarray, negatives: np.ndarray, m_window: np.ndarray,
+                 m_negatives: np.ndarray, context_frames: int) -> tuple[np.ndarray, ...]:
+    """Split ``window`` (context + true next frame) and place the true frame at a random one of the candidates.
+
+    ``negatives`` holds ``num_negatives`` frames per row, ``m_*`` their patients' multipliers. Returns
+    ``(context, candidates, m_context, m_candidates, labels)``, the layout both samplers hand to the future task.
+    """
+    b = window.shape[0]
+    f = window.shape[1] // (context_frames + 1)
+    k = negatives.shape[0] // b
+    labels = rng.integers(0, k + 1, b)
+    is_positive = np.arange(k + 1)[None, :] == labels[:, None]
+    candidates = np.empty((b, k + 1, f), window.dtype)
+    candidates[is_positive] = window[:, context_frames * f:]
+    candidates[~is_positive] = negatives
+    m_candidates = np.empty((b, k + 1), np.float32)
+    m_candidates[is_positive] = m_window
+    m_candidates[~is_positive] = m_negatives
+    return window[:, :context_frames * f], candidates, m_window, m_candidates, labels.astype(np.int32)
 
 def label_keys(rhythm: bool, start: np.ndarray, frame: int, dtype: np.dtype) -> tuple[np.ndarray, int]:
     """Search keys ``(B, 2)`` into a segment's packed labels and the count to drop at each end, so that

@@ -35,8 +35,8 @@ from typing import Any, Sequence
 import numpy as np
 
 from ecg_hpc.data import icentia11k as ic
-from ecg_hpc.data.pipeline import (CONTEXT_FRAMES, DEFAULT_NEGATIVES, check_sampler_arguments, label_keys,
-                                   normalise, ragged_labels)
+from ecg_hpc.data.pipeline import (CONTEXT_FRAMES, DEFAULT_NEGATIVES, check_sampler_arguments, future_batch,
+                                   label_keys, normalise, ragged_labels)
 from ecg_hpc.data.store import PATIENTS_DIR, SegmentReader, Store, patient_dir
 from ecg_hpc.errors import ConfigError, DataError
 from ecg_hpc.rundir import atomic_dir
@@ -237,7 +237,13 @@ class PoolSampler:
                 pid, segment, first, n_starts = self.plan.rows[index].tolist()
                 layout = reader.layout(pid)
                 length = min(n_starts + self._span, layout.segment_len - first)
-                reader.read_signal(pid, segment, first, self._pool[row, :length])
+                target = self._pool[row, :length]
+                if layout.dtype == target.dtype:
+                    reader.read_signal(pid, segment, first, target)
+                else:  # a store mixing int16 and float32 patients: read in the patient's dtype, then widen
+                    widened = np.empty(length, layout.dtype)
+                    reader.read_signal(pid, segment, first, widened)
+                    target[:] = widened
                 labels = None if self._kind is None else reader.read_labels(pid, self._kind, segment)
                 multiplier = np.float32(layout.scale / ic.STD)
                 with self._cond:
@@ -359,15 +365,7 @@ class PoolSampler:
                     break
                 neg_slot[same], neg_offset[same] = self._draw(rng, same.size)
         negatives = self._copy(neg_slot, neg_offset, f)
-        labels = rng.integers(0, k + 1, b)
-        is_positive = np.arange(k + 1)[None, :] == labels[:, None]
-        candidates = np.empty((b, k + 1, f), self.value_dtype)
-        candidates[is_positive] = window[:, c * f:]
-        candidates[~is_positive] = negatives
-        m_candidates = np.empty((b, k + 1), np.float32)
-        m_candidates[is_positive] = self._mult[slot]
-        m_candidates[~is_positive] = self._mult[neg_slot]
-        return window[:, :c * f], candidates, self._mult[slot], m_candidates, labels.astype(np.int32)
+        return future_batch(rng, window, negatives, self._mult[slot], self._mult[neg_slot], c)
 
 
 def stage_patients(store: Store | str | Path, patient_ids: Sequence[int], dest: str | Path,
