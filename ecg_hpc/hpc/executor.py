@@ -144,7 +144,8 @@ def resolve_plan(args: argparse.Namespace, tasks_per_node: int | None = None, ar
     """Resolve the cluster options (defaults filled in, combinations checked); ``tasks_per_node`` overrides.
 
     On SLURM the defaults follow the partition (``Partition``): one worker per GPU (1 without GPUs), the node's
-    CPUs shared among them, no GPU request where it has none; a request it can never run is a ConfigError. An
+    CPUs shared among them, no GPU request where it has none; a request it can never run is a ConfigError (a
+    warning on a dry run, which submits nothing). An
     ``array_task`` (one process of a job array) asks for at most one GPU and a GPU's share of the node's CPUs.
     ``partition`` is asked of ``sinfo`` unless given.
     """
@@ -176,7 +177,10 @@ def resolve_plan(args: argparse.Namespace, tasks_per_node: int | None = None, ar
         if cpus is None:
             cpus = partition.default_cpus_per_task(max(1, partition.gpus_per_node) if array_task else tasks)
         refusal = partition.refusal(args.nodes, tasks, gpus, cpus, mem_gb)
-        if refusal:
+        if refusal and getattr(args, "dry_run", False):  # a dry run submits nothing: show the job, say it can't run
+            print(f"warning: {refusal}: this cluster could never run the job shown; it was not submitted",
+                  file=sys.stderr)
+        elif refusal:
             raise ConfigError(f"{refusal}: such a job would pend forever, so nothing was submitted")
     python = shlex.quote(sys.executable)
     if args.image:
