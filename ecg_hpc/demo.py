@@ -148,39 +148,48 @@ class Demo:
     def run(self, title: str, cmd: list[str], done: bool = False) -> None:
         """Print the stage, then run ``cmd`` (streaming its output) unless its output is ``done`` already."""
         self.stage_no += 1
-        print(f"\n=== [{self.stage_no}] {title}", flush=True)
-        if done:
-            print("    already done, skipped", flush=True)
-            return
-        print("    $ " + " ".join(_shorten(c, self.w) for c in cmd), flush=True)
-        start = time.monotonic()
-        returncode = self._stage(title, cmd)
+        stage = f"stage [{self.stage_no}] {title}"
+        try:  # a Ctrl-C anywhere in the stage, even before its command starts, names the stage
+            print(f"\n=== [{self.stage_no}] {title}", flush=True)
+            if done:
+                print("    already done, skipped", flush=True)
+                return
+            print("    $ " + " ".join(_shorten(c, self.w) for c in cmd), flush=True)
+            start = time.monotonic()
+            returncode = self._stage(stage, cmd)
+        except KeyboardInterrupt:
+            raise DemoInterrupted(stage) from None
         if returncode != 0:
             raise ConfigError(f"stage '{title}' failed (exit {returncode}); fix the cause and run the demo "
                               f"again: finished stages are skipped")
         print(f"    ({time.monotonic() - start:.0f} s)", flush=True)
 
-    def _stage(self, title: str, cmd: list[str]) -> int:
+    def _stage(self, stage: str, cmd: list[str]) -> int:
         """Run one stage's command in its own session, relaying its output; on Ctrl-C stop it as a terminal would
         (SIGINT to its process group), cancel a SLURM job it submitted, drop its output and raise DemoInterrupted."""
-        proc = subprocess.Popen(cmd, cwd=REPO, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                text=True, errors="replace", start_new_session=True)
-        relay = _Relay(proc)
+        proc: subprocess.Popen[str] | None = None
+        relay: _Relay | None = None
         try:
+            proc = subprocess.Popen(cmd, cwd=REPO, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                    text=True, errors="replace", start_new_session=True)
+            relay = _Relay(proc)
             return proc.wait()
         except KeyboardInterrupt:
             signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the stop short
-            relay.silence()
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGINT)
-            proc.wait()
             cancelled = ""
-            if relay.slurm_job:
+            if relay is not None:
+                relay.silence()
+            if proc is not None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGINT)
+                proc.wait()
+            if relay is not None and relay.slurm_job:
                 subprocess.run(["scancel", relay.slurm_job], capture_output=True, timeout=60)
                 cancelled = f", its SLURM job {relay.slurm_job} cancelled"
-            raise DemoInterrupted(f"stage [{self.stage_no}] {title}{cancelled}") from None
+            raise DemoInterrupted(f"{stage}{cancelled}") from None
         finally:
-            relay.join()
+            if relay is not None:
+                relay.join()
 
     def data(self, module: str, *args: str) -> list[str]:
         """Command line of ``python -m MODULE ARGS``."""
