@@ -111,6 +111,10 @@ def test_killed_conversion_leaves_no_half_patient_and_resumes(tmp_path):
     assert digests(dst) == digests(tmp_path / "single")
 
 
+def _cluster_running() -> bool:
+    return subprocess.run([str(ROOT / "tests" / "cluster" / "slurm.sh"), "status"], capture_output=True).returncode == 0
+
+
 def _wait_slurm(job_id: str, timeout_s: float = 600) -> None:
     """Until squeue no longer lists the job (all its array tasks)."""
     deadline = time.monotonic() + timeout_s
@@ -120,7 +124,8 @@ def _wait_slurm(job_id: str, timeout_s: float = 600) -> None:
 
 
 @pytest.mark.slurm
-def test_slurm_array_matches_single_process_and_a_killed_task_resubmits_alone(slurm_cluster, tmp_path):
+@pytest.mark.skipif(not _cluster_running(), reason="no test SLURM running (tests/cluster/slurm.sh status)")
+def test_slurm_array_matches_single_process_and_a_killed_task_resubmits_alone(tmp_path):
     """An array of 3 tasks on the real test SLURM; task 1 is killed (scancel --signal=KILL) after its first patient; the
     store then holds only complete patients, and submitting again converts just the rest of task 1's block."""
     pids = list(range(20, 38))  # 3 blocks of 6 patients of ~1 s each: the kill lands before block 1 is done
