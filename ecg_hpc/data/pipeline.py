@@ -147,13 +147,7 @@ class BatchSampler:
     def batch(self, step: int) -> tuple[np.ndarray, ...]:
         """Batch ``step`` as the dataset yields it, in numpy: ``(frames (B, F, 1), labels)``, or for ``future``
         ``(context (B, C, F, 1), candidates (B, K+1, F, 1), labels)``; frames normalised float32."""
-        raw = self.raw_batch(step)
-        if self.task == "future":
-            context, candidates, m_context, m_candidates, labels = raw
-            context = normalise(context, m_context).reshape(self.batch_size, self.context_frames, -1)
-            return context[..., None], normalise(candidates, m_candidates)[..., None], labels
-        values, multiplier, labels = raw
-        return normalise(values, multiplier)[..., None], labels
+        return normalised_batch(self.task, self.raw_batch(step), self.context_frames)
 
     def _draw(self, rng: np.random.Generator, n: int, span: int,
               exclude: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -205,6 +199,17 @@ class BatchSampler:
         return future_batch(rng, window, negatives, self.multiplier[patient], self.multiplier[neg_patient], c)
 
 
+
+
+def normalised_batch(task: str, raw: tuple[np.ndarray, ...], context_frames: int) -> tuple[np.ndarray, ...]:
+    """A sampler's raw batch (int16/float32 values and multipliers) as the dataset yields it: frames normalised
+    float32 with a channel axis, ``future`` context split into ``context_frames`` frames."""
+    if task == "future":
+        context, candidates, m_context, m_candidates, labels = raw
+        context = normalise(context, m_context).reshape(context.shape[0], context_frames, -1)
+        return context[..., None], normalise(candidates, m_candidates)[..., None], labels
+    values, multiplier, labels = raw
+    return normalise(values, multiplier)[..., None], labels
 
 def future_batch(rng: np.random.Generator, window: np.ndarray, negatives: np.ndarray, m_window: np.ndarray,
                  m_negatives: np.ndarray, context_frames: int) -> tuple[np.ndarray, ...]:

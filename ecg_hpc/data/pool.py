@@ -36,7 +36,7 @@ import numpy as np
 
 from ecg_hpc.data import icentia11k as ic
 from ecg_hpc.data.pipeline import (CONTEXT_FRAMES, DEFAULT_NEGATIVES, check_sampler_arguments, future_batch,
-                                   label_keys, normalise, ragged_labels)
+                                   label_keys, normalised_batch, ragged_labels)
 from ecg_hpc.data.store import PATIENTS_DIR, SegmentReader, Store, patient_dir
 from ecg_hpc.errors import ConfigError, DataError
 from ecg_hpc.rundir import atomic_dir
@@ -337,13 +337,7 @@ class PoolSampler:
 
     def batch(self, step: int) -> tuple[np.ndarray, ...]:
         """Batch ``step`` normalised, laid out as ``pipeline.BatchSampler.batch``."""
-        raw = self.raw_batch(step)
-        if self.task == "future":
-            context, candidates, m_context, m_candidates, labels = raw
-            context = normalise(context, m_context).reshape(self.batch_size, self.context_frames, -1)
-            return context[..., None], normalise(candidates, m_candidates)[..., None], labels
-        values, multiplier, labels = raw
-        return normalise(values, multiplier)[..., None], labels
+        return normalised_batch(self.task, self.raw_batch(step), self.context_frames)
 
     def _copy(self, slot: np.ndarray, offset: np.ndarray, length: int) -> np.ndarray:
         out = np.empty((slot.size, length), self.value_dtype)
