@@ -145,8 +145,13 @@ def test_checkpoints_save_restore_and_resume_point(tmp_path: Path) -> None:
 @pytest.fixture(scope="module")
 def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A 4-patient synthetic store: published pkl.gz format -> convert-icentia, through the real CLIs."""
-    base = tmp_path_factory.mktemp("pretrain_data")
-    for cmd in (["synth-icentia", "--dst", str(base / "release"), "--patients", "4", "--segments", "2",
+    return synthetic_store(tmp_path_factory.mktemp("pretrain_data"), patients=4)
+
+
+def synthetic_store(base: Path, patients: int) -> Path:
+    """``patients`` synthetic patients (2 x 20,000 samples) in the published pkl.gz format under ``base``, converted
+    to ``base/store`` through the real CLIs; returns the store."""
+    for cmd in (["synth-icentia", "--dst", str(base / "release"), "--patients", str(patients), "--segments", "2",
                  "--segment-size", "20000", "--seed", "1"],
                 ["convert-icentia", "--src", str(base / "release"), "--dst", str(base / "store"), "--quiet"]):
         proc = subprocess.run([sys.executable, "-m", "ecg_hpc.data", *cmd], capture_output=True, text=True,
