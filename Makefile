@@ -1,5 +1,6 @@
 # ecg-hpc: the two commands a new user and CI run.
 #   make demo   set up (container/install.sh), then run the whole study at small scale on this machine
+#               (SEEDS=0,1,2 picks the fine-tuning seeds)
 #   make test   set up, then run the full test suite (starts the project's own test SLURM; needs root)
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -11,7 +12,7 @@ setup:
 	ECG_HPC_VENV=$(VENV) bash container/install.sh
 
 demo: setup
-	$(PY) launch/demo.py
+	$(PY) launch/demo.py $(if $(SEEDS),--seeds $(SEEDS),)
 
 demo-real: setup
 	$(PY) launch/demo.py --real $(if $(RECORDS),--records $(RECORDS),)

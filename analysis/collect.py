@@ -4,8 +4,11 @@ A fine-tuning run's scenario is what its ``run.json`` says, not its folder name:
 pretrained init the pretraining task, arch, frame size, fraction of patients and epoch, plus the fine-tune arch
 and width. Fields a run.json's ``init`` lacks are taken from the pretraining run's own run.json when it can be
 found (``init.pretrain_run``), the epoch from an ``epoch_NN`` checkpoint path; a fraction still absent means all
-patients. Macro F1 and per-class F1 of a run are its run.json ``test`` values (the trainer computes them from
-``test_predictions.csv`` with the rule of docs/design-facts.md); epochs to early stop are ``epochs_run``.
+patients; ``label_frac`` (the labelled fraction of the training records) absent means all of them. Macro F1 and
+per-class F1 of a run are its run.json ``test`` values (the trainer computes them from ``test_predictions.csv``
+with the rule of docs/design-facts.md), the challenge F1 the mean of the N, A and O values; epochs to early stop
+are ``epochs_run``. Confusion counts come from ``test_predictions.csv`` and pretraining curves from the
+pretraining runs' ``history.csv``; a run without them is only left out of those figures.
 
 Nothing is dropped silently: failed, running and died runs, malformed run.json or CSVs (a non-finite score
 included, so it is never averaged), finished runs that repeat a (scenario, seed) of a newer one (counted once),
@@ -19,7 +22,7 @@ import datetime as _dt
 import fnmatch
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -31,11 +34,18 @@ from ecg_hpc.hpc.run_state import DIED, derived_status
 from ecg_hpc.progress import Progress
 from ecg_hpc.records import (CLASSES, EPOCH_DIR, RANDOM, RUN_JSON, FinetuneRun, InitSource, PretrainRun, RecordError,
                              RunRecord, read_pretrain_run, read_record)
+from ecg_hpc.train.metrics import challenge_f1, confusion_counts
+from ecg_hpc.train.predictions import read_predictions
 
-KEY_COLUMNS = ("init", "task", "pretrain_arch", "frame_size", "frac", "pretrain_epoch", "arch", "width")
-RUN_COLUMNS = ("scenario", *KEY_COLUMNS, "seed", "status", "macro_f1", *(f"f1_{c}" for c in CLASSES),
-               "epochs_run", "best_epoch", "sweep_scenario", "run_dir", "error", "finished_at")
+KEY_COLUMNS = ("init", "task", "pretrain_arch", "frame_size", "frac", "pretrain_epoch", "arch", "width",
+               "label_frac")
+RUN_COLUMNS = ("scenario", *KEY_COLUMNS, "seed", "status", "macro_f1", "challenge_f1",
+               *(f"f1_{c}" for c in CLASSES), "epochs_run", "best_epoch", "sweep_scenario", "run_dir", "error",
+               "finished_at")
 HISTORY_COLUMNS = ("scenario", "run_dir", "epoch", "f1")
+CONFUSION_COLUMNS = ("scenario", "run_dir", "true", "pred", "count")
+PRETRAIN_COLUMNS = ("run_dir", "task", "arch", "frac", "frame_size", "epoch", "metric", "value")
+PREDICTIONS_CSV = "test_predictions.csv"
 PROBLEM_COLUMNS = ("problem", "kind", "run_dir", "scenario", "seed", "detail")
 HISTORY_CSV = "history.csv"
 MANIFEST_PATTERN = "*manifest*.jsonl"
@@ -56,6 +66,8 @@ class Collection:
     history: pd.DataFrame
     problems: pd.DataFrame
     n_pretrain: int
+    confusion: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=list(CONFUSION_COLUMNS)))
+    pretrain_history: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=list(PRETRAIN_COLUMNS)))
 
     @property
     def done(self) -> pd.DataFrame:
@@ -81,11 +93,15 @@ def percent(frac: float) -> str:
 
 def scenario_label(row: dict[str, Any] | pd.Series, omit: tuple[str, ...] = ()) -> str:
     """Readable unique name of a scenario key, e.g. 'random -> resnet18', 'beat resnet18 f4096 10% ep5 ->
-    resnet18' (a width other than 1 is appended to the fine-tune arch as 'x0.25'); key fields named in ``omit``
-    are left out, which names the family of scenarios that differ only in them."""
+    resnet18' (a width other than 1 is appended to the fine-tune arch as 'x0.25', a labelled fraction other than
+    1 as ', 5% labels'); key fields named in ``omit`` are left out, which names the family of scenarios that
+    differ only in them."""
     target = str(row["arch"])
     if not is_missing(row["width"]) and float(row["width"]) != 1.0:
         target += f" x{float(row['width']):g}"
+    label_frac = row.get("label_frac")
+    if "label_frac" not in omit and not is_missing(label_frac) and float(label_frac) != 1.0:
+        target += f", {percent(label_frac)} labels"
     if row["init"] == "random":
         return f"random -> {target}"
     fields = {"task": str(row["task"]),
@@ -179,7 +195,8 @@ def _key(run: FinetuneRun, root: Path) -> dict[str, Any]:
     init = run.init
     key: dict[str, Any] = {"init": init.source, "task": None, "pretrain_arch": None, "frame_size": None,
                            "frac": None, "pretrain_epoch": None, "arch": run.arch,
-                           "width": float(run.width) if run.width is not None else None}
+                           "width": float(run.width) if run.width is not None else None,
+                           "label_frac": float(run.label_frac)}
     if init.source == RANDOM:
         return key
     pre = _pretrain_run(init, root)
@@ -211,6 +228,7 @@ def _finetune_row(run: FinetuneRun, run_dir: str, root: Path) -> dict[str, Any]:
     row["macro_f1"] = float(run.test.macro_f1)
     for c in CLASSES:
         row[f"f1_{c}"] = float(run.test.f1[c])
+    row["challenge_f1"] = challenge_f1({c: row[f"f1_{c}"] for c in CLASSES})
     row.update(epochs_run=run.epochs_run, best_epoch=run.best_epoch)
     return row
 
@@ -231,6 +249,38 @@ def _read_history(run_dir: Path) -> pd.DataFrame:
     if frame.isna().any().any():
         raise _Malformed(f"{HISTORY_CSV} has empty or non-numeric epoch/f1 values")
     return frame
+
+
+def _read_confusion(run_dir: Path) -> pd.DataFrame | None:
+    """Confusion counts (true, pred, count) of a run's test predictions; None without the file."""
+    path = run_dir / PREDICTIONS_CSV
+    if not path.is_file():
+        return None
+    try:
+        _, labels, prob, classes = read_predictions(path)
+    except ValueError as exc:
+        raise _Malformed(str(exc).replace(str(path), PREDICTIONS_CSV)) from None
+    counts = confusion_counts(labels, prob)
+    return pd.DataFrame([{"true": t, "pred": p, "count": counts[i, j]} for i, t in enumerate(classes)
+                         for j, p in enumerate(classes)])
+
+
+_PRETRAIN_NOT_METRICS = ("epoch", "time_s", "frames_per_s")
+
+
+def _read_pretrain_history(run_dir: Path, run: PretrainRun) -> pd.DataFrame | None:
+    """A pretraining run's per-epoch metrics (loss, accuracy, ...) as long rows; None when it has no readable
+    history.csv (a run that has not finished an epoch)."""
+    try:
+        frame = pd.read_csv(run_dir / HISTORY_CSV)
+    except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError):
+        return None
+    if "epoch" not in frame.columns or frame.empty:
+        return None
+    metrics = [c for c in frame.columns if c not in _PRETRAIN_NOT_METRICS]
+    long = frame.melt(id_vars=["epoch"], value_vars=metrics, var_name="metric", value_name="value")
+    long["value"] = pd.to_numeric(long["value"], errors="coerce")
+    return long.dropna().assign(task=run.task, arch=run.arch, frac=run.frac, frame_size=run.frame_size)
 
 
 def _running_detail(started: str | None) -> str:
@@ -258,8 +308,20 @@ def _status_problem(run: RunRecord, shown: str, scenario: Any, run_dir: Path | N
     return None
 
 
-def _read_one(run_dir: Path, root: Path, rows: list, curves: list, problems: list) -> str | None:
-    """Read one run directory into the row/curve/problem lists; return its kind when it was understood."""
+@dataclass
+class _Gathered:
+    """What reading the run directories accumulates (lists of rows and frames)."""
+
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    curves: list[pd.DataFrame] = field(default_factory=list)
+    confusion: list[pd.DataFrame] = field(default_factory=list)
+    pretrain: list[pd.DataFrame] = field(default_factory=list)
+    problems: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _read_one(run_dir: Path, root: Path, got: _Gathered) -> str | None:
+    """Read one run directory into ``got``; return its kind when it was understood."""
+    rows, curves, problems = got.rows, got.curves, got.problems
     shown = _shown(run_dir, root)
     try:
         run = read_record(run_dir)
@@ -271,6 +333,9 @@ def _read_one(run_dir: Path, root: Path, rows: list, curves: list, problems: lis
     if isinstance(run, PretrainRun):
         problem = _status_problem(run, shown, None, run_dir)
         problems += [problem] if problem else []
+        history = _read_pretrain_history(run_dir, run)
+        if history is not None:
+            got.pretrain.append(history.assign(run_dir=shown))
         return run.kind
     try:
         row = _finetune_row(run, shown, root)
@@ -290,6 +355,14 @@ def _read_one(run_dir: Path, root: Path, rows: list, curves: list, problems: lis
     except _Malformed as exc:
         problems.append(_problem("incomplete", run.kind, shown, f"{exc} (left out of the curves)", row["scenario"],
                                  row["seed"]))
+    try:
+        confusion = _read_confusion(run_dir)
+    except _Malformed as exc:
+        problems.append(_problem("incomplete", run.kind, shown, f"{exc} (left out of the confusion matrices)",
+                                 row["scenario"], row["seed"]))
+    else:
+        if confusion is not None:
+            got.confusion.append(confusion.assign(scenario=row["scenario"], run_dir=shown))
     return run.kind
 
 
@@ -353,25 +426,32 @@ def collect(root: str | os.PathLike[str], progress: bool = True) -> Collection:
     problems += missing
     if not run_dirs and not planned:
         raise DataError(f"{root}: no run directories (no {RUN_JSON} found below it)")
-    rows: list[dict[str, Any]] = []
-    curves: list[pd.DataFrame] = []
+    got = _Gathered(problems=problems)
     bar = Progress(len(run_dirs), "reading run directories", unit="runs") if progress and run_dirs else None
     n_pretrain = 0
     for run_dir in run_dirs:
-        n_pretrain += _read_one(run_dir, root, rows, curves, problems) == "pretrain"
+        n_pretrain += _read_one(run_dir, root, got) == "pretrain"
         if bar:
             bar.update()
-    runs = pd.DataFrame(rows, columns=list(RUN_COLUMNS))
+    runs = pd.DataFrame(got.rows, columns=list(RUN_COLUMNS))
     for column in ("seed", "epochs_run", "best_epoch"):  # integers even where a run lacks them
         values = pd.to_numeric(runs[column], errors="coerce")
         runs[column] = values.where(values == values.round()).astype("Int64")  # a non-integer seed is NA
     runs = sort_scenarios(runs) if len(runs) else runs
     runs, repeated = _duplicates(runs)
     problems += repeated
-    history = pd.concat(curves, ignore_index=True)[list(HISTORY_COLUMNS)] if curves else \
-        pd.DataFrame(columns=list(HISTORY_COLUMNS))
     superseded = set(runs.loc[runs["status"] == SUPERSEDED, "run_dir"])
-    history = history[~history["run_dir"].isin(superseded)].reset_index(drop=True)  # each (scenario, seed) once
+
+    def current(frame: pd.DataFrame) -> pd.DataFrame:  # each (scenario, seed) once
+        return frame[~frame["run_dir"].isin(superseded)].reset_index(drop=True)
     problem_frame = pd.DataFrame(problems, columns=list(PROBLEM_COLUMNS))
     problem_frame = problem_frame.sort_values(["problem", "run_dir"], kind="stable").reset_index(drop=True)
-    return Collection(root=root, runs=runs, history=history, problems=problem_frame, n_pretrain=n_pretrain)
+    return Collection(root=root, runs=runs, history=current(_frame(got.curves, HISTORY_COLUMNS)),
+                      problems=problem_frame, n_pretrain=n_pretrain,
+                      confusion=current(_frame(got.confusion, CONFUSION_COLUMNS)),
+                      pretrain_history=_frame(got.pretrain, PRETRAIN_COLUMNS))
+
+
+def _frame(parts: list[pd.DataFrame], columns: tuple[str, ...]) -> pd.DataFrame:
+    """The parts stacked with ``columns`` in order (an empty frame with them when there are none)."""
+    return pd.concat(parts, ignore_index=True)[list(columns)] if parts else pd.DataFrame(columns=list(columns))

@@ -1,8 +1,9 @@
 """``python -m analysis.report``: the paper's tables and figures from run directories, with statistics.
 
 Reads only run directories (run.json + CSVs) below ``--runs``, prints the tables to the terminal and writes them
-to ``--out`` (Markdown report, one CSV per table plus runs.csv, LaTeX tables; PNG figures). Problems (missing,
-failed, running, malformed runs) are listed, never dropped. Bad input gives one line on stderr and exit code 1.
+to ``--out`` (Markdown report, one CSV per table plus runs.csv, LaTeX tables; figures as PNG and PDF). Problems
+(missing, failed, running, malformed runs) are listed, never dropped. Bad input gives one line on stderr and exit
+code 1.
 """
 
 from __future__ import annotations
@@ -16,11 +17,13 @@ if __name__ == "__main__":  # a Python without the project's packages: one line 
     from ecg_hpc.venvcheck import exit_unless_installed
     exit_unless_installed(("numpy", "pandas", "scipy", "matplotlib"))
 
-from analysis.build import FIGURE_NAMES, FORMATS, REPORT_MD, RUNS_CSV, TABLES_TEX, make_report, write_report
+from analysis.build import (FIGURE_NAMES, FORMATS, REPORT_MD, RUNS_CSV, TABLES_TEX, make_report, summary_markdown,
+                            write_report)
 from analysis.collect import collect
 from analysis.render import text
 from ecg_hpc.errors import ConfigError, DataError, EcgHpcError
 from ecg_hpc.project_config import config_path, read_config
+from ecg_hpc.atomic import atomic_write_text
 
 DEFAULT_RUNS = "runs"
 
@@ -41,10 +44,10 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m analysis.report",
         description="Collect fine-tuning and pretraining run directories into the paper's tables (Table 1 with "
                     "the published numbers, pretrained-vs-random differences with bootstrap CI and Welch's "
-                    "t-test, epochs to early stop, pretraining data size and epoch, 1-D vs 2-D) and figures. "
-                    "Missing, failed, running and malformed runs are listed as problems.",
+                    "t-test, label efficiency, epochs to early stop, pretraining data size and epoch, 1-D vs 2-D) "
+                    "and figures. Missing, failed, running and malformed runs are listed as problems.",
         epilog=f"Files in --out: {REPORT_MD} (md), one CSV per table plus {RUNS_CSV} (csv), {TABLES_TEX} (tex), "
-               f"and the figures {', '.join(FIGURE_NAMES)}.")
+               f"and the figures {', '.join(FIGURE_NAMES)} (each .png and .pdf).")
     parser.add_argument("--runs", default=None, help="runs tree to read: run.json files below it; sweep "
                         f"manifests *manifest*.jsonl list planned tasks (default: {DEFAULT_RUNS}/, else the "
                         "demo's runs named in ecg-hpc.toml)")
@@ -55,7 +58,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=0, help="seed of the bootstrap resampling (default: %(default)s)")
     parser.add_argument("--resamples", type=int, default=10_000,
                         help="bootstrap resamples per comparison (default: %(default)s)")
-    parser.add_argument("--no-figures", action="store_true", help="skip the PNG figures")
+    parser.add_argument("--no-figures", action="store_true", help="skip the figures")
+    parser.add_argument("--summary", metavar="FILE",
+                        help="also write the result tables alone to FILE (Markdown without timestamp or paths: the "
+                             "same runs give the same file, for a README to include)")
     parser.add_argument("--quiet", action="store_true", help="no progress line while reading runs")
     return parser
 
@@ -91,7 +97,9 @@ def main(argv: list[str] | None = None) -> int:
         print("\n".join(text(t) for t in report.shown))
         if not written:
             raise DataError(f"{runs}: no finished fine-tuning runs to report (problems listed above)")
-        print(f"wrote {len(written)} files to {args.out}")
+        if args.summary:
+            written.append(atomic_write_text(args.summary, summary_markdown(report)))
+        print(f"wrote {len(written)} files to {args.out}" + (f" and {args.summary}" if args.summary else ""))
     except BrokenPipeError:  # the terminal output was piped into e.g. `head`: stop quietly
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1

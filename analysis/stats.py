@@ -49,3 +49,11 @@ def compare(a: np.ndarray, b: np.ndarray, rng: np.random.Generator, resamples: i
         return Difference(diff, float("nan"), float("nan"), float("nan"))
     low, high = bootstrap_ci(a, b, rng, resamples, level)
     return Difference(diff, low, high, welch_p(a, b))
+
+
+def mean_ci_halfwidth(sd: np.ndarray, n: np.ndarray, level: float = 0.95) -> np.ndarray:
+    """Half-width of Student's t confidence interval of a mean from sample sds (ddof=1) and sizes (NaN for n < 2)."""
+    sd, n = np.asarray(sd, dtype=np.float64), np.asarray(n, dtype=np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        t = _scipy_stats.t.ppf(0.5 + level / 2.0, np.where(n >= 2, n - 1, np.nan))
+        return t * sd / np.sqrt(n)

@@ -1,6 +1,7 @@
 """The report's tables as numeric pandas frames, computed from the finished fine-tuning runs.
 
-Means and standard deviations are over the runs (seeds) of a scenario, sd with ddof=1 (NaN for one run).
+Means and standard deviations are over the runs (seeds) of a scenario, sd with ddof=1 (NaN for one run); the 95 %
+confidence interval of a mean is Student's t interval (NaN for one run). Challenge F1 is the mean F1 of N, A, O.
 Where several checkpoints of one pretraining configuration were fine-tuned, the fraction-of-patients and the
 1-D vs 2-D tables use the latest epoch (the published runs fine-tuned the final checkpoint); the
 pretraining-epoch table shows them all.
@@ -16,10 +17,12 @@ import pandas as pd
 
 from analysis.collect import CLASSES, KEY_COLUMNS, percent, scenario_label, sort_scenarios
 from analysis.published import Published, published_for
-from analysis.stats import compare
+from analysis.labels import human_labels
+from analysis.stats import compare, mean_ci_halfwidth
 
-METRICS = ("macro_f1", *(f"f1_{c}" for c in CLASSES), "epochs_run", "best_epoch")
-_CONFIG = ["task", "pretrain_arch", "frame_size", "frac", "arch", "width"]
+METRICS = ("macro_f1", "challenge_f1", *(f"f1_{c}" for c in CLASSES), "epochs_run", "best_epoch")
+CI_METRICS = ("macro_f1", "challenge_f1")
+_CONFIG = ["task", "pretrain_arch", "frame_size", "frac", "arch", "width", "label_frac"]
 
 
 def summarise(done: pd.DataFrame) -> pd.DataFrame:
@@ -33,10 +36,15 @@ def summarise(done: pd.DataFrame) -> pd.DataFrame:
     for metric in METRICS:
         summary[f"{metric}_mean"] = moments[(metric, "mean")]
         summary[f"{metric}_sd"] = moments[(metric, "std")]
+    for metric in CI_METRICS:
+        half = mean_ci_halfwidth(summary[f"{metric}_sd"].to_numpy(float), summary["n"].to_numpy(int))
+        summary[f"{metric}_ci_low"] = summary[f"{metric}_mean"] - half
+        summary[f"{metric}_ci_high"] = summary[f"{metric}_mean"] + half
     summary = sort_scenarios(summary.reset_index())
+    summary["label"] = human_labels(summary)
     latest = set(latest_checkpoints(summary)["scenario"])  # the published runs fine-tuned final checkpoints
-    published = [published_for(r.init, r.task, r.frame_size, r.frac, r.arch, r.width) if r.scenario in latest
-                 else Published() for r in summary.itertuples()]
+    published = [published_for(r.init, r.task, r.frame_size, r.frac, r.arch, r.width)
+                 if r.scenario in latest and r.label_frac == 1.0 else Published() for r in summary.itertuples()]
     summary["paper_macro_f1"] = np.array([p.paper_macro_f1 for p in published], dtype=float)
     summary["paper_macro_f1_sd"] = np.array([p.paper_macro_f1_sd for p in published], dtype=float)
     for c in CLASSES:
@@ -47,7 +55,8 @@ def summarise(done: pd.DataFrame) -> pd.DataFrame:
 
 def table1(summary: pd.DataFrame) -> pd.DataFrame:
     """The paper's Table 1: macro and per-class F1 (mean, sd) per scenario beside the published values."""
-    columns = ["scenario", *KEY_COLUMNS, "n", "macro_f1_mean", "macro_f1_sd"]
+    columns = ["scenario", "label", *KEY_COLUMNS, "n", "macro_f1_mean", "macro_f1_sd", "challenge_f1_mean",
+               "challenge_f1_sd"]
     columns += [f"f1_{c}_{s}" for c in CLASSES for s in ("mean", "sd")]
     columns += ["paper_macro_f1", "paper_macro_f1_sd", *(f"paper_f1_{c}" for c in CLASSES), "repro_macro_f1"]
     return summary[columns].copy()
@@ -55,7 +64,7 @@ def table1(summary: pd.DataFrame) -> pd.DataFrame:
 
 def epochs_table(summary: pd.DataFrame) -> pd.DataFrame:
     """Epochs to early stop (``epochs_run``) and best epoch per scenario, mean and sd."""
-    return summary[["scenario", "n", "epochs_run_mean", "epochs_run_sd", "best_epoch_mean",
+    return summary[["scenario", "label", "n", "epochs_run_mean", "epochs_run_sd", "best_epoch_mean",
                     "best_epoch_sd"]].copy()
 
 
@@ -72,8 +81,10 @@ def fraction_table(summary: pd.DataFrame) -> pd.DataFrame:
     rows = latest_checkpoints(summary)
     rows = rows[rows["init"] != "random"].copy()
     rows["family"] = [scenario_label(r, omit=("frac",)) for _, r in rows.iterrows()]
-    columns = ["family", "frac", "pretrain_epoch", "n", "macro_f1_mean", "macro_f1_sd", "repro_macro_f1",
-               "scenario", "arch", "width"]
+    rows["family_label"] = human_labels(rows, omit=("frac",))
+    columns = ["family", "family_label", "frac", "pretrain_epoch", "n", "macro_f1_mean", "macro_f1_sd",
+               "macro_f1_ci_low", "macro_f1_ci_high", "challenge_f1_mean", "challenge_f1_sd", "repro_macro_f1",
+               "scenario", "arch", "width", "label_frac"]
     return rows[columns].sort_values(["family", "frac"], kind="stable").reset_index(drop=True)
 
 
@@ -83,15 +94,17 @@ def pretrain_epoch_table(summary: pd.DataFrame) -> pd.DataFrame:
     counts = rows.groupby(_CONFIG, dropna=False)["pretrain_epoch"].transform("nunique")
     rows = rows[counts > 1].copy()
     rows["family"] = [scenario_label(r, omit=("pretrain_epoch",)) for _, r in rows.iterrows()]
-    columns = ["family", "pretrain_epoch", "n", "macro_f1_mean", "macro_f1_sd", "scenario"]
+    columns = ["family", "pretrain_epoch", "n", "macro_f1_mean", "macro_f1_sd", "challenge_f1_mean",
+               "challenge_f1_sd", "scenario"]
     return rows[columns].sort_values(["family", "pretrain_epoch"], kind="stable").reset_index(drop=True)
 
 
 def _init_config(row: Any) -> str:
-    """What a 1-D and a 2-D scenario must share to be compared: init, task, frame, fraction, width."""
+    """What a 1-D and a 2-D scenario must share to be compared: init, task, frame, fraction, width, labels."""
     text = "random" if row.init == "random" else \
         f"{row.task} f{int(row.frame_size) if pd.notna(row.frame_size) else '?'} {percent(row.frac)}"
-    return text if pd.isna(row.width) or float(row.width) == 1.0 else f"{text} x{float(row.width):g}"
+    text = text if pd.isna(row.width) or float(row.width) == 1.0 else f"{text} x{float(row.width):g}"
+    return text if row.label_frac == 1.0 else f"{text}, {percent(row.label_frac)} labels"
 
 
 def arch_table(summary: pd.DataFrame) -> pd.DataFrame:
@@ -103,34 +116,66 @@ def arch_table(summary: pd.DataFrame) -> pd.DataFrame:
     rows = rows.assign(_pretrained=rows["init"] != "random")[both]
     rows = rows.sort_values(["_pretrained", "task", "frame_size", "frac", "dims", "arch"], na_position="first",
                             kind="stable")
-    columns = ["init_config", "dims", "arch", "n", "macro_f1_mean", "macro_f1_sd", "repro_macro_f1", "scenario"]
+    columns = ["init_config", "dims", "arch", "n", "macro_f1_mean", "macro_f1_sd", "challenge_f1_mean",
+               "challenge_f1_sd", "repro_macro_f1", "scenario"]
     return rows[columns].reset_index(drop=True)
 
 
 def comparisons(done: pd.DataFrame, summary: pd.DataFrame, seed: int = 0,
                 resamples: int = 10_000) -> pd.DataFrame:
-    """Each pretrained scenario against random init with the same fine-tune arch and width: difference of mean
-    macro F1, 95 % percentile bootstrap CI (generator seeded by ``seed`` and the scenario name, so a row does
-    not change when others are added) and Welch's t-test p-value. A scenario without such a baseline gets a row
-    saying so (statistics empty), never a comparison with another arch or width."""
+    """Each pretrained scenario against random init with the same fine-tune arch, width and labelled fraction:
+    difference of mean macro F1 (and of challenge F1), 95 % percentile bootstrap CI (generator seeded by ``seed``
+    and the scenario name, so a row does not change when others are added) and Welch's t-test p-value. A scenario
+    without such a baseline gets a row saying so (statistics empty), never a comparison with another arch or
+    width."""
     rows = []
     scenarios = set(summary["scenario"])
     randoms = sorted(summary.loc[summary["init"] == "random", "scenario"])
     for r in summary[summary["init"] != "random"].itertuples():
-        baseline = scenario_label({"init": "random", "arch": r.arch, "width": r.width})
+        baseline = scenario_label({"init": "random", "arch": r.arch, "width": r.width, "label_frac": r.label_frac})
         if baseline not in scenarios:  # an unlike pair would compare architectures or widths, not inits: say so
             ran = f"random init ran as {', '.join(r_.split('-> ')[-1] for r_ in randoms)}" if randoms else \
                 "no random init ran"
-            rows.append({"scenario": r.scenario, "n": r.n, "n_baseline": 0, "mean": r.macro_f1_mean,
+            rows.append({"scenario": r.scenario, "label": r.label, "n": r.n, "n_baseline": 0,
+                         "mean": r.macro_f1_mean, "challenge_mean": r.challenge_f1_mean,
                          "baseline": f"not compared: no '{baseline}' runs ({ran}); fine-tune random init with "
-                                     "the same arch and width to compare"})
+                                     "the same arch, width and labels to compare"})
             continue
-        a = done.loc[done["scenario"] == r.scenario, "macro_f1"].to_numpy(dtype=float)
-        b = done.loc[done["scenario"] == baseline, "macro_f1"].to_numpy(dtype=float)
-        rng = np.random.default_rng([seed, zlib.crc32(r.scenario.encode("utf-8"))])
-        d = compare(a, b, rng, resamples)
-        rows.append({"scenario": r.scenario, "baseline": baseline, "n": a.size, "n_baseline": b.size,
-                     "mean": a.mean(), "mean_baseline": b.mean(), "diff": d.diff, "ci_low": d.ci_low,
-                     "ci_high": d.ci_high, "p_value": d.p_value})
-    return pd.DataFrame(rows, columns=["scenario", "baseline", "n", "n_baseline", "mean", "mean_baseline", "diff",
-                                       "ci_low", "ci_high", "p_value"])
+        row = {"scenario": r.scenario, "label": r.label, "baseline": baseline,
+               "baseline_label": summary.loc[summary["scenario"] == baseline, "label"].iloc[0]}
+        for metric, prefix in (("macro_f1", ""), ("challenge_f1", "challenge_")):
+            a = done.loc[done["scenario"] == r.scenario, metric].to_numpy(dtype=float)
+            b = done.loc[done["scenario"] == baseline, metric].to_numpy(dtype=float)
+            rng = np.random.default_rng([seed, zlib.crc32(r.scenario.encode("utf-8"))])
+            d = compare(a, b, rng, resamples)
+            row.update({f"{prefix}mean": a.mean(), f"{prefix}mean_baseline": b.mean(), f"{prefix}diff": d.diff,
+                        f"{prefix}ci_low": d.ci_low, f"{prefix}ci_high": d.ci_high, f"{prefix}p_value": d.p_value})
+            row.update(n=a.size, n_baseline=b.size)
+        rows.append(row)
+    return pd.DataFrame(rows, columns=COMPARISON_COLUMNS)
+
+
+COMPARISON_COLUMNS = ["scenario", "label", "baseline", "baseline_label", "n", "n_baseline", "mean", "mean_baseline",
+                      "diff", "ci_low", "ci_high", "p_value", "challenge_mean", "challenge_mean_baseline",
+                      "challenge_diff", "challenge_ci_low", "challenge_ci_high", "challenge_p_value"]
+
+
+def label_efficiency_table(summary: pd.DataFrame, comparison: pd.DataFrame) -> pd.DataFrame:
+    """Macro F1 against the labelled fraction of the training records, one family per init (random, and the latest
+    checkpoint of each pretraining configuration), with the mean's 95 % t interval and the difference to random
+    init at the same fraction (from ``comparison``); empty unless the runs hold two labelled fractions or more."""
+    rows = latest_checkpoints(summary)
+    if rows["label_frac"].nunique() < 2:
+        return pd.DataFrame(columns=LABEL_EFFICIENCY_COLUMNS)
+    rows = rows.copy()
+    rows["family"] = [scenario_label(r, omit=("label_frac",)) for _, r in rows.iterrows()]
+    rows["family_label"] = human_labels(rows, omit=("label_frac",))
+    rows = rows.merge(comparison[["scenario", "diff", "ci_low", "ci_high"]], on="scenario", how="left")
+    rows = rows.assign(_pretrained=rows["init"] != "random")
+    rows = rows.sort_values(["arch", "width", "_pretrained", "family", "label_frac"], kind="stable")
+    return rows[LABEL_EFFICIENCY_COLUMNS].reset_index(drop=True)
+
+
+LABEL_EFFICIENCY_COLUMNS = ["family", "family_label", "init", "label_frac", "n", "macro_f1_mean", "macro_f1_sd",
+                            "macro_f1_ci_low", "macro_f1_ci_high", "challenge_f1_mean", "challenge_f1_sd", "diff",
+                            "ci_low", "ci_high", "scenario", "arch", "width"]

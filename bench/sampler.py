@@ -45,7 +45,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from ecg_hpc.data import icentia11k  # noqa: E402
 from ecg_hpc.data.convert import convert  # noqa: E402
 from ecg_hpc.data.pipeline import BatchSampler, make_dataset, normalise  # noqa: E402
-from ecg_hpc.data.pool import PoolOptions, PoolSampler  # noqa: E402
+from ecg_hpc.data.pool import DEFAULT_READ_RATIO, PoolOptions, PoolSampler  # noqa: E402
 from ecg_hpc.data.store import Store, patient_dir, write_manifest  # noqa: E402
 from ecg_hpc.atomic import atomic_dir  # noqa: E402
 from pipeline import baseline_frames, rate, write_raw  # noqa: E402  (bench/pipeline.py)
@@ -106,7 +106,7 @@ def warm(store: Path) -> None:
 def sampler_of(kind: str, store: Path, ids: list[int], args: argparse.Namespace):
     if kind == "pool":
         return PoolSampler(store, "beat", ids, args.frame, args.batch, seed=args.seed,
-                           options=PoolOptions(pool_mb=args.pool_mb))
+                           options=PoolOptions(pool_mb=args.pool_mb, read_ratio=args.read_ratio))
     return BatchSampler(store, "beat", ids, args.frame, args.batch, seed=args.seed)
 
 
@@ -181,7 +181,7 @@ def warm_child(store: Path, raw: Path, ids: list[int], args: argparse.Namespace)
                 result[kind] = r
     for kind in ("pool", "uniform"):
         ds = make_dataset(Store(store), "beat", ids, args.frame, args.batch, seed=args.seed, steps=None,
-                          pool=PoolOptions(pool_mb=args.pool_mb) if kind == "pool" else None)
+                          pool=PoolOptions(args.pool_mb, read_ratio=args.read_ratio) if kind == "pool" else None)
         result[kind]["tf_frames_per_s"], result[kind]["tf_frames_per_cpu_s"] = rate(ds, args.warm_batches,
                                                                                     args.batch)
         del ds
@@ -224,7 +224,8 @@ def run_child(kind: str, store: Path, raw: Path, ids: list[int], args: argparse.
     try:
         cmd = [sys.executable, __file__, "--child", kind, "--store", str(store), "--raw", str(raw),
                "--ids", ",".join(map(str, ids)), "--cgroup", str(group), "--cache-mb", str(args.cache_mb),
-               "--pool-mb", str(args.pool_mb), "--frame", str(args.frame), "--batch", str(args.batch),
+               "--pool-mb", str(args.pool_mb), "--read-ratio", str(args.read_ratio), "--frame", str(args.frame),
+               "--batch", str(args.batch),
                "--seed", str(args.seed), "--rounds", str(args.rounds), "--warm-batches", str(args.warm_batches),
                "--baseline-batches", str(args.baseline_batches),
                "--uniform-cold-batches", str(args.cold_batches["uniform"]),
@@ -256,6 +257,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--frame", type=int, default=4096)
     parser.add_argument("--batch", type=int, default=512)
     parser.add_argument("--pool-mb", type=float, default=256, help="pool memory (default 256 MiB)")
+    parser.add_argument("--read-ratio", type=float, default=DEFAULT_READ_RATIO,
+                        help=f"pool samples read per sample drawn (default {DEFAULT_READ_RATIO})")
+    parser.add_argument("--cold-read-ratios", type=lambda t: [float(x) for x in t.split(",") if x], default=[],
+                        help="also measure the pool cold at these read ratios, e.g. 0.25")
     parser.add_argument("--cache-mb", type=int, default=192, help="page cache the cold runs may use (MiB)")
     parser.add_argument("--warm-batches", type=int, default=60)
     parser.add_argument("--rounds", type=int, default=3, help="warm rounds per sampler, alternating; best kept")
@@ -302,14 +307,18 @@ def main(argv: list[str] | None = None) -> int:
             print("\ncold: skipped (needs root and a v1 memory cgroup at /sys/fs/cgroup/memory)")
             return 0
         cold = {kind: run_child(kind, store, raw, ids, args) for kind in ("pool", "uniform")}
+        for ratio in args.cold_read_ratios:  # the pool trading reuse of what it read for disk bytes
+            cold[f"pool r{ratio:g}"] = run_child("pool", store, raw, ids, argparse.Namespace(**dict(
+                vars(args), read_ratio=ratio)))
+            results[f"pool r{ratio:g}"] = results["pool"]
         reads = run_child("reads", store, raw, ids, args)
         frame_bytes = args.frame * 2
         print(f"\ncold: store {store_bytes / 2 ** 20:.0f} MiB, page cache allowed {args.cache_mb} MiB "
               f"({store_bytes / 2 ** 20 / args.cache_mb:.1f}x), evicted first")
         print("  sampler        frames/s  cold/warm  disk bytes/frame (x frame)  I/O ops/1000 frames  "
               "refill wait s  model@0.5ms/op")
-        for kind, background in (("pool", True), ("uniform", False)):
-            c, w = cold[kind], results[kind]
+        for kind in cold:
+            c, w, background = cold[kind], results[kind], kind.startswith("pool")
             print(f"  {kind:12s} {c['frames_per_s']:10.0f} {c['frames_per_s'] / w['frames_per_s']:10.2f} "
                   f"{c['bytes_per_frame']:12.0f} ({c['bytes_per_frame'] / frame_bytes:5.2f}x) "
                   f"{c['ops_per_1000']:20.1f} {c['wait_s']:14.2f} {predicted(c, w['frames_per_s'], background):15.0f}")

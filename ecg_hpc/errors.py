@@ -15,6 +15,10 @@ class ConfigError(EcgHpcError, ValueError):
     """An option or combination of options is invalid (the message names the option)."""
 
 
+class WorkerFailed(EcgHpcError):
+    """Another worker of the same job failed first and this one stopped with it (the message names the first)."""
+
+
 class StorageError(EcgHpcError, OSError):
     """A folder cannot be written: full, over quota, read-only or not permitted (the message names it and the fix)."""
 

@@ -29,6 +29,7 @@ from typing import Any, ClassVar, Mapping
 
 from ecg_hpc.atomic import atomic_write_text
 from ecg_hpc.errors import DataError
+from ecg_hpc.provenance import utc_now
 
 SCHEMA_VERSION = 1
 RUN_JSON = "run.json"
@@ -197,6 +198,8 @@ class PretrainRun(_Record):
     finished_at: str | None = None
     wall_time_s: float | None = None
     error: str | None = None
+    failed_rank: int | None = None
+    failed_host: str | None = None
 
 
 @dataclass(frozen=True)
@@ -229,15 +232,20 @@ class FinetuneRun(_Record):
     environment: dict[str, Any] = field(default_factory=dict)
     started_at: str | None = None
     width: float | None = None
+    label_frac: float = 1.0
     split: dict[str, Any] | None = None
     epochs_run: int | None = None
     best_epoch: int | None = None
     best_val: Scores | None = None
     test: Scores | None = None
+    threads: dict[str, Any] | None = None
+    jit_compile: bool | None = None
     finished_at: str | None = None
     wall_time_s: float | None = None
     error: str | None = None
     traceback: str | None = None
+    failed_rank: int | None = None
+    failed_host: str | None = None
 
     def check(self, where: str) -> None:
         """A known status; a done run has its test scores and epochs run."""
@@ -300,12 +308,37 @@ def is_done(job_dir: str | os.PathLike[str]) -> bool:
     return record is not None and record.status == "done"
 
 
-def mark_failed(job_dir: str | os.PathLike[str], error: str, finished_at: str) -> None:
-    """Set the record of ``job_dir`` to failed with ``error`` (for failures before a run records itself); a
-    missing, unreadable or done one is left as it is (a done run's results stay valid)."""
+def record_failure(job_dir: str | os.PathLike[str], rank: int, host: str, error: str,
+                   current: RunRecord | None = None, bare: RunRecord | None = None) -> RunRecord | None:
+    """Mark the run in ``job_dir`` failed by worker ``rank`` on ``host`` and return the record as it now stands.
+
+    Starts from ``current`` (rank 0's record in memory), else the run.json there, else ``bare`` (a run that failed
+    before it recorded its start); None when there is none of them. Left as they are: a run.json naming a failed
+    worker already (the first worker to fail is the cause, the others fail because of it), a done one (its
+    results stay valid) and a broken one (returned as None).
+    """
+    try:
+        on_disk = read_record(job_dir)
+    except RecordError:
+        return None
+    if on_disk is not None and (on_disk.status == "done" or
+                                (on_disk.status == "failed" and on_disk.failed_rank is not None)):
+        return on_disk
+    base = current or on_disk or bare
+    if base is None:
+        return None
+    record = dataclasses.replace(base, status="failed", error=error, failed_rank=rank, failed_host=host,
+                                 finished_at=utc_now())
+    write_record(job_dir, record)
+    return record
+
+
+def mark_failed(job_dir: str | os.PathLike[str], error: str) -> None:
+    """Set the record of ``job_dir`` to failed with ``error`` (for a run its launcher will not resume); a missing,
+    unreadable or done one is left as it is (a done run's results stay valid)."""
     try:
         record = read_record(job_dir)
     except RecordError:
         return
     if record is not None and record.status != "done":
-        write_record(job_dir, dataclasses.replace(record, status="failed", error=error, finished_at=finished_at))
+        write_record(job_dir, dataclasses.replace(record, status="failed", error=error, finished_at=utc_now()))

@@ -1,13 +1,15 @@
 """``python launch/demo.py``: the whole study at small scale, through the same commands a cluster user runs.
 
-Stages: synthesise Icentia11k-format patients and challenge-format records; convert the patients to the shard store;
-prepare the challenge arrays; pretrain (beat task) on two patient fractions with two Horovod workers through
-``launch/pretrain.py``; plan and run the fine-tuning sweep (random init plus each pretrained checkpoint, several
+Stages: synthesise Icentia11k-format patients and challenge-format records (one shared physiology, see
+``ecg_hpc.data.synthetic``); convert the patients to the shard store; prepare the challenge arrays; pretrain (the
+rhythm task at full scale) with two Horovod workers through ``launch/pretrain.py``; plan and run the fine-tuning
+sweep (random init plus each pretrained checkpoint, on a small labelled fraction of the training records, several
 seeds) through ``launch/finetune.py``, as ``sbatch slurm/finetune_array.sh`` would; end with
-``python -m analysis.report``. Jobs go to the project's own test SLURM when it answers (``tests/cluster/slurm.sh
-start``; another SLURM only with ``--slurm``), else they run as local worker processes. Each stage is skipped when
-its output is already complete, so an interrupted demo resumes where it stopped. The demo names its store and runs
-in ``ecg-hpc.toml``, so ``python launch/pretrain.py`` and ``python -m analysis.report`` find them afterwards.
+``python -m analysis.report``, which also writes ``reports/summary.md``, the result tables without a timestamp.
+Jobs go to the project's own test SLURM when it answers (``tests/cluster/slurm.sh start``; another SLURM only with
+``--slurm``), else they run as local worker processes. Each stage is skipped when its output is already complete,
+so an interrupted demo resumes where it stopped. The demo names its store and runs in ``ecg-hpc.toml``, so
+``python launch/pretrain.py`` and ``python -m analysis.report`` find them afterwards.
 
 ``--real`` runs the same fine-tuning sweep and report on real challenge records (default: the 300 records of
 ``tests/data/physionet2017-validation``) from random init and from the synthetic demo's pretrained checkpoint.
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import os
 import re
 import shutil
@@ -31,6 +34,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from ecg_hpc.errors import ConfigError, EcgHpcError, user_error  # noqa: E402
+from ecg_hpc.hpc.design import parse_seeds  # noqa: E402
 from ecg_hpc.hpc.executor import slurm_available  # noqa: E402
 from ecg_hpc.hpc.partition import slurm_conf_path  # noqa: E402
 from ecg_hpc.interrupt import interrupted  # noqa: E402
@@ -41,6 +45,7 @@ from ecg_hpc.train.pretrain import job_dir_name  # noqa: E402
 REPO = Path(__file__).resolve().parent.parent
 TEST_CLUSTER_NAME = "ecghpc"  # ClusterName in the slurm.conf of tests/cluster/slurm.sh
 DEFAULT_REAL = REPO / "tests" / "data" / "physionet2017-validation"
+SUMMARY = "summary.md"
 
 
 @dataclass(frozen=True)
@@ -51,7 +56,9 @@ class Scale:
     segments: int
     segment_size: int
     records: int
-    fracs: tuple[float, ...]
+    balanced: bool  # challenge-like records in equal class shares (a small test set then measures every class)
+    pretrain: tuple[tuple[str, float], ...]  # (task, fraction of patients) of each pretraining run
+    label_fracs: tuple[float, ...]  # labelled fractions of the training records fine-tuned on
     width: float
     frame_size: int
     pretrain_batch: int
@@ -66,13 +73,17 @@ class Scale:
 
 SCALES = {
     # About 10 minutes on 2 cores; pretraining on this synthetic data measurably helps (see README).
-    "full": Scale(patients=24, segments=2, segment_size=131072, records=300, fracs=(0.25, 1.0), width=0.125,
-                  frame_size=2048, pretrain_batch=64, pretrain_epochs=3, pretrain_steps=30, seeds=(1, 2, 3),
-                  finetune_epochs=10, patience=5, finetune_batch=32, val_size=0.2),
+    # Rhythm pretraining (afib, aflut, noise labelled in the patients), then fine-tuning on an eighth of the
+    # labelled records (48), where transfer matters; 600 balanced records give 96 validation and 120 test records.
+    "full": Scale(patients=24, segments=2, segment_size=131072, records=600, balanced=True,
+                  pretrain=(("rhythm", 1.0),), label_fracs=(0.125,), width=0.125, frame_size=2048,
+                  pretrain_batch=64, pretrain_epochs=3, pretrain_steps=30, seeds=(1, 2, 3), finetune_epochs=15,
+                  patience=15, finetune_batch=16, val_size=0.2),
     # Minutes: the scaled-down run of the test suite (checks the flow, not the margin).
-    "tiny": Scale(patients=6, segments=1, segment_size=65536, records=120, fracs=(0.5, 1.0), width=0.125,
-                  frame_size=1024, pretrain_batch=16, pretrain_epochs=1, pretrain_steps=4, seeds=(1, 2),
-                  finetune_epochs=2, patience=2, finetune_batch=32, val_size=0.2),
+    "tiny": Scale(patients=6, segments=1, segment_size=65536, records=120, balanced=False,
+                  pretrain=(("beat", 0.5), ("beat", 1.0)), label_fracs=(0.5,), width=0.125, frame_size=1024,
+                  pretrain_batch=16, pretrain_epochs=1, pretrain_steps=4, seeds=(1, 2), finetune_epochs=2, patience=2,
+                  finetune_batch=32, val_size=0.2),
 }
 
 
@@ -81,19 +92,30 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="launch/demo.py", description=__doc__.split("\n\n")[0],
                                      epilog="Outputs: WORKDIR/{icentia,store,challenge,challenge.npz,runs,reports}"
                                             " (and runs-real, reports-real with --real).")
-    parser.add_argument("--workdir", type=Path, default=REPO / "demo", help="where everything goes (default: demo/)")
+    parser.add_argument("--workdir", type=Path, default=None,
+                        help="where everything goes (default: demo/, or demo/seeds_4_5_6 with --seeds 4,5,6: a "
+                             "seed set's tables never mix with another's)")
     parser.add_argument("--scale", choices=sorted(SCALES), default="full",
                         help="full (default, ~10 min on 2 cores) or tiny (the test suite's, a few minutes)")
     parser.add_argument("--real", action="store_true",
                         help="fine-tune on real challenge records instead (after the synthetic pretraining)")
     parser.add_argument("--records", type=Path, default=DEFAULT_REAL,
                         help=f"challenge records for --real (default: {DEFAULT_REAL})")
+    parser.add_argument("--seeds", type=_seeds, default=None,
+                        help="fine-tuning seeds, e.g. 0,1,2 (default: the scale's, 1,2,3 for full)")
     parser.add_argument("--local", action="store_true", help="never use SLURM, even when a cluster answers")
     parser.add_argument("--slurm", action="store_true",
                         help="submit to the SLURM cluster that answers even when it is not the project's test "
                              "cluster (tests/cluster/slurm.sh); by default only that one is used")
     parser.add_argument("--fresh", action="store_true", help="delete WORKDIR first")
     return parser
+
+
+def _seeds(text: str) -> tuple[int, ...]:
+    try:
+        return parse_seeds(text)
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def is_test_cluster() -> bool:
@@ -129,39 +151,48 @@ class Demo:
     def run(self, title: str, cmd: list[str], done: bool = False) -> None:
         """Print the stage, then run ``cmd`` (streaming its output) unless its output is ``done`` already."""
         self.stage_no += 1
-        print(f"\n=== [{self.stage_no}] {title}", flush=True)
-        if done:
-            print("    already done, skipped", flush=True)
-            return
-        print("    $ " + " ".join(_shorten(c, self.w) for c in cmd), flush=True)
-        start = time.monotonic()
-        returncode = self._stage(title, cmd)
+        stage = f"stage [{self.stage_no}] {title}"
+        try:  # a Ctrl-C anywhere in the stage, even before its command starts, names the stage
+            print(f"\n=== [{self.stage_no}] {title}", flush=True)
+            if done:
+                print("    already done, skipped", flush=True)
+                return
+            print("    $ " + " ".join(_shorten(c, self.w) for c in cmd), flush=True)
+            start = time.monotonic()
+            returncode = self._stage(stage, cmd)
+        except KeyboardInterrupt:
+            raise DemoInterrupted(stage) from None
         if returncode != 0:
             raise ConfigError(f"stage '{title}' failed (exit {returncode}); fix the cause and run the demo "
                               f"again: finished stages are skipped")
         print(f"    ({time.monotonic() - start:.0f} s)", flush=True)
 
-    def _stage(self, title: str, cmd: list[str]) -> int:
+    def _stage(self, stage: str, cmd: list[str]) -> int:
         """Run one stage's command in its own session, relaying its output; on Ctrl-C stop it as a terminal would
         (SIGINT to its process group), cancel a SLURM job it submitted, drop its output and raise DemoInterrupted."""
-        proc = subprocess.Popen(cmd, cwd=REPO, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                text=True, errors="replace", start_new_session=True)
-        relay = _Relay(proc)
+        proc: subprocess.Popen[str] | None = None
+        relay: _Relay | None = None
         try:
+            proc = subprocess.Popen(cmd, cwd=REPO, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                    text=True, errors="replace", start_new_session=True)
+            relay = _Relay(proc)
             return proc.wait()
         except KeyboardInterrupt:
             signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the stop short
-            relay.silence()
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGINT)
-            proc.wait()
             cancelled = ""
-            if relay.slurm_job:
+            if relay is not None:
+                relay.silence()
+            if proc is not None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGINT)
+                proc.wait()
+            if relay is not None and relay.slurm_job:
                 subprocess.run(["scancel", relay.slurm_job], capture_output=True, timeout=60)
                 cancelled = f", its SLURM job {relay.slurm_job} cancelled"
-            raise DemoInterrupted(f"stage [{self.stage_no}] {title}{cancelled}") from None
+            raise DemoInterrupted(f"{stage}{cancelled}") from None
         finally:
-            relay.join()
+            if relay is not None:
+                relay.join()
 
     def data(self, module: str, *args: str) -> list[str]:
         """Command line of ``python -m MODULE ARGS``."""
@@ -185,20 +216,20 @@ class Demo:
             src = self.w / "challenge"
             self.run(f"synthesise {s.records} challenge-format records",
                      self.data("ecg_hpc.data", "synth-physionet", "--dst", str(src), "--records", str(s.records),
-                               "--seed", "1"),
+                               "--seed", "1", *(["--balanced"] if s.balanced else [])),
                      done=(src / "REFERENCE.csv").is_file())
         self.run(f"prepare the challenge arrays from {src}",
                  self.data("ecg_hpc.data", "prepare-physionet", "--src", str(src), "--dst", str(npz)))
 
     def pretrain(self) -> list[Path]:
-        """Pretrain the beat task on each patient fraction with two Horovod workers; return the run dirs."""
+        """Pretrain each (task, patient fraction) of the scale with two Horovod workers; return the run dirs."""
         s, runs = self.s, []
-        for frac in s.fracs:
-            job_dir = self.w / "runs" / "pretrain" / job_dir_name("beat", "resnet18", s.frame_size, frac, seed=0)
+        for task, frac in s.pretrain:
+            job_dir = self.w / "runs" / "pretrain" / job_dir_name(task, "resnet18", s.frame_size, frac, seed=0)
             where = "the test SLURM" if self.use_slurm else "local worker processes"
-            self.run(f"pretrain beat task on {frac:.0%} of the patients, 2 Horovod workers on {where}",
+            self.run(f"pretrain {task} task on {frac:.0%} of the patients, 2 Horovod workers on {where}",
                      [sys.executable, "launch/pretrain.py", *self.cluster_args, "--nodes", "1", "--tasks", "2",
-                      "--time", "30", "--store", str(self.w / "store"), "--task", "beat", "--frac", str(frac),
+                      "--time", "30", "--store", str(self.w / "store"), "--task", task, "--frac", str(frac),
                       "--width", str(s.width), "--frame-size", str(s.frame_size),
                       "--batch-size", str(s.pretrain_batch), "--epochs", str(s.pretrain_epochs),
                       "--steps-per-epoch", str(s.pretrain_steps), "--seed", "0", "--job-dir", str(job_dir),
@@ -208,18 +239,23 @@ class Demo:
         return runs
 
     def finetune(self, npz: Path, pretrain_runs: list[Path], sweep_dir: Path) -> None:
-        """Plan and run the fine-tuning sweep: random init plus each pretrained checkpoint, over the seeds."""
+        """Plan and run the fine-tuning sweep: random init plus each pretrained checkpoint, on each labelled
+        fraction, over the seeds."""
         s = self.s
-        self.run(f"fine-tune: random + {len(pretrain_runs)} checkpoints x {len(s.seeds)} seeds (one job array)",
+        labels = ",".join(f"{f:g}" for f in s.label_fracs)
+        self.run(f"fine-tune: random + {len(pretrain_runs)} checkpoints x labelled fractions {labels} x "
+                 f"{len(s.seeds)} seeds (one job array)",
                  [sys.executable, "launch/finetune.py", *self.cluster_args, "--data", str(npz),
                   "--pretrain", *map(str, pretrain_runs), "--width", str(s.width), "--seeds",
-                  ",".join(map(str, s.seeds)), "--epochs", str(s.finetune_epochs), "--patience", str(s.patience),
+                  ",".join(map(str, s.seeds)), "--label-fracs", labels, "--epochs", str(s.finetune_epochs),
+                  "--patience", str(s.patience),
                   "--batch-size", str(s.finetune_batch), "--val-size", str(s.val_size),
                   "--sweep-dir", str(sweep_dir), "--time", "60", "--cpus-per-task", "1", "--follow"])
 
     def report(self, runs: Path, out: Path) -> None:
         """The paper's tables and figures from the run directories."""
-        self.run("report", self.data("analysis.report", "--runs", str(runs), "--out", str(out), "--quiet"))
+        self.run("report", self.data("analysis.report", "--runs", str(runs), "--out", str(out), "--quiet",
+                                     "--summary", str(out / SUMMARY)))
 
 
 class DemoInterrupted(Exception):
@@ -260,10 +296,15 @@ def main(argv: list[str] | None = None) -> int:
     """Run the synthetic demo, or with ``--real`` the sweep on real records."""
     args = build_parser().parse_args(argv)
     started = time.monotonic()
+    scale = SCALES[args.scale]
+    workdir = args.workdir or REPO / "demo"
+    if args.seeds is not None:
+        scale = dataclasses.replace(scale, seeds=args.seeds)
+        workdir = args.workdir or workdir / ("seeds_" + "_".join(map(str, args.seeds)))
     try:
-        if args.fresh and args.workdir.exists():
-            shutil.rmtree(args.workdir)
-        demo = Demo(args.workdir, SCALES[args.scale], args.local, args.slurm)
+        if args.fresh and workdir.exists():
+            shutil.rmtree(workdir)
+        demo = Demo(workdir, scale, args.local, args.slurm)
         print(f"ecg-hpc demo ({args.scale}) in {demo.w}; jobs run on "
               f"{'the SLURM cluster' if demo.use_slurm else 'this machine (local worker processes)'}", flush=True)
         demo.synthetic_inputs()
@@ -288,9 +329,10 @@ def main(argv: list[str] | None = None) -> int:
         return user_error(exc)
     except (KeyboardInterrupt, DemoInterrupted) as exc:
         stage = f" during {exc}" if isinstance(exc, DemoInterrupted) else ""
-        return interrupted(f"interrupted: the demo stopped{stage}; finished stages are kept in {args.workdir}; run "
+        return interrupted(f"interrupted: the demo stopped{stage}; finished stages are kept in {workdir}; run "
                            "it again (make demo) to resume from there")
-    print(f"\ndemo finished in {time.monotonic() - started:.0f} s; report and figures in {out}\n"
+    print(f"\n{(out / SUMMARY).read_text(encoding='utf-8')}\ndemo finished in {time.monotonic() - started:.0f} s; "
+          f"report and figures in {out}, these result tables in {out / SUMMARY}\n"
           f"{config_path().name} now names its store and runs: `python launch/pretrain.py --dry-run` and "
           "`python -m analysis.report` use them (activate the venv first: source .venv/bin/activate)", flush=True)
     return 0

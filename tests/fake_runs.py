@@ -35,12 +35,13 @@ def write_finetune_run(job_dir: str | os.PathLike[str], *, seed: int, init: Init
                        f1: dict[str, float] | None = None, macro_f1: float | None = None,
                        epochs_run: int = 3, best_epoch: int | None = None, val_f1: Sequence[float] | None = None,
                        arch: str = "resnet18", status: str = "done", error: str | None = None,
-                       scenario: str | None = None, width: float | None = None) -> Path:
+                       scenario: str | None = None, width: float | None = None, label_frac: float = 1.0) -> Path:
     """Write a fine-tuning run directory; ``macro_f1`` defaults to the mean of ``f1`` and the validation
     curve ``val_f1`` (one value per epoch) to a rising line; a run not done gets only run.json."""
     job_dir = Path(job_dir)
     record = FinetuneRun(
-        status=status, seed=seed, arch=arch, width=width, init=init, scenario=scenario or job_dir.parent.name,
+        status=status, seed=seed, arch=arch, width=width, label_frac=label_frac, init=init,
+        scenario=scenario or job_dir.parent.name,
         config={"arch": arch, "width": width, "seed": seed, "batch_size": 128, "epochs": 200, "patience": 50},
         environment=environment_info(), started_at=utc_now(),
         split={"test_seed": 0, "n_train": 6477, "n_val": 341, "n_test": 1706},

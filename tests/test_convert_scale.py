@@ -82,6 +82,10 @@ def test_array_tasks_give_the_single_process_store(tmp_path, layout):
     assert digests(tmp_path / "array") == digests(tmp_path / "single") and len(digests(tmp_path / "single")) == 24
     manifest = json.loads((tmp_path / "array" / store.MANIFEST).read_text())
     assert [m["patient_id"] for m in manifest["patients"]] == PIDS
+    per_patient = manifest["per_patient"]  # sizes against the source and the conversion cost
+    assert per_patient["store_bytes"] == pytest.approx(sum(sum(f["bytes"] for f in m["files"].values())
+                                                           for m in manifest["patients"]) / len(PIDS), abs=1e-3)
+    assert per_patient["source_bytes"] > 0 and per_patient["convert_cpu_s"] > 0
 
 
 def test_killed_conversion_leaves_no_half_patient_and_resumes(tmp_path):

@@ -18,7 +18,7 @@ from ecg_hpc.train.pretrain import job_dir_name
 REPO = Path(__file__).resolve().parent.parent
 DEMO = REPO / "launch" / "demo.py"
 TINY = runpy.run_path(str(DEMO))["SCALES"]["tiny"]
-pytestmark = [pytest.mark.e2e, pytest.mark.slurm, pytest.mark.slow]
+pytestmark = [pytest.mark.e2e, pytest.mark.slurm, pytest.mark.slow, pytest.mark.timeout(2400)]
 
 
 def test_tiny_demo_runs_end_to_end_through_slurm(slurm_cluster, tmp_path: Path) -> None:
@@ -34,16 +34,19 @@ def test_tiny_demo_runs_end_to_end_through_slurm(slurm_cluster, tmp_path: Path) 
         info = read_record(run_dir)
         assert info.status == "done" and info.world_size == 2 and info.frac == frac
         assert (run_dir / "epoch_01" / "feature_extractor").is_dir()
-    # random + 2 checkpoints x 2 seeds, all done with their predictions.
+    # random + 2 checkpoints, on half of the labelled records, x 2 seeds, all done with their predictions.
     manifest = read_manifest(work / "runs" / "finetune" / "manifest.jsonl")
     assert len(manifest) == 6 and len({(t.scenario, t.seed) for t in manifest}) == 6
+    assert {t.label_frac for t in manifest} == {0.5}
     for task in manifest:
         run = read_record(task.job_dir)
         assert run.status == "done", run
         assert (Path(task.job_dir) / "test_predictions.csv").is_file()
     report = (work / "reports" / "report.md").read_text()
-    assert "Table 1" in report and report.count("resnet18 x0.125") >= 3
-    for fig in ("fig_val_f1.png", "fig_fraction.png", "fig_per_class.png"):
+    assert "Table 1" in report and "beat, 50 % of patients, epoch 1" in report
+    summary = (work / "reports" / "summary.md").read_text()
+    assert "random init" in summary and "Pretrained vs random init" in summary and "Generated" not in summary
+    for fig in ("fig_val_f1.png", "fig_fraction.png", "fig_per_class.png", "fig_confusion.pdf"):
         assert (work / "reports" / fig).stat().st_size > 1000
     # Running it again finds every stage done and runs no job.
     again = subprocess.run([sys.executable, str(DEMO), "--scale", "tiny", "--workdir", str(work)],

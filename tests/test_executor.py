@@ -153,7 +153,7 @@ def test_requests_that_can_never_run_are_refused_in_one_line() -> None:
 
 
 @pytest.mark.skipif(not executor.slurm_available(), reason="needs sbatch and srun on PATH")
-def test_slurm_defaults_follow_the_partition() -> None:
+def test_slurm_defaults_follow_the_partition(capsys: pytest.CaptureFixture[str]) -> None:
     plan = executor.resolve_plan(_args(), partition=CPU_NODE)
     assert (plan.gpus_per_node, plan.tasks_per_node, plan.cpus_per_task) == (0, 1, 2)
     gpu_node = Partition(name="gpu", nodes=2, cpus_per_node=64, gpus_per_node=4, mem_mb_per_node=512_000,
@@ -164,6 +164,10 @@ def test_slurm_defaults_follow_the_partition() -> None:
     assert (array.gpus_per_node, array.tasks_per_node, array.cpus_per_task) == (1, 1, 16)
     with pytest.raises(ConfigError, match="^--nodes 2: partition debug has 1 node: such a job would pend forever"):
         executor.resolve_plan(_args("--nodes", "2"), partition=CPU_NODE)
+    plan = executor.resolve_plan(_args("--nodes", "2", "--dry-run"), partition=CPU_NODE)  # shown, with a warning
+    assert plan.nodes == 2
+    assert capsys.readouterr().err == ("warning: --nodes 2: partition debug has 1 node: this cluster could never run "
+                                       "the job shown; it was not submitted\n")
 
 
 def test_a_dead_controller_is_noticed_at_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

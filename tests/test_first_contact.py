@@ -16,7 +16,7 @@ import pytest
 from tests.conftest import ROOT
 from tests.test_cluster_slurm import _wait
 
-pytestmark = [pytest.mark.e2e, pytest.mark.slurm, pytest.mark.slow]
+pytestmark = [pytest.mark.e2e, pytest.mark.slurm, pytest.mark.slow, pytest.mark.timeout(3600)]
 
 VENV = Path(os.environ.get("ECG_HPC_VENV") or ROOT / ".venv").absolute()
 # TensorFlow's C++ start-up notes (it is imported by the launcher until that no longer needs it); not ours.

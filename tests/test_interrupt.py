@@ -16,7 +16,7 @@ import pytest
 
 from tests.test_finetune import make_checkpoint, make_prepared
 
-pytestmark = [pytest.mark.slow, pytest.mark.horovod]
+pytestmark = [pytest.mark.slow, pytest.mark.horovod, pytest.mark.timeout(1800)]
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY_PRETRAIN = ["--task", "beat", "--width", "0.125", "--frame-size", "256", "--batch-size", "8", "--epochs", "2",

@@ -33,10 +33,15 @@ def test_headline_command_takes_the_store_from_the_environment(slurm_cluster, tm
 
 
 def test_headline_command_without_a_store_says_what_is_missing(tmp_path: Path) -> None:
+    """A dry run without any store still shows the job, and says in one line where a store comes from."""
     env = {k: v for k, v in os.environ.items() if k != "ECG_HPC_STORE"}
-    proc = _launch("--nodes", "2", "--frac", "0.1", "--dry-run", env=env)
-    assert proc.returncode == 2
-    assert "--store" in proc.stderr and "Traceback" not in proc.stderr
+    env["ECG_HPC_CONFIG"] = str(tmp_path / "no-such-ecg-hpc.toml")  # no project config names a store either
+    proc = _launch("--local", "--frac", "0.1", "--dry-run", "--job-dir", str(tmp_path / "run"), env=env)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    notes = [line for line in proc.stderr.splitlines() if line.startswith("note: no shard store given")]
+    assert len(notes) == 1 and "--store" in notes[0] and "$ECG_HPC_STORE" in notes[0]
+    assert "Traceback" not in proc.stderr
+    assert "--frac 0.1" in proc.stdout and not (tmp_path / "run" / "run.json").exists()
 
 
 @pytest.mark.parametrize("script", ["pretrain.py", "finetune.py", "demo.py"])

@@ -121,8 +121,11 @@ def test_a_diverging_loss_fails_the_pretraining_run(tmp_path: Path) -> None:
     proc = _cli("-m", "ecg_hpc.train.pretrain", "--store", str(tmp_path / "store"), "--job-dir", str(job),
                 "--task", "beat", "--width", "0.125", "--frame-size", "256", "--batch-size", "8", "--epochs", "2",
                 "--steps-per-epoch", "5", "--lr", "1e38", "--warmup-epochs", "0", timeout=600)
-    line = _one_error_line(proc, "epoch 1 step ", "training stopped, the last checkpoint is kept")
-    assert "loss nan" in line or "loss inf" in line
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]  # besides progress lines
+    assert len(errors) == 1 and "epoch 1 step " in errors[0], proc.stderr[-2000:]
+    assert "training stopped, the last checkpoint is kept" in errors[0]
+    assert "loss nan" in errors[0] or "loss inf" in errors[0]
     info = read_record(job)
     assert info.status == "failed" and "training stopped" in info.error and info.epochs_done == 0
     assert not list(job.glob("epoch_*")) and not (job / "preempted").exists()  # no NaN checkpoint

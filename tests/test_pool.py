@@ -269,7 +269,7 @@ def test_bad_store_fails_in_one_line_naming_the_file(originals_and_store, tmp_pa
         PoolSampler(store, "beat", [*PIDS, 99], FRAME, 8, seed=0)
     corrupt = _copy_store(store, tmp_path / "corrupt")
     (corrupt / "manifest.json").write_text("{not json")
-    with pytest.raises(DataError, match=f"{corrupt / 'manifest.json'}: corrupt store manifest") as caught:
+    with pytest.raises(DataError, match=f"{corrupt / 'manifest.json'}: not a store manifest") as caught:
         pool(corrupt)
     assert "\n" not in str(caught.value)
 
@@ -290,3 +290,29 @@ def test_staging_copies_patients_once_and_atomically(originals_and_store, tmp_pa
     finally:
         a.close()
         b.close()
+
+
+def test_a_store_mixing_int16_and_float32_patients_reads_both(tmp_path):
+    """One patient off any int16 grid is stored as float32; the pool widens the int16 patients' reads."""
+    rng = np.random.default_rng(5)
+    signals = {1: (np.cumsum(rng.integers(-30, 31, (2, SEG)), axis=1) * np.float32(0.01)).astype(np.float32),
+               2: rng.normal(0, 1, (2, SEG)).astype(np.float32)}  # random floats: no int16 grid
+    empty = [(np.array([10, 500]), np.array([0, 1]))] * 2
+    for pid, signal_ in signals.items():
+        ic.write_patient(tmp_path / "raw", pid, signal_, empty, empty)
+    convert(tmp_path / "raw", tmp_path / "store", show_progress=False)
+    store = Store(tmp_path / "store")
+    assert sorted(m["signal_dtype"] for m in store.metas(tuple(signals)).values()) == ["float32", "int16"]
+    sampler = PoolSampler(store, "beat", tuple(signals), FRAME, 8, seed=1, options=SMALL)
+    try:
+        seen = set()
+        for step in range(6):
+            pids, segments, starts = sampler.locate(step)
+            frames, _ = sampler.batch(step)
+            for pid, seg, start, frame in zip(pids, segments, starts, frames):
+                seen.add(int(pid))
+                np.testing.assert_allclose(frame[:, 0], normalised(signals[int(pid)][seg, start:start + FRAME]),
+                                           rtol=5e-7, atol=1e-6)
+        assert seen == set(signals)
+    finally:
+        sampler.close()

@@ -46,6 +46,18 @@ def test_linear_scaling_with_warmup() -> None:
     assert flat.warmup_steps == 0
 
 
+def test_square_root_scaling_is_an_option_and_run_json_names_the_rule() -> None:
+    schedule = distributed.learning_rate(1e-3, 16, "sqrt", warmup_steps=10)
+    assert float(schedule(1000)) == pytest.approx(4e-3)
+    record = distributed.lr_record(schedule, 16, "sqrt")
+    assert record["lr_scaling"] == "sqrt" and record["lr_scale"] == pytest.approx(4.0)
+    assert "sqrt" in record["lr_rule"] and "Goyal" in distributed.lr_record(
+        distributed.learning_rate(1e-3, 16, "linear", 10), 16, "linear")["lr_rule"]
+    parse = pretrain.build_parser().parse_args
+    assert parse(["--store", "s", "--job-dir", "j"]).lr_scaling == "linear"
+    assert parse(["--store", "s", "--job-dir", "j", "--lr-scaling", "sqrt"]).lr_scaling == "sqrt"
+
+
 def test_partial_epoch_metrics_combine_by_steps() -> None:
     combined = pretraining._combine({"loss": 2.0, "acc": 0.5, "lr": 9.0}, 3, {"loss": 1.0, "acc": 1.0}, 1)
     assert combined == {"loss": pytest.approx(1.75), "acc": pytest.approx(0.625)}
@@ -140,8 +152,13 @@ def test_checkpoints_save_restore_and_resume_point(tmp_path: Path) -> None:
 @pytest.fixture(scope="module")
 def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A 4-patient synthetic store: published pkl.gz format -> convert-icentia, through the real CLIs."""
-    base = tmp_path_factory.mktemp("pretrain_data")
-    for cmd in (["synth-icentia", "--dst", str(base / "release"), "--patients", "4", "--segments", "2",
+    return synthetic_store(tmp_path_factory.mktemp("pretrain_data"), patients=4)
+
+
+def synthetic_store(base: Path, patients: int) -> Path:
+    """``patients`` synthetic patients (2 x 20,000 samples) in the published pkl.gz format under ``base``, converted
+    to ``base/store`` through the real CLIs; returns the store."""
+    for cmd in (["synth-icentia", "--dst", str(base / "release"), "--patients", str(patients), "--segments", "2",
                  "--segment-size", "20000", "--seed", "1"],
                 ["convert-icentia", "--src", str(base / "release"), "--dst", str(base / "store"), "--quiet"]):
         proc = subprocess.run([sys.executable, "-m", "ecg_hpc.data", *cmd], capture_output=True, text=True,
@@ -199,6 +216,8 @@ def reference(store: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_two_local_workers_train_in_sync(reference: Path) -> None:
     info = read_record(reference)
     assert info.status == "done" and info.world_size == 2 and info.epochs_done == 2
+    assert info.sampler["sampler"] == "pool" and info.sampler["memory_bound_bytes"] == 1024 * 2 ** 20
+    assert info.store["per_patient"]["store_bytes"] > 0 and info.store["per_patient"]["convert_cpu_s"] > 0
     assert info.attempts[0]["launcher"] == "submitit-local"
     assert info.horovod["scaled_lr"] == pytest.approx(2e-3) and info.horovod["warmup_steps"] == 30
     assert len(info.epoch_times_s) == 2 and info.frames_per_s > 0

@@ -12,7 +12,8 @@ import pytest
 
 from ecg_hpc import atomic, provenance
 from ecg_hpc.records import (RUN_JSON, SCHEMA_VERSION, FinetuneRun, InitSource, PretrainRun, RecordError, Scores,
-                             is_done, read_pretrain_run, read_record, record_from_json, write_record)
+                             is_done, read_pretrain_run, read_record, record_failure, record_from_json,
+                             write_record)
 
 SCORES = Scores(0.7, {"A": 0.6, "N": 0.9, "O": 0.7, "~": 0.6})
 CHECKPOINT = InitSource("checkpoint", checkpoint="/runs/pretrain/b/epoch_02", pretrain_run="/runs/pretrain/b",
@@ -105,3 +106,28 @@ def test_the_architecture_page_lists_every_field(record) -> None:
     documented = re.findall(r"^\| `(\w+)` \|", section, re.MULTILINE)
     expected = [f.name for f in dataclasses.fields(record)]
     assert documented == (["schema", "kind"] + expected if record.kind else expected)
+
+
+def test_the_first_failed_worker_is_recorded(tmp_path: Path) -> None:
+    bare = PretrainRun(status="running", seed=4, task="beat", arch="resnet18", frame_size=256, epochs=2)
+    # no run.json yet (a worker failed before rank 0 wrote one): the bare record names it
+    assert record_failure(tmp_path, 1, "node2", "DataError: no store") is None  # nothing to start from
+    record_failure(tmp_path, 1, "node2", "DataError: no store", bare=bare)
+    info = read_record(tmp_path)
+    assert (info.status, info.failed_rank, info.failed_host, info.seed) == ("failed", 1, "node2", 4)
+    assert info.error == "DataError: no store" and info.finished_at
+    # a worker failing because of it later does not take its place
+    assert record_failure(tmp_path, 0, "node1", "HorovodInternalError", bare=bare).failed_rank == 1
+    assert read_record(tmp_path).failed_rank == 1
+    # rank 0's record in memory wins over the file and gains the failure
+    write_record(tmp_path, dataclasses.replace(bare, epochs_done=1))
+    record_failure(tmp_path, 0, "node1", "ValueError: x", current=dataclasses.replace(bare, seed=5))
+    info = read_record(tmp_path)
+    assert (info.status, info.failed_rank, info.seed, info.epochs_done) == ("failed", 0, 5, 0)
+    # a done run keeps its results; a broken run.json is left alone
+    done = dataclasses.replace(bare, status="done")
+    write_record(tmp_path, done)
+    assert record_failure(tmp_path, 1, "node2", "late", bare=bare) == done and read_record(tmp_path) == done
+    (tmp_path / "run.json").write_text("{", encoding="utf-8")
+    assert record_failure(tmp_path, 1, "node2", "late", bare=bare) is None
+    assert (tmp_path / "run.json").read_text(encoding="utf-8") == "{"

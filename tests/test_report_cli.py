@@ -34,7 +34,7 @@ def test_report_writes_tables_and_figures(runs_root: Path, tmp_path: Path, capsy
     assert main(["--runs", str(runs_root), "--out", str(out), "--format", "all", "--resamples", "2000",
                  "--quiet"]) == 0
     printed = capsys.readouterr().out
-    assert "Table 1" in printed and S_EP2 in printed
+    assert "Table 1" in printed and "beat, resnet18, frame 4096, 100 % of patients, epoch 2 -> resnet18" in printed
     assert "ValueError: NaN loss at epoch 3" in printed and "finetune/random/seed_70" in printed
 
     table1 = _csv(out / "table1.csv")
@@ -48,10 +48,11 @@ def test_report_writes_tables_and_figures(runs_root: Path, tmp_path: Path, capsy
     assert float(epochs[S_RANDOM]["epochs_run_mean"]) == statistics.mean(r[3] for r in RANDOM)
 
     markdown = (out / "report.md").read_text(encoding="utf-8")
-    assert "| random -> resnet18 | 3 | 0.720 ± 0.020 |" in markdown
-    assert "![fig_val_f1.png](fig_val_f1.png)" in markdown
+    assert "| random init -> resnet18 width 1 | 3 | 0.720 ± 0.020 | 0.763 ± 0.019 |" in markdown
+    assert "![fig_val_f1](fig_val_f1.png)" in markdown and "challenge's score" in markdown
     tex = (out / "tables.tex").read_text(encoding="utf-8")
-    assert r"beat resnet18 f4096 10\% ep2 $\to$ resnet18" in tex and r"0.720 $\pm$ 0.020" in tex
+    assert r"beat, resnet18, frame 4096, 10 \% of patients, epoch 2 $\to$ resnet18" in tex
+    assert r"0.720 $\pm$ 0.020" in tex
     with (out / "problems.csv").open(newline="", encoding="utf-8") as fh:
         assert {row["problem"] for row in csv.DictReader(fh)} == {"failed", "died", "malformed", "missing",
                                                                    "incomplete"}
@@ -60,19 +61,22 @@ def test_report_writes_tables_and_figures(runs_root: Path, tmp_path: Path, capsy
     assert len(runs) == 19 and {r["epochs_run"] for r in runs if r["seed"] == "40"} == {""}
     assert sorted(int(r["epochs_run"]) for r in runs if r["scenario"] == S_RANDOM and r["status"] == "done") == \
         sorted(r[3] for r in RANDOM)
-    for name in ("fig_val_f1.png", "fig_fraction.png", "fig_per_class.png"):
-        data = (out / name).read_bytes()
+    for name in ("fig_val_f1", "fig_fraction", "fig_per_class", "fig_pretraining"):
+        data = (out / f"{name}.png").read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000
+        assert (out / f"{name}.pdf").read_bytes()[:5] == b"%PDF-"
 
 
 def test_figures_that_no_longer_apply_are_removed(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     out = tmp_path / "reports"
     (out).mkdir()
     (out / "fig_fraction.png").write_bytes(b"stale")
+    (out / "fig_fraction.pdf").write_bytes(b"stale")
     for seed in (1, 2):
         write_finetune_run(tmp_path / "runs" / "random" / f"seed_{seed}", seed=seed, init=RANDOM_INIT)
     assert main(["--runs", str(tmp_path / "runs"), "--out", str(out), "--quiet", "--resamples", "100"]) == 0
     assert not (out / "fig_fraction.png").exists()  # no pretrained scenario, so no fraction figure
+    assert not (out / "fig_fraction.pdf").exists()
     assert (out / "fig_per_class.png").stat().st_size > 0
     assert {p.name for p in out.glob("*.csv")} >= {"table1.csv", "fraction.csv", "problems.csv", "runs.csv"}
 

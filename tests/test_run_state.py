@@ -96,3 +96,54 @@ def test_sigkilled_finetuning_task_is_died_and_redone(tmp_path: Path) -> None:
     assert redo.returncode == 0, redo.stderr[-2000:]
     info = read_record(job)
     assert info.status == "done" and sweep.task_status(read_manifest(manifest)[0]) == "done"
+
+
+@pytest.mark.slurm
+def test_slurm_job_alive_follows_the_real_queue(slurm_cluster, tmp_path: Path) -> None:
+    from ecg_hpc.hpc.run_state import slurm_job_alive
+
+    proc = subprocess.run(["sbatch", "--parsable", f"--partition={slurm_cluster.partition}", "--time=2",
+                           f"--output={tmp_path / 'sleep-%j.out'}", "--wrap", "sleep 120"],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    job_id = proc.stdout.strip().split(";")[0]
+    try:
+        assert slurm_job_alive(job_id) is True  # pending or running: a run of this job is not dead
+        info = FinetuneRun(status="running", seed=1, arch="resnet18", init=InitSource("random"),
+                           environment={"slurm": {"SLURM_JOB_ID": job_id}})
+        assert derived_status(tmp_path, info) == "running"  # no lock here, but its job is still queued
+    finally:
+        subprocess.run(["scancel", job_id], timeout=60)
+    _wait_for(lambda: slurm_job_alive(job_id) is False, 120, "the cancelled job to leave the queue")
+    assert derived_status(tmp_path, info) == DIED
+
+
+@pytest.mark.horovod
+def test_sigterm_that_nobody_requeues_records_failed(tmp_path: Path) -> None:
+    # A plain process (no SLURM, no submitit): SIGTERM, as scancel sends it, checkpoints and stops; since nobody
+    # requeues the run, run.json says failed with the reason, not running for ever.
+    for cmd in (["synth-icentia", "--dst", str(tmp_path / "release"), "--patients", "2", "--segments", "2",
+                 "--segment-size", "20000", "--seed", "1"],
+                ["convert-icentia", "--src", str(tmp_path / "release"), "--dst", str(tmp_path / "store"), "--quiet"]):
+        assert subprocess.run([sys.executable, "-m", "ecg_hpc.data", *cmd], cwd=ROOT, env=ENV, capture_output=True,
+                              timeout=300).returncode == 0
+    job = tmp_path / "job"
+    log = tmp_path / "out.log"
+    with log.open("w") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "ecg_hpc.train.pretrain", "--store", str(tmp_path / "store"),
+                                 "--job-dir", str(job), "--task", "beat", "--width", "0.125", "--frame-size", "256",
+                                 "--batch-size", "8", "--epochs", "50", "--steps-per-epoch", "20"],
+                                cwd=ROOT, env=ENV, stdout=out, stderr=subprocess.STDOUT)
+        try:
+            _wait_for(lambda: (job / "epoch_01").is_dir(), 400, "the first epoch")
+            assert lock_is_held(job) and derived_status(job, read_record(job)) == "running"
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout=300)
+        finally:
+            proc.kill()
+    text = log.read_text()
+    assert "received SIGTERM" in text and "not requeued" in text, text[-2000:]
+    info = read_record(job)
+    assert info.status == "failed" and "stopped by SIGTERM and not requeued" in info.error
+    assert not lock_is_held(job) and derived_status(job, info) == "failed"
+    assert (job / "preempted").is_dir() or info.epochs_done >= 1  # its work is kept for a resume

@@ -17,6 +17,7 @@ import pytest
 
 from ecg_hpc.data.store import MANIFEST, Store, check_sizes, patient_dir, patients_fingerprint, read_meta
 from ecg_hpc.errors import DataError
+from tests.test_pretrain import synthetic_store
 
 ROOT = Path(__file__).resolve().parent.parent
 ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
@@ -26,14 +27,7 @@ TINY = ["--task", "beat", "--width", "0.125", "--frame-size", "256", "--batch-si
 
 @pytest.fixture(scope="module")
 def pristine(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    base = tmp_path_factory.mktemp("store_faults")
-    for cmd in (["synth-icentia", "--dst", str(base / "release"), "--patients", "6", "--segments", "2",
-                 "--segment-size", "20000", "--seed", "1"],
-                ["convert-icentia", "--src", str(base / "release"), "--dst", str(base / "store"), "--quiet"]):
-        proc = subprocess.run([sys.executable, "-m", "ecg_hpc.data", *cmd], capture_output=True, text=True,
-                              timeout=300, cwd=ROOT, env=ENV)
-        assert proc.returncode == 0, proc.stderr[-2000:]
-    return base / "store"
+    return synthetic_store(tmp_path_factory.mktemp("store_faults"), patients=6)
 
 
 @pytest.fixture

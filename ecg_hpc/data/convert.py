@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -212,6 +213,7 @@ def _convert_one(job: tuple[str, Path, Path, int]) -> tuple[int, str | None, int
     """Read one patient and write it to the store; return ``(pid, None or error message, source bytes)``."""
     fmt, folder, dst, pid = job
     store.remove_stale_temps(dst, pid)
+    began = time.process_time()
     try:
         if fmt == "wfdb":
             patient = icentia_wfdb.load_wfdb_patient(folder, pid)
@@ -220,7 +222,8 @@ def _convert_one(job: tuple[str, Path, Path, int]) -> tuple[int, str | None, int
             patient = icentia11k.load_patient(folder, pid, unzipped=(fmt == "npy"))
             files = list(icentia11k.patient_files(folder, pid, unzipped=(fmt == "npy")))
         source = {"format": fmt, "folder": str(folder.resolve()),
-                  "files": {f.name: f.stat().st_size for f in files}}
+                  "files": {f.name: f.stat().st_size for f in files},
+                  "read_cpu_s": round(time.process_time() - began, 3)}
         store.write_patient(dst, pid, patient.signal, patient.beats, patient.rhythms, source)
     except DataError as exc:
         return pid, str(exc), 0

@@ -75,26 +75,33 @@ def _stop_lanes(timeout: float = 5.0, grace: float = 0.2) -> None:
     time.sleep(grace)
 
 
+def check_sampler_arguments(task: str, frame_size: int, batch_size: int, rank: int, world_size: int,
+                            num_negatives: int, context_frames: int, n_patients: int) -> None:
+    """ConfigError naming the first sampler argument out of range (shared by both samplers)."""
+    if task not in TASKS:
+        raise ConfigError(f"--task must be one of {TASKS}, got {task!r}")
+    if frame_size < 2 or batch_size < 1:
+        raise ConfigError(f"frame size ({frame_size}) must be >= 2 and batch size ({batch_size}) >= 1")
+    if not 0 <= rank < world_size:
+        raise ConfigError(f"rank {rank} must lie in [0, world_size={world_size})")
+    if task == "future" and (num_negatives < 1 or context_frames < 1):
+        raise ConfigError("future prediction needs num_negatives >= 1 and context_frames >= 1")
+    if n_patients == 0:
+        raise ConfigError("no patients selected")
+
+
 class BatchSampler:
     """Builds whole batches of one task as numpy arrays; ``batch(step)`` depends only on (seed, epoch, rank, step)."""
 
     def __init__(self, store: Store | str | os.PathLike[str], task: str, patient_ids: Sequence[int],
                  frame_size: int, batch_size: int, seed: int, epoch: int = 0, rank: int = 0, world_size: int = 1,
                  num_negatives: int = DEFAULT_NEGATIVES, context_frames: int = CONTEXT_FRAMES) -> None:
-        if task not in TASKS:
-            raise ConfigError(f"--task must be one of {TASKS}, got {task!r}")
-        if frame_size < 2 or batch_size < 1:
-            raise ConfigError(f"frame size ({frame_size}) must be >= 2 and batch size ({batch_size}) >= 1")
-        if not 0 <= rank < world_size:
-            raise ConfigError(f"rank {rank} must lie in [0, world_size={world_size})")
-        if task == "future" and (num_negatives < 1 or context_frames < 1):
-            raise ConfigError("future prediction needs num_negatives >= 1 and context_frames >= 1")
+        check_sampler_arguments(task, frame_size, batch_size, rank, world_size, num_negatives, context_frames,
+                                len(patient_ids))
         self.store = store if isinstance(store, Store) else Store(store)
         self.task, self.frame_size, self.batch_size = task, int(frame_size), int(batch_size)
         self.seed, self.epoch, self.rank = int(seed), int(epoch), int(rank)
         self.num_negatives, self.context_frames = int(num_negatives), int(context_frames)
-        if len(patient_ids) == 0:
-            raise ConfigError("no patients selected")
         self.patients: list[StorePatient] = [self.store.patient(int(pid)) for pid in patient_ids]
         self.n_segments = np.array([p.signal.shape[0] for p in self.patients], np.int64)
         self.segment_len = np.array([p.signal.shape[1] for p in self.patients], np.int64)
@@ -140,13 +147,7 @@ class BatchSampler:
     def batch(self, step: int) -> tuple[np.ndarray, ...]:
         """Batch ``step`` as the dataset yields it, in numpy: ``(frames (B, F, 1), labels)``, or for ``future``
         ``(context (B, C, F, 1), candidates (B, K+1, F, 1), labels)``; frames normalised float32."""
-        raw = self.raw_batch(step)
-        if self.task == "future":
-            context, candidates, m_context, m_candidates, labels = raw
-            context = normalise(context, m_context).reshape(self.batch_size, self.context_frames, -1)
-            return context[..., None], normalise(candidates, m_candidates)[..., None], labels
-        values, multiplier, labels = raw
-        return normalise(values, multiplier)[..., None], labels
+        return normalised_batch(self.task, self.raw_batch(step), self.context_frames)
 
     def _draw(self, rng: np.random.Generator, n: int, span: int,
               exclude: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -195,16 +196,40 @@ class BatchSampler:
         neg_patient, neg_segment, neg_start = self._draw(rng, b * k, f, exclude=np.repeat(patient, k))
         negatives = np.empty((b * k, f), self.value_dtype)
         self._gather(neg_patient, neg_segment, neg_start, negatives, None)
-        labels = rng.integers(0, k + 1, b)
-        is_positive = np.arange(k + 1)[None, :] == labels[:, None]
-        candidates = np.empty((b, k + 1, f), self.value_dtype)
-        candidates[is_positive] = window[:, c * f:]
-        candidates[~is_positive] = negatives
-        m_candidates = np.empty((b, k + 1), np.float32)
-        m_candidates[is_positive] = self.multiplier[patient]
-        m_candidates[~is_positive] = self.multiplier[neg_patient]
-        return window[:, :c * f], candidates, self.multiplier[patient], m_candidates, labels.astype(np.int32)
+        return future_batch(rng, window, negatives, self.multiplier[patient], self.multiplier[neg_patient], c)
 
+
+
+
+def normalised_batch(task: str, raw: tuple[np.ndarray, ...], context_frames: int) -> tuple[np.ndarray, ...]:
+    """A sampler's raw batch (int16/float32 values and multipliers) as the dataset yields it: frames normalised
+    float32 with a channel axis, ``future`` context split into ``context_frames`` frames."""
+    if task == "future":
+        context, candidates, m_context, m_candidates, labels = raw
+        context = normalise(context, m_context).reshape(context.shape[0], context_frames, -1)
+        return context[..., None], normalise(candidates, m_candidates)[..., None], labels
+    values, multiplier, labels = raw
+    return normalise(values, multiplier)[..., None], labels
+
+def future_batch(rng: np.random.Generator, window: np.ndarray, negatives: np.ndarray, m_window: np.ndarray,
+                 m_negatives: np.ndarray, context_frames: int) -> tuple[np.ndarray, ...]:
+    """Split ``window`` (context + true next frame) and place the true frame at a random one of the candidates.
+
+    ``negatives`` holds ``num_negatives`` frames per row, ``m_*`` their patients' multipliers. Returns
+    ``(context, candidates, m_context, m_candidates, labels)``, the layout both samplers hand to the future task.
+    """
+    b = window.shape[0]
+    f = window.shape[1] // (context_frames + 1)
+    k = negatives.shape[0] // b
+    labels = rng.integers(0, k + 1, b)
+    is_positive = np.arange(k + 1)[None, :] == labels[:, None]
+    candidates = np.empty((b, k + 1, f), window.dtype)
+    candidates[is_positive] = window[:, context_frames * f:]
+    candidates[~is_positive] = negatives
+    m_candidates = np.empty((b, k + 1), np.float32)
+    m_candidates[is_positive] = m_window
+    m_candidates[~is_positive] = m_negatives
+    return window[:, :context_frames * f], candidates, m_window, m_candidates, labels.astype(np.int32)
 
 def label_keys(rhythm: bool, start: np.ndarray, frame: int, dtype: np.dtype) -> tuple[np.ndarray, int]:
     """Search keys ``(B, 2)`` into a segment's packed labels and the count to drop at each end, so that

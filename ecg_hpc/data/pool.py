@@ -35,7 +35,8 @@ from typing import Any, Sequence
 import numpy as np
 
 from ecg_hpc.data import icentia11k as ic
-from ecg_hpc.data.pipeline import CONTEXT_FRAMES, DEFAULT_NEGATIVES, TASKS, label_keys, normalise, ragged_labels
+from ecg_hpc.data.pipeline import (CONTEXT_FRAMES, DEFAULT_NEGATIVES, check_sampler_arguments, future_batch,
+                                   label_keys, normalised_batch, ragged_labels)
 from ecg_hpc.data.store import PATIENTS_DIR, SegmentReader, Store, patient_dir
 from ecg_hpc.errors import ConfigError, DataError
 from ecg_hpc.atomic import atomic_dir
@@ -126,16 +127,8 @@ class PoolSampler:
                  batch_size: int, seed: int, epoch: int = 0, rank: int = 0, world_size: int = 1,
                  num_negatives: int = DEFAULT_NEGATIVES, context_frames: int = CONTEXT_FRAMES,
                  options: PoolOptions = PoolOptions(), start_step: int = 0) -> None:
-        if task not in TASKS:
-            raise ConfigError(f"--task must be one of {TASKS}, got {task!r}")
-        if frame_size < 2 or batch_size < 1:
-            raise ConfigError(f"frame size ({frame_size}) must be >= 2 and batch size ({batch_size}) >= 1")
-        if not 0 <= rank < world_size:
-            raise ConfigError(f"rank {rank} must lie in [0, world_size={world_size})")
-        if task == "future" and (num_negatives < 1 or context_frames < 1):
-            raise ConfigError("future prediction needs num_negatives >= 1 and context_frames >= 1")
-        if len(patient_ids) == 0:
-            raise ConfigError("no patients selected")
+        check_sampler_arguments(task, frame_size, batch_size, rank, world_size, num_negatives, context_frames,
+                                len(patient_ids))
         options.check()
         self.store = store if isinstance(store, Store) else Store(store)
         self.task, self.frame_size, self.batch_size = task, int(frame_size), int(batch_size)
@@ -244,7 +237,13 @@ class PoolSampler:
                 pid, segment, first, n_starts = self.plan.rows[index].tolist()
                 layout = reader.layout(pid)
                 length = min(n_starts + self._span, layout.segment_len - first)
-                reader.read_signal(pid, segment, first, self._pool[row, :length])
+                target = self._pool[row, :length]
+                if layout.dtype == target.dtype:
+                    reader.read_signal(pid, segment, first, target)
+                else:  # a store mixing int16 and float32 patients: read in the patient's dtype, then widen
+                    widened = np.empty(length, layout.dtype)
+                    reader.read_signal(pid, segment, first, widened)
+                    target[:] = widened
                 labels = None if self._kind is None else reader.read_labels(pid, self._kind, segment)
                 multiplier = np.float32(layout.scale / ic.STD)
                 with self._cond:
@@ -338,13 +337,7 @@ class PoolSampler:
 
     def batch(self, step: int) -> tuple[np.ndarray, ...]:
         """Batch ``step`` normalised, laid out as ``pipeline.BatchSampler.batch``."""
-        raw = self.raw_batch(step)
-        if self.task == "future":
-            context, candidates, m_context, m_candidates, labels = raw
-            context = normalise(context, m_context).reshape(self.batch_size, self.context_frames, -1)
-            return context[..., None], normalise(candidates, m_candidates)[..., None], labels
-        values, multiplier, labels = raw
-        return normalise(values, multiplier)[..., None], labels
+        return normalised_batch(self.task, self.raw_batch(step), self.context_frames)
 
     def _copy(self, slot: np.ndarray, offset: np.ndarray, length: int) -> np.ndarray:
         out = np.empty((slot.size, length), self.value_dtype)
@@ -366,15 +359,7 @@ class PoolSampler:
                     break
                 neg_slot[same], neg_offset[same] = self._draw(rng, same.size)
         negatives = self._copy(neg_slot, neg_offset, f)
-        labels = rng.integers(0, k + 1, b)
-        is_positive = np.arange(k + 1)[None, :] == labels[:, None]
-        candidates = np.empty((b, k + 1, f), self.value_dtype)
-        candidates[is_positive] = window[:, c * f:]
-        candidates[~is_positive] = negatives
-        m_candidates = np.empty((b, k + 1), np.float32)
-        m_candidates[is_positive] = self._mult[slot]
-        m_candidates[~is_positive] = self._mult[neg_slot]
-        return window[:, :c * f], candidates, self._mult[slot], m_candidates, labels.astype(np.int32)
+        return future_batch(rng, window, negatives, self._mult[slot], self._mult[neg_slot], c)
 
 
 def stage_patients(store: Store | str | Path, patient_ids: Sequence[int], dest: str | Path,

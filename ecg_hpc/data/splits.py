@@ -39,3 +39,23 @@ def stratified_holdout(labels: np.ndarray, fraction: float, rng: np.random.Gener
     keep = np.ones(n, dtype=bool)
     keep[holdout_idx] = False
     return np.flatnonzero(keep), holdout_idx
+
+
+def nested_label_subset(labels: np.ndarray, fraction: float, rng: np.random.Generator,
+                        option: str = "--label-frac") -> np.ndarray:
+    """Sorted indices of a stratified ``fraction`` of ``labels`` (label-efficiency runs), nested across fractions.
+
+    Each class keeps ``ceil(fraction * its count)`` records (so every class present stays present), the first ones
+    of one permutation per class drawn from ``rng``. A given generator state gives one order per class whatever the
+    fraction, and the kept counts grow with it, so a smaller fraction's set lies inside a larger one's.
+    """
+    labels = np.asarray(labels)
+    if labels.ndim != 1:
+        raise ValueError(f"labels must be 1-D, got shape {labels.shape}")
+    if not 0.0 < fraction <= 1.0:
+        raise ConfigError(f"{option} must lie in (0, 1], got {fraction}")
+    chosen = []
+    for c in np.unique(labels):  # classes in sorted order: one permutation each, in a fixed sequence
+        members = rng.permutation(np.flatnonzero(labels == c))
+        chosen.append(members[:int(np.ceil(fraction * members.size - 1e-9))])
+    return np.sort(np.concatenate(chosen))

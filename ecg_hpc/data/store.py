@@ -2,7 +2,8 @@
 
 Layout of a store directory (one sub-directory per patient, which appears by an atomic rename when complete)::
 
-    STORE/manifest.json                  summary of all converted patients (rewritten by each converter run)
+    STORE/manifest.json                  all patients' meta records and per-patient means (store and source bytes,
+                                         conversion CPU s); rewritten at the end of each conversion
     STORE/patients/00042/meta.json       shapes, dtypes, scale, sha256 and sizes of the files, source file sizes
     STORE/patients/00042/signal.npy      int16 (n_segments, segment_len) with ``scale``, or float32 (scale 1.0)
     STORE/patients/00042/beats.npy       int32 packed labels of all segments: position * 8 + class, sorted
@@ -20,6 +21,7 @@ import hashlib
 import json
 import os
 import shutil
+import time
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -150,6 +152,7 @@ def unpack_labels(packed: np.ndarray) -> Labels:
 def write_patient(store: str | os.PathLike[str], patient_id: int, signal: np.ndarray, beats: Sequence[Labels],
                   rhythms: Sequence[Labels], source: dict[str, Any]) -> dict[str, Any]:
     """Encode and write one patient into ``store`` atomically (temp dir + rename); return its meta record."""
+    began = time.process_time()
     signal = np.asarray(signal)
     n_segments, segment_len = signal.shape
     values, scale = encode_signal(signal)
@@ -168,7 +171,8 @@ def write_patient(store: str | os.PathLike[str], patient_id: int, signal: np.nda
                            "offset": npy_data_offset(path), "sha256": file_sha256(path)}
         meta = {"patient_id": int(patient_id), "n_segments": int(n_segments), "segment_len": int(segment_len),
                 "signal_dtype": str(values.dtype), "scale": scale, "n_beats": int(beat_packed.size),
-                "n_rhythms": int(rhythm_packed.size), "files": files, "source": source, "converted_at": utc_now()}
+                "n_rhythms": int(rhythm_packed.size), "files": files, "source": source, "converted_at": utc_now(),
+                "write_cpu_s": round(time.process_time() - began, 3)}
         atomic_write_json(tmp / "meta.json", meta)
     return meta
 
@@ -217,7 +221,17 @@ def write_manifest(store: str | os.PathLike[str]) -> Path:
     metas = [read_meta(store, pid) for pid in done_patients(store)]
     return atomic_write_json(Path(store) / MANIFEST, {
         "format": STORE_FORMAT, "version": STORE_VERSION, "written_at": utc_now(), "n_patients": len(metas),
-        "n_segments": sum(m["n_segments"] for m in metas), "patients": metas})
+        "n_segments": sum(m["n_segments"] for m in metas), "per_patient": _per_patient(metas), "patients": metas})
+
+
+def _per_patient(metas: list[dict[str, Any]]) -> dict[str, float | None]:
+    """Mean store and source bytes and conversion CPU seconds (reading the source, encoding, writing) per patient."""
+    def mean(values: list[float]) -> float | None:
+        return round(sum(values) / len(values), 3) if values else None
+    return {"store_bytes": mean([sum(f["bytes"] for f in m["files"].values()) for m in metas]),
+            "source_bytes": mean([sum(m["source"]["files"].values()) for m in metas if m.get("source")]),
+            "convert_cpu_s": mean([m["source"]["read_cpu_s"] + m["write_cpu_s"] for m in metas
+                                   if "read_cpu_s" in m.get("source", {}) and "write_cpu_s" in m])}
 
 
 def read_meta(store: str | os.PathLike[str], patient_id: int) -> dict[str, Any]:
@@ -237,21 +251,27 @@ def read_meta(store: str | os.PathLike[str], patient_id: int) -> dict[str, Any]:
     return meta
 
 
-def check_manifest(store: str | os.PathLike[str]) -> None:
-    """DataError naming ``manifest.json`` when it is not this project's store format and version (a store being
-    converted may not have one yet)."""
+def read_manifest(store: str | os.PathLike[str]) -> dict[str, Any]:
+    """``manifest.json`` of ``store`` (empty when there is none yet: a store being converted); DataError naming it
+    when it is unreadable or not this project's store format and version."""
     path = Path(store) / MANIFEST
     if not path.is_file():
-        return
+        return {}
+    rewrite = "rewrite it with `python -m ecg_hpc.data convert-icentia --manifest-only` on this store"
     try:
         manifest = json.loads(path.read_text(encoding="utf-8"))
         found = (manifest.get("format"), manifest.get("version"))
     except (OSError, ValueError, AttributeError) as exc:
-        raise DataError(f"{path}: not a store manifest ({type(exc).__name__}); rewrite it with "
-                        "`python -m ecg_hpc.data convert-icentia --manifest-only` on this store") from None
+        raise DataError(f"{path}: not a store manifest ({type(exc).__name__}); {rewrite}") from None
     if found != (STORE_FORMAT, STORE_VERSION):
         raise DataError(f"{path}: format {found[0]!r} version {found[1]!r}, this code reads {STORE_FORMAT!r} "
                         f"version {STORE_VERSION}; convert the data again with this version")
+    try:
+        for m in manifest["patients"]:
+            int(m["patient_id"])
+    except (ValueError, KeyError, TypeError) as exc:
+        raise DataError(f"{path}: not a store manifest (patients: {type(exc).__name__}); {rewrite}") from None
+    return manifest
 
 
 def file_sizes(store: str | os.PathLike[str], patient_ids: Sequence[int]) -> dict[int, dict[str, int]]:
@@ -336,7 +356,7 @@ class Store:
         if not (self.path / PATIENTS_DIR).is_dir():
             raise DataError(f"{self.path}: not an Icentia11k store (no '{PATIENTS_DIR}/' folder); "
                             f"create one with `python -m ecg_hpc.data convert-icentia`")
-        check_manifest(self.path)
+        read_manifest(self.path)
         self._cache: dict[int, StorePatient] = {}
 
     @cached_property
@@ -375,17 +395,13 @@ class Store:
                             beats=arrays["beats.npy"], rhythms=arrays["rhythms.npy"],
                             offsets=np.asarray(arrays["offsets.npy"]))
 
+    def manifest(self) -> dict[str, Any]:
+        """``manifest.json`` (see ``read_manifest``)."""
+        return read_manifest(self.path)
+
     def metas(self, patient_ids: Sequence[int]) -> dict[int, dict[str, Any]]:
         """Meta records of ``patient_ids``: from ``manifest.json`` (one read) where it lists them, else meta.json."""
-        listed = {}
-        path = self.path / MANIFEST
-        if path.is_file():
-            try:
-                manifest = json.loads(path.read_text(encoding="utf-8"))
-                listed = {int(m["patient_id"]): m for m in manifest["patients"]}
-            except (OSError, ValueError, KeyError, TypeError) as exc:
-                raise DataError(f"{path}: corrupt store manifest ({type(exc).__name__}: {exc}); rewrite it with "
-                                f"`python -m ecg_hpc.data convert-icentia` on the same --dst, or delete it") from None
+        listed = {int(m["patient_id"]): m for m in self.manifest().get("patients", [])}
         out = {}
         for pid in map(int, patient_ids):
             if not patient_dir(self.path, pid).is_dir():

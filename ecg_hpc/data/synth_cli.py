@@ -58,11 +58,15 @@ def add_synth_physionet_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dst", required=True, type=Path, help="output folder (must not exist or be empty)")
     parser.add_argument("--records", type=int, default=100, help="number of records A00001.. (100)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (0)")
+    parser.add_argument("--balanced", action="store_true",
+                        help="as many records of each class (default: the class mix of the real training set)")
 
 
-def physionet_labels(n: int, seed: int) -> list[str]:
-    """Labels of ``n`` records in the class mix of the real training set, in a seeded random order."""
-    counts = synth_physionet.class_counts(n, synth_physionet.PHYSIONET_SHARES)
+def physionet_labels(n: int, seed: int, balanced: bool = False) -> list[str]:
+    """Labels of ``n`` records in the class mix of the real training set (or equal shares), in a seeded random
+    order."""
+    shares = dict.fromkeys(synth_physionet.PHYSIONET_SHARES, 1.0) if balanced else synth_physionet.PHYSIONET_SHARES
+    counts = synth_physionet.class_counts(n, shares)
     labels = [c for c, k in counts.items() for _ in range(k)]
     return [labels[i] for i in np.random.default_rng([seed, n]).permutation(n)]
 
@@ -74,7 +78,7 @@ def run_synth_physionet(args: argparse.Namespace) -> None:
     dst: Path = args.dst
     if dst.exists() and (not dst.is_dir() or any(dst.iterdir())):
         raise ConfigError(f"--dst {dst} exists and is not an empty folder; choose a new path")
-    labels = physionet_labels(args.records, args.seed)
+    labels = physionet_labels(args.records, args.seed, args.balanced)
     names = [f"A{i + 1:05d}" for i in range(args.records)]
     with atomic_dir(dst) as tmp:
         bar = Progress(args.records, "synth-physionet", unit="records")

@@ -11,7 +11,8 @@ import numpy as np
 
 from ecg_hpc.data import icentia11k
 from ecg_hpc.data.physionet2017 import STD_MV
-from ecg_hpc.data.synthetic import (RHYTHM_AFIB, RHYTHM_AFLUT, RHYTHM_NOISE, RHYTHM_NORMAL, Episodes, quantise,
+from ecg_hpc.data.synthetic import (RHYTHM_AFIB, RHYTHM_AFLUT, RHYTHM_NOISE, RHYTHM_NORMAL, Episodes,
+                                    noise_episode_levels, quantise,
                                     random_patient, synth_ecg)
 
 ICENTIA_UNITS_PER_MV = icentia11k.STD / STD_MV  # both data sets look alike after their own normalisation
@@ -20,7 +21,8 @@ ICENTIA_LSB = 2.0 ** -10  # Icentia11k units per ADC step: int16 * LSB is exact 
 
 def icentia_episodes(rng: np.random.Generator, n: int, fs: float, af_prone: float, flutter_prone: float,
                      noise_per_hour: float) -> Episodes:
-    """Rhythm episodes of one Icentia11k segment: mostly sinus, with AF, flutter and noise by the patient's bent."""
+    """Rhythm episodes of one Icentia11k segment: mostly sinus, with AF, flutter and noise by the patient's bent
+    (noise episodes of a segment share one level, drawn as for a noisy challenge record)."""
     classes, ends, t, total = [], [], 0.0, n / fs
     per_hour = np.array([af_prone * 4.0, flutter_prone * 4.0, noise_per_hour])
     onset = [RHYTHM_AFIB, RHYTHM_AFLUT, RHYTHM_NOISE]
@@ -33,7 +35,7 @@ def icentia_episodes(rng: np.random.Generator, n: int, fs: float, af_prone: floa
         state = onset[rng.choice(3, p=per_hour / per_hour.sum())] if state == RHYTHM_NORMAL else RHYTHM_NORMAL
     cls, end = np.array(classes, np.int64), np.array(ends, np.int64)
     keep = np.diff(end, prepend=0) > 0  # drop zero-length episodes
-    return Episodes(cls[keep], end[keep])
+    return Episodes(cls[keep], end[keep], *noise_episode_levels(rng))
 
 
 def synth_icentia_patient(rng: np.random.Generator, n_segments: int, segment_size: int = icentia11k.SEGMENT_SIZE,
@@ -44,9 +46,9 @@ def synth_icentia_patient(rng: np.random.Generator, n_segments: int, segment_siz
     fs = float(icentia11k.FS)
     pm = random_patient(rng)
     u = rng.random(4)
-    af_prone = 0.2 + 0.6 * u[0] if u[1] < 0.3 else 0.0  # 30 % of patients have AF episodes ...
-    flutter_prone = 0.2 + 0.4 * u[2] if u[3] < 0.25 else 0.0  # ... and 25 % flutter episodes
-    noise_per_hour = rng.uniform(0.5, 6.0)
+    af_prone = 0.2 + 0.6 * u[0] if u[1] < 0.5 else 0.0  # half of the patients have AF episodes ...
+    flutter_prone = 0.2 + 0.4 * u[2] if u[3] < 0.25 else 0.0  # ... and a quarter flutter episodes
+    noise_per_hour = rng.uniform(2.0, 12.0)
     signal = np.empty((n_segments, segment_size), np.float32)
     beats, rhythms = [], []
     for s in range(n_segments):

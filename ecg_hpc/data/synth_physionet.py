@@ -10,6 +10,7 @@ import numpy as np
 
 from ecg_hpc.data.physionet2017 import CLASSES, FS as PHYSIONET_FS, GAIN as PHYSIONET_GAIN
 from ecg_hpc.data.synthetic import (RHYTHM_AFIB, RHYTHM_AFLUT, RHYTHM_NOISE, RHYTHM_NORMAL, Episodes, PatientModel,
+                                    noise_episode_levels,
                                     random_patient, synth_ecg)
 
 
@@ -28,10 +29,9 @@ def physionet_model(rng: np.random.Generator, label: str) -> tuple[PatientModel,
                  hr_bpm=58.0 + 42.0 * u[2])
     rhythm, noise_level, contact = RHYTHM_NORMAL, 1.0, 1.0
     base = label if label != "~" else "NAO"[int(np.searchsorted([0.7, 0.85], rng.random()))]
-    if base == "A":
+    if base == "A":  # the patient's own AF physiology, drawn as for an Icentia11k patient
         rhythm = RHYTHM_AFIB
-        pm = replace(pm, af_hr_bpm=rng.uniform(60.0, 150.0), af_irregularity=rng.uniform(0.06, 0.3),
-                     pvc_rate=0.05 if rng.random() < 0.2 else 0.0)
+        pm = replace(pm, pvc_rate=0.05 if rng.random() < 0.2 else 0.0)
     elif base == "O":
         kind = ("pac", "pvc", "pattern", "flutter", "brady", "tachy")[
             int(np.searchsorted([0.2, 0.4, 0.55, 0.7, 0.85], rng.random()))]
@@ -52,10 +52,7 @@ def physionet_model(rng: np.random.Generator, label: str) -> tuple[PatientModel,
         a = int(rng.uniform(0.0, 0.3) * n) if rng.random() < 0.4 else 0
         b = n if rng.random() < 0.7 else int(rng.uniform(0.8, 1.0) * n)
         classes, ends = [rhythm, RHYTHM_NOISE, rhythm], [a, b, n]
-        if rng.random() < 0.4:  # poor contact: a faint ECG under moderate noise
-            noise_level, contact = rng.uniform(0.3, 1.0), rng.uniform(0.05, 0.3)
-        else:  # motion and muscle: heavy noise over a normal ECG
-            noise_level = rng.uniform(1.0, 3.0)
+        noise_level, contact = noise_episode_levels(rng)
     elif rng.random() < 0.15:  # a short noisy stretch in a readable record
         a = int(rng.uniform(0.0, 0.8) * n)
         classes, ends = [rhythm, RHYTHM_NOISE, rhythm], [a, min(n, a + int(rng.uniform(0.5, 2.5) * fs)), n]

@@ -7,6 +7,11 @@ have none. Rhythms: sinus (heart-rate drift, respiratory sinus arrhythmia), atri
 fibrillatory waves), atrial flutter (sawtooth F waves with 2:1 to 4:1 conduction) and noise episodes. Noise:
 baseline wander, mains hum, muscle noise with bursts, and in noise episodes motion artefacts and electrode pops.
 
+The two data sets share their physiology, as the real ones do (the transfer the study measures rests on it):
+every patient and record draws wave shapes, ectopy, atrial fibrillation (rate, RR irregularity, fibrillatory
+waves) and noise episodes from the same distributions, and an Icentia11k-style patient labels them (beats: pac,
+aberrated, pvc; rhythms: afib, aflut, noise) where a challenge record only has its class.
+
 Everything is drawn from a ``numpy.random.Generator`` and rendered with array operations (no loop over beats or
 samples), so one core makes several million samples per second. Signals are in mV; the two format adapters
 turn them into the published formats: ``ecg_hpc.data.synth_icentia`` (Icentia11k units on an int16 grid) and
@@ -34,6 +39,11 @@ _P_NONE, _P_SINUS, _P_ECTOPIC = range(3)  # atrial wave shapes
 _T1, _T2 = 4, 5  # rows of the two T-wave parts among the ventricular waves Q, R, S, R', T1, T2
 _MARGIN_S = 2.0  # beats are generated this far beyond both ends so edge beats are complete waves
 _COARSE_S = 0.25  # time step of slowly varying quantities (heart rate, envelopes, wander)
+# Atrial fibrillation of every patient and record (both data sets): ventricular rate, coefficient of variation
+# of RR, fibrillatory wave amplitude.
+AF_HR_BPM = (65.0, 150.0)
+AF_IRREGULARITY = (0.12, 0.3)
+AF_WAVE_MV = (0.02, 0.12)
 
 
 @dataclass(frozen=True)
@@ -108,7 +118,7 @@ def random_patient(rng: np.random.Generator) -> PatientModel:
         hr_bpm=u(58.0, 95.0), hr_drift=u(0.05, 0.2), rsa=u(0.01, 0.08), resp_hz=u(0.15, 0.35),
         pac_rate=float(np.exp(u(np.log(1e-3), np.log(0.08)))), pvc_rate=float(np.exp(u(np.log(1e-3), np.log(0.08)))),
         aberrant_frac=u(0.05, 0.3), pattern=0, pattern_pvc=True,
-        af_hr_bpm=u(65.0, 140.0), af_irregularity=u(0.12, 0.3), af_wave_mv=u(0.02, 0.12),
+        af_hr_bpm=u(*AF_HR_BPM), af_irregularity=u(*AF_IRREGULARITY), af_wave_mv=u(*AF_WAVE_MV),
         flutter_bpm=u(250.0, 340.0), flutter_mv=u(0.1, 0.3),
         gain=float(np.exp(rng.normal(0.0, 0.3))), wander_mv=u(0.03, 0.25), mains_mv=u(0.0, 0.03),
         mains_hz=50.0 if u() < 0.5 else 60.0, emg_mv=float(np.exp(u(np.log(0.004), np.log(0.04)))),
@@ -349,7 +359,16 @@ def synth_ecg(rng: np.random.Generator, pm: PatientModel, episodes: Episodes, fs
     return signal.astype(np.float32), positions[inside], classes[inside]
 
 
+def noise_episode_levels(rng: np.random.Generator) -> tuple[float, float]:
+    """(noise level, electrode contact) of a noise episode, the same for both data sets: poor contact (a faint
+    ECG under moderate noise) or motion and muscle (heavy noise over a normal ECG)."""
+    if rng.random() < 0.4:
+        return float(rng.uniform(0.3, 1.0)), float(rng.uniform(0.05, 0.3))
+    return float(rng.uniform(1.0, 3.0)), 1.0
+
+
 def quantise(x: np.ndarray, lsb: float) -> np.ndarray:
-    """Round to the nearest ADC step and saturate at the int16 range, like a real 16-bit ADC (float32 result)."""
-    steps = np.clip(np.rint(np.asarray(x, np.float64) / lsb), -32768, 32767)
+    """Round to the nearest ADC step and saturate at +-32767 steps, like a real 16-bit ADC (float32 result); the
+    symmetric range keeps a saturated record on the int16 grid the shard store encodes losslessly."""
+    steps = np.clip(np.rint(np.asarray(x, np.float64) / lsb), -32767, 32767)
     return (steps * lsb).astype(np.float32)

@@ -1,7 +1,9 @@
-"""Experiment design of a fine-tuning sweep: which inits (scenarios) and seeds, as manifest tasks.
+"""Experiment design of a fine-tuning sweep: which inits (scenarios), labelled fractions and seeds, as manifest tasks.
 
 Scenarios are ``random`` and one per chosen pretraining checkpoint (``<pretrain-name>_epoch_NN``), with ``_<arch>``
-appended when the arch is not resnet18; each (scenario, seed) is one task of the manifest (``ecg_hpc.hpc.manifest``).
+appended when the arch is not resnet18 and ``_labels<F>`` for a labelled fraction F < 1 of the training records
+(``--label-fracs``, the label-efficiency axis; the test set is the same for every F); each (scenario, labelled
+fraction, seed) is one task of the manifest (``ecg_hpc.hpc.manifest``).
 Re-planning into an existing manifest keeps every task at its index and appends new ones; a task planned again
 with other options is refused.
 """
@@ -57,6 +59,22 @@ def parse_seeds(text: str) -> tuple[int, ...]:
     for seed in (min(seeds), max(seeds)):
         check_seed("--seeds", seed)
     return tuple(seeds)
+
+
+def parse_label_fracs(text: str) -> tuple[float, ...]:
+    """Labelled fractions from ``0.01,0.05,1``: each in (0, 1], none twice, kept in the given order."""
+    try:
+        fracs = tuple(float(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise ConfigError(f"--label-fracs {text!r}: expected fractions like 0.01,0.1,1") from None
+    if not fracs or len(set(fracs)) != len(fracs) or not all(0.0 < f <= 1.0 for f in fracs):
+        raise ConfigError(f"--label-fracs {text!r}: give fractions in (0, 1], each once")
+    return fracs
+
+
+def labelled_name(scenario: str, label_frac: float) -> str:
+    """The sweep name of a scenario fine-tuned on ``label_frac`` of the training records (unchanged at 1)."""
+    return scenario if label_frac == 1.0 else f"{scenario}_labels{label_frac:g}"
 
 
 def select_checkpoints(pretrain_dir: str | Path, which: str) -> list[Path]:
@@ -136,9 +154,9 @@ def plan_scenarios(pretrain_dirs: Sequence[str | Path], checkpoints: str = "last
 
 
 def plan_tasks(scenarios: Sequence[Scenario], seeds: Sequence[int], sweep_dir: str | Path,
-               training: dict[str, Any]) -> list[Task]:
-    """One task per (scenario, seed), scenario-major, indices from 0; ``training`` holds the shared options
-    (each config is checked as it is built)."""
+               training: dict[str, Any], label_fracs: Sequence[float] = (1.0,)) -> list[Task]:
+    """One task per (scenario, labelled fraction, seed) in that order, indices from 0; ``training`` holds the
+    shared options (each config is checked as it is built)."""
     sweep_dir = Path(sweep_dir).resolve()
     shared = {k: training[k] for k in _TRAINING_OPTIONS if training.get(k) is not None}
     shared["data"] = str(Path(shared["data"]).resolve())
@@ -148,12 +166,13 @@ def plan_tasks(scenarios: Sequence[Scenario], seeds: Sequence[int], sweep_dir: s
     for arch in sorted({s.arch for s in scenarios}):
         finetune.check_arch(arch)
     tasks = []
-    for scenario in scenarios:
+    for scenario, label_frac in ((s, f) for s in scenarios for f in label_fracs):
+        name = labelled_name(scenario.name, label_frac)
         for seed in seeds:
-            job_dir = sweep_dir / scenario.name / f"seed_{seed}"
+            job_dir = sweep_dir / name / f"seed_{seed}"
             config = finetune.FinetuneConfig(job_dir=str(job_dir), init=scenario.init, seed=seed,
-                                             arch=scenario.arch, width=scenario.width, scenario=scenario.name,
-                                             **shared)
+                                             arch=scenario.arch, width=scenario.width, scenario=name,
+                                             label_frac=label_frac, **shared)
             tasks.append(Task(len(tasks), config))
     return tasks
 
@@ -161,6 +180,13 @@ def plan_tasks(scenarios: Sequence[Scenario], seeds: Sequence[int], sweep_dir: s
 def _seeds_option(text: str) -> tuple[int, ...]:
     try:
         return parse_seeds(text)
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _label_fracs_option(text: str) -> tuple[float, ...]:
+    try:
+        return parse_label_fracs(text)
     except ConfigError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
@@ -177,6 +203,9 @@ def add_plan_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--no-random", action="store_true", help="leave out the random-init scenario")
     group.add_argument("--seeds", type=_seeds_option, default=DEFAULT_SEEDS,
                        help="seeds, a list 10,20,30 or a range 10-100:10 (default: 10,20,...,100)")
+    group.add_argument("--label-fracs", type=_label_fracs_option, default=(1.0,),
+                       help="label-efficiency axis: fine-tune on these stratified, nested fractions of the training "
+                            "records, e.g. 0.01,0.05,0.1,0.25,0.5,1 (default: 1, all of them)")
     group.add_argument("--sweep-dir", type=Path, default=DEFAULT_SWEEP_DIR,
                        help="where the manifest and the run directories go (default: %(default)s)")
 
@@ -187,7 +216,7 @@ def plan_from_args(args: argparse.Namespace, write: bool = True) -> tuple[Path, 
     Returns the manifest path, all its tasks, and the tasks of this plan (with their manifest indices).
     """
     scenarios = plan_scenarios(args.pretrain, args.checkpoints, not args.no_random, args.arch, args.width)
-    planned = plan_tasks(scenarios, args.seeds, args.sweep_dir, vars(args))
+    planned = plan_tasks(scenarios, args.seeds, args.sweep_dir, vars(args), args.label_fracs)
     path = args.sweep_dir.resolve() / MANIFEST
     existing = read_manifest(path) if path.is_file() else []
     tasks = merge_tasks(existing, planned)

@@ -33,7 +33,6 @@ from ecg_hpc.hpc.requeue import request_requeue
 from ecg_hpc.interrupt import EXIT_INTERRUPTED
 from ecg_hpc.options import check_text, config_argv
 from ecg_hpc.records import mark_failed
-from ecg_hpc.provenance import utc_now
 from ecg_hpc.train.environments import PREEMPTED_EXIT_CODE, detect
 
 if TYPE_CHECKING:
@@ -149,7 +148,8 @@ def resolve_plan(args: argparse.Namespace, tasks_per_node: int | None = None, ar
     """Resolve the cluster options (defaults filled in, combinations checked); ``tasks_per_node`` overrides.
 
     On SLURM the defaults follow the partition (``Partition``): one worker per GPU (1 without GPUs), the node's
-    CPUs shared among them, no GPU request where it has none; a request it can never run is a ConfigError. An
+    CPUs shared among them, no GPU request where it has none; a request it can never run is a ConfigError (a
+    warning on a dry run, which submits nothing). An
     ``array_task`` (one process of a job array) asks for at most one GPU and a GPU's share of the node's CPUs.
     ``partition`` is asked of ``sinfo`` unless given.
     """
@@ -181,7 +181,10 @@ def resolve_plan(args: argparse.Namespace, tasks_per_node: int | None = None, ar
         if cpus is None:
             cpus = partition.default_cpus_per_task(max(1, partition.gpus_per_node) if array_task else tasks)
         refusal = partition.refusal(args.nodes, tasks, gpus, cpus, mem_gb)
-        if refusal:
+        if refusal and getattr(args, "dry_run", False):  # a dry run submits nothing: show the job, say it can't run
+            print(f"warning: {refusal}: this cluster could never run the job shown; it was not submitted",
+                  file=sys.stderr)
+        elif refusal:
             raise ConfigError(f"{refusal}: such a job would pend forever, so nothing was submitted")
     python = shlex.quote(sys.executable)
     if args.image:
@@ -209,9 +212,10 @@ def make_executor(args: argparse.Namespace, folder: str | os.PathLike[str], *, j
                   array_task: bool = False, partition: Partition | None = None) -> submitit.AutoExecutor:
     """A submitit executor for the cluster options in ``args`` writing its logs to ``folder``.
 
-    SLURM: one job of ``nodes x tasks`` srun tasks, ``--requeue``, a warning signal before the time limit.
-    Local: the same number of worker processes on this machine, restarted when one exits with
-    ``PREEMPTED_EXIT_CODE``. ``tasks_per_node`` overrides ``--tasks`` (e.g. 1 for single-process jobs).
+    SLURM: one job of ``nodes x tasks`` srun tasks, ``--requeue``, a warning signal before the time limit, and
+    ``srun --kill-on-bad-exit=1``: a worker that fails ends the others at once instead of leaving them waiting
+    for it until the time limit. Local: the same number of worker processes on this machine, restarted when one
+    exits with ``PREEMPTED_EXIT_CODE``. ``tasks_per_node`` overrides ``--tasks`` (e.g. 1 for single-process jobs).
     """
     import submitit  # here, not at the top: a launcher's --help need not load it
 
@@ -229,7 +233,8 @@ def make_executor(args: argparse.Namespace, folder: str | os.PathLike[str], *, j
     if plan.cluster == "slurm":
         params.update(slurm_setup=_setup_lines(),
                       slurm_signal_delay_s=min(MAX_SIGNAL_DELAY_S, plan.timeout_min * 60 // 5),
-                      slurm_additional_parameters={"requeue": True})
+                      slurm_additional_parameters={"requeue": True},
+                      slurm_srun_args=["--kill-on-bad-exit=1"])
         if args.partition:
             params["slurm_partition"] = args.partition
         if args.account:
@@ -335,7 +340,7 @@ class ConfigJob(ModuleJob):
 
     def not_requeued(self, why: str) -> None:
         """Nobody resumes this run (e.g. scancel): its record says failed instead of running."""
-        mark_failed(self.config.job_dir, f"stopped by a signal and {why}", utc_now())
+        mark_failed(self.config.job_dir, f"stopped by a signal and {why}")
 
 
 def _children(pid: int) -> list[int]:

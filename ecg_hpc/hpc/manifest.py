@@ -39,6 +39,11 @@ class Task:
         return self.config.scenario
 
     @property
+    def label_frac(self) -> float:
+        """The fraction of the training records the task fine-tunes on."""
+        return self.config.label_frac
+
+    @property
     def seed(self) -> int:
         """The task's seed."""
         return self.config.seed

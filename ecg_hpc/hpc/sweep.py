@@ -1,4 +1,5 @@
-"""``python -m ecg_hpc.hpc.sweep``: fine-tuning sweeps as a manifest of (init x seed) tasks, run one by index.
+"""``python -m ecg_hpc.hpc.sweep``: fine-tuning sweeps as a manifest of (init x labelled fraction x seed) tasks,
+run one by index.
 
 Commands: ``plan`` (write the manifest; the design is ``ecg_hpc.hpc.design``), ``run-task`` (what each array task
 calls), ``status`` (done / failed / running / missing per task). A task runs in its own job directory only; one

@@ -13,14 +13,17 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import os
+import math
+import socket
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Mapping
 
 import tensorflow as tf
 
+from ecg_hpc.train import preflight, rendezvous
 from ecg_hpc.train.environments import JobEnv, detect
-from ecg_hpc.train.rendezvous import RendezvousServer, start_horovod_rendezvous
+from ecg_hpc.train.threads import configure_cpu_threads, worker_cpus
 
 keras = tf.keras
 
@@ -34,19 +37,13 @@ class World:
     size: int
     local_rank: int
     device: str
-    _server: RendezvousServer | None = None
+    cpu_threads: int  # CPU threads this worker may use (its SLURM CPUs per task, else its share of the machine)
+    _server: rendezvous.RendezvousServer | None = None
 
     @property
     def is_chief(self) -> bool:
         """True on rank 0, the one worker that writes the job directory."""
         return self.rank == 0
-
-
-def _threads_per_worker(local_size: int) -> int:
-    """CPU threads for one worker: SLURM's per-task CPUs when set, else this machine's share per local worker."""
-    if os.environ.get("SLURM_CPUS_PER_TASK"):
-        return int(os.environ["SLURM_CPUS_PER_TASK"])
-    return max(1, len(os.sched_getaffinity(0)) // local_size)
 
 
 def _assign_device(local_rank: int, local_size: int) -> str:
@@ -57,19 +54,36 @@ def _assign_device(local_rank: int, local_size: int) -> str:
         tf.config.set_visible_devices(gpu, "GPU")
         tf.config.experimental.set_memory_growth(gpu, True)
         return gpu.name
-    threads = _threads_per_worker(local_size)
-    tf.config.threading.set_intra_op_parallelism_threads(threads)
-    tf.config.threading.set_inter_op_parallelism_threads(max(1, min(2, threads)))
-    return f"CPU ({threads} threads)"
+    threads = configure_cpu_threads(local_size)
+    return f"CPU ({threads['intra_op_threads']} threads, from {threads['cpus_from']})"
 
 
-def start(job: JobEnv | None = None) -> World:
-    """Initialise Horovod for this worker (rendezvous first where no horovodrun did it) and pick its device."""
+def _preflight(job: JobEnv, shared_dir: Path | None) -> Path | None:
+    """Before the rendezvous of a multi-node job: this node's name, the rendezvous host and (given ``shared_dir``)
+    that the job folder is one folder on every node; rank 0 returns the token it wrote there."""
+    if len(job.hosts) < 2 or not job.needs_rendezvous:
+        return None
+    preflight.check_node_name(socket.gethostname())
+    preflight.check_rendezvous_host(rendezvous.rendezvous_address(job), job.hostname, rendezvous.ADDR_ENV)
+    if shared_dir is None:
+        return None
+    if job.rank == 0:
+        return preflight.write_shared_token(shared_dir, job.job_id, job.restart_count, job.hostname)
+    preflight.wait_for_shared_token(shared_dir, job.job_id, job.restart_count, job.rank, job.hostname, job.hosts[0])
+    return None
+
+
+def start(job: JobEnv | None = None, shared_dir: Path | None = None) -> World:
+    """Initialise Horovod for this worker (checks and rendezvous first where no horovodrun did it) and pick its
+    device. ``shared_dir``: a folder every node must see as the same one (the job folder), checked first."""
     job = job if job is not None else detect()
-    server = start_horovod_rendezvous(job)
+    token = _preflight(job, shared_dir)
+    server = rendezvous.start_horovod_rendezvous(job)
     import horovod.tensorflow.keras as hvd
 
     hvd.init()
+    if token is not None:  # every rank has passed its check once all of them reached the rendezvous
+        token.unlink(missing_ok=True)
     if job.launcher == "single" and hvd.size() > 1:  # started by mpirun / horovodrun with MPI: trust Horovod
         job = dataclasses.replace(job, launcher="mpi", rank=hvd.rank(), size=hvd.size(), local_rank=hvd.local_rank(),
                                   local_size=hvd.local_size(), cross_rank=hvd.cross_rank(),
@@ -77,8 +91,9 @@ def start(job: JobEnv | None = None) -> World:
     if hvd.size() != job.size or hvd.rank() != job.rank:
         raise RuntimeError(f"Horovod started rank {hvd.rank()} of {hvd.size()}, expected {job.rank} of {job.size}")
     device = _assign_device(hvd.local_rank(), hvd.local_size())
+    threads, _ = worker_cpus(hvd.local_size())
     return World(job=job, rank=hvd.rank(), size=hvd.size(), local_rank=hvd.local_rank(), device=device,
-                 _server=server)
+                 cpu_threads=threads, _server=server)
 
 
 def stop(world: World) -> None:
@@ -109,15 +124,32 @@ class WarmupSchedule(keras.optimizers.schedules.LearningRateSchedule):
         return {"base_lr": self.base_lr, "scale": self.scale, "warmup_steps": self.warmup_steps}
 
 
+LR_SCALING_RULES = {  # --lr-scaling: how the learning rate grows with the number of workers
+    "linear": "base_lr x world_size (Goyal et al. 2017), the authors' setting",
+    "sqrt": "base_lr x sqrt(world_size), gentler for Adam at large worker counts",
+    "none": "base_lr whatever the world size",
+}
+
+
+def lr_scale(world_size: int, scaling: str) -> float:
+    """The factor ``scaling`` (one of ``LR_SCALING_RULES``) applies to the single-worker learning rate."""
+    if scaling == "linear":
+        return float(world_size)
+    if scaling == "sqrt":
+        return math.sqrt(world_size)
+    return 1.0
+
+
 def learning_rate(base_lr: float, world_size: int, scaling: str, warmup_steps: int) -> WarmupSchedule:
-    """The schedule for ``world_size`` workers: ``scaling`` ``"linear"`` (x workers, warmed up) or ``"none"``."""
-    scale = float(world_size) if scaling == "linear" else 1.0
+    """The schedule for ``world_size`` workers under ``scaling`` (see ``LR_SCALING_RULES``), warmed up."""
+    scale = lr_scale(world_size, scaling)
     return WarmupSchedule(base_lr, scale, warmup_steps if scale != 1.0 else 0)
 
 
 def lr_record(schedule: WarmupSchedule, world_size: int, scaling: str) -> dict[str, Any]:
-    """What run.json says about the learning rate under Horovod."""
-    return {"world_size": world_size, "lr_scaling": scaling, "base_lr": schedule.base_lr,
+    """What run.json says about the learning rate under Horovod: the rule, its factor and the warm-up."""
+    return {"world_size": world_size, "lr_scaling": scaling, "lr_rule": LR_SCALING_RULES[scaling],
+            "lr_scale": schedule.scale, "base_lr": schedule.base_lr,
             "scaled_lr": schedule.base_lr * schedule.scale, "warmup_steps": schedule.warmup_steps,
             "warmup": "linear in optimizer steps from base_lr to scaled_lr"}
 

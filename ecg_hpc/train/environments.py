@@ -21,6 +21,7 @@ from ecg_hpc.errors import ConfigError
 # A worker that stopped on a signal and checkpointed exits with this status; whoever launched it decides whether
 # to requeue. submitit's local controller restarts workers that exit with it (LOCAL_REQUEUE_RETURN_CODE).
 PREEMPTED_EXIT_CODE = 144
+REQUEUEING_LAUNCHERS = ("slurm", "submitit-local")  # launchers that act on PREEMPTED_EXIT_CODE (see hpc.requeue)
 
 
 @dataclass(frozen=True)
@@ -44,7 +45,7 @@ class JobEnv:
     @property
     def needs_rendezvous(self) -> bool:
         """True when the workers must meet through rank 0's rendezvous before ``hvd.init()``."""
-        return self.launcher in ("slurm", "submitit-local") and self.size > 1
+        return self.launcher in REQUEUEING_LAUNCHERS and self.size > 1
 
 
 class ClusterEnvironment(ABC):

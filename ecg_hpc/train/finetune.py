@@ -1,6 +1,7 @@
 """``python -m ecg_hpc.train.finetune``: fine-tune a classifier on prepared PhysioNet/CinC 2017 data.
 
-One run, one job directory: a seeded stratified validation split of the training records, Adam and categorical
+One run, one job directory: a seeded stratified validation split of the training records (then, for a
+label-efficiency run, a stratified nested ``--label-frac`` of the rest to train on), Adam and categorical
 cross-entropy, early stopping on ``val_loss``, the weights of the best validation macro F1 kept; then
 ``history.csv``, ``train|val|test_predictions.csv``, ``best_model.weights.h5`` and ``run.json`` (keys in
 ``ecg_hpc.records``). A job directory whose run.json says done is left alone (delete it to redo the run).
@@ -8,7 +9,8 @@ cross-entropy, early stopping on ``val_loss``, the weights of the best validatio
 Determinism: the seed drives the validation split (a ``numpy.random.Generator``) and, through
 ``tf.keras.utils.set_random_seed`` plus ``tf.config.experimental.enable_op_determinism``, the weight
 initialisation, the batch order and every TF op, so the same seed on the same data and the same CPU build gives
-the same split and the same predictions (tested; oneDNN is off, see ``ecg_hpc.runtime``). On a GPU the same
+the same split and the same predictions with the same thread count (tested, with oneDNN's kernels on; the
+threads come from the job's CPUs, ``ecg_hpc.train.threads``, and are recorded in run.json). On a GPU the same
 setting selects deterministic kernels (TF raises for an op that has none); its numbers differ from the CPU's.
 ``set_random_seed`` also seeds Python's and NumPy's global generators, which Keras uses; this code does not.
 """
@@ -39,7 +41,13 @@ from ecg_hpc.train.metrics import VAL_METRICS
 BEST_WEIGHTS = "best_model.weights.h5"
 HISTORY = "history.csv"
 SPLITS = ("train", "val", "test")
+LABEL_STREAM = 1  # second entropy word of the label-subset generator, beside the run seed
 _OUTPUTS = (HISTORY, BEST_WEIGHTS, *(f"{s}_predictions.csv" for s in SPLITS))
+# XLA stays off: under op determinism, which the seed's reproducibility needs, TF 2.15 refuses to compile the
+# max-pool gradient ("MaxPool gradient ops do not yet have a deterministic XLA implementation"), on CPU and GPU;
+# without determinism it cost more on CPU (ResNet-18, batch 8 of 16,384 samples: 3.3-3.6 CPU-s a training step
+# against 2.5-2.7 with oneDNN, and twice the first step's).
+JIT_COMPILE = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,6 +67,7 @@ class FinetuneConfig:
     val_metric: str = "f1"
     learning_rate: float = 1e-3
     scenario: str | None = None
+    label_frac: float = 1.0
 
     def __post_init__(self) -> None:
         """ConfigError naming the first option out of range (finite numbers, a seed numpy takes)."""
@@ -71,6 +80,7 @@ class FinetuneConfig:
             raise ConfigError(f"--val-size must lie strictly between 0 and 1, got {self.val_size}")
         check_seed("--seed", self.seed)
         check_text("--scenario", self.scenario)
+        check_number("--label-frac", self.label_frac, positive=True, maximum=1.0)
         if self.val_metric not in VAL_METRICS:
             raise ConfigError(f"--val-metric {self.val_metric!r}: choose one of {', '.join(VAL_METRICS)}")
 
@@ -104,6 +114,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=10,
                         help="seed of the split, init and batch order (default: %(default)s)")
     parser.add_argument("--scenario", help="name of the init in a sweep (default: derived from --init/--arch)")
+    parser.add_argument("--label-frac", type=float, default=1.0,
+                        help="train on this stratified fraction of the training records left after the validation "
+                             "split, in (0, 1]; the sets of one seed are nested (default: %(default)s)")
 
 
 def check_arch(arch: str) -> None:
@@ -154,12 +167,18 @@ def _train(config: FinetuneConfig, init: InitSource, arch: str, width: float,
     from ecg_hpc.train.metrics import f1_report, one_hot
     from ecg_hpc.train.nonfinite import TerminateOnNonFinite
     from ecg_hpc.train.predictions import write_predictions
-    from ecg_hpc.data.splits import stratified_holdout
+    from ecg_hpc.data.splits import nested_label_subset, stratified_holdout
+    from ecg_hpc.train.threads import configure_cpu_threads
     from ecg_hpc.train.validation import ValidationMonitor
 
+    threads = configure_cpu_threads()
     data = load_prepared(config.data)
     classes = [str(c) for c in data.classes]
     keep, held = stratified_holdout(np.asarray(data.y_train), config.val_size, np.random.default_rng(config.seed))
+    n_pool = len(keep)
+    if config.label_frac < 1.0:  # its own stream of the seed: the validation split stays the same
+        keep = keep[nested_label_subset(np.asarray(data.y_train)[keep], config.label_frac,
+                                        np.random.default_rng([config.seed, LABEL_STREAM]))]
     sets = {
         "train": (data.x_train[keep], data.y_train[keep], [data.names_train[i] for i in keep]),
         "val": (data.x_train[held], data.y_train[held], [data.names_train[i] for i in held]),
@@ -172,7 +191,7 @@ def _train(config: FinetuneConfig, init: InitSource, arch: str, width: float,
     if init.source != RANDOM:
         load_feature_extractor(model, require_checkpoint(init))
     model.compile(optimizer=tf.keras.optimizers.Adam(learning_rate=config.learning_rate),
-                  loss=tf.keras.losses.CategoricalCrossentropy())
+                  loss=tf.keras.losses.CategoricalCrossentropy(), jit_compile=JIT_COMPILE)
 
     x_tr, y_tr, _ = sets["train"]
     x_va, y_va, _ = sets["val"]
@@ -195,9 +214,10 @@ def _train(config: FinetuneConfig, init: InitSource, arch: str, width: float,
     return {
         "split": {"test_seed": int(data.test_seed), "test_size": float(data.test_size),
                   "val_size": config.val_size, "fingerprint": str(data.fingerprint),
+                  "label_frac": config.label_frac, "n_train_pool": n_pool,
                   "n_train": len(keep), "n_val": len(held), "n_test": len(data.y_test)},
         "epochs_run": len(fit.history["loss"]), "best_epoch": monitor.best_epoch,
-        "best_val": scores["val"], "test": scores["test"],
+        "best_val": scores["val"], "test": scores["test"], "threads": threads, "jit_compile": JIT_COMPILE,
     }
 
 
@@ -261,7 +281,8 @@ def _run(config: FinetuneConfig, job_dir: Path) -> FinetuneRun:
             InitSource("checkpoint", checkpoint=config.init, pretrain_run=str(Path(config.init).parent)))
     record = FinetuneRun(status="running", seed=config.seed, config=dataclasses.asdict(config),
                          scenario=config.scenario, environment=environment_info(), started_at=utc_now(),
-                         init=init, arch=config.arch or DEFAULT_ARCH, width=config.width)
+                         init=init, arch=config.arch or DEFAULT_ARCH, width=config.width,
+                         label_frac=config.label_frac)
     write_record(job_dir, record)
     try:
         with _sigterm_raises():

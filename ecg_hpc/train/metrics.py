@@ -2,16 +2,18 @@
 
 A prediction is the one-hot of ``prob >= row max`` (ties mark every tied class, as in the authors' code); F1 is
 computed per class on those indicator matrices and averaged without weights (macro). A class that is neither
-true nor predicted anywhere scores 0, as scikit-learn's ``f1_score`` does by default.
+true nor predicted anywhere scores 0, as scikit-learn's ``f1_score`` does by default. The PhysioNet/CinC 2017
+challenge scored the mean F1 of N, A and O only (noise excluded): ``challenge_f1``.
 """
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 
 VAL_METRICS = ("f1", "loss")  # scores that can pick the kept weights of a fine-tuning run
+CHALLENGE_CLASSES = ("N", "A", "O")  # the classes the 2017 challenge averaged
 
 
 def predict_indicator(prob: np.ndarray) -> np.ndarray:
@@ -47,9 +49,29 @@ def per_class_f1(labels: np.ndarray, prob: np.ndarray) -> np.ndarray:
     return np.divide(2.0 * tp, denom, out=np.zeros(len(tp), dtype=np.float64), where=denom > 0)
 
 
+def confusion_counts(labels: np.ndarray, prob: np.ndarray) -> np.ndarray:
+    """(k, k) counts of true class (rows) against predicted class (columns) under the study's rule; a record
+    whose maximum is tied between classes counts 1/m in each of its m predicted columns, so rows sum to the
+    number of records of their class."""
+    pred = predict_indicator(prob)
+    true = one_hot(labels, pred.shape[1])
+    share = pred / pred.sum(axis=1, keepdims=True)
+    return true.T.astype(np.float64) @ share
+
+
+def challenge_f1(f1: Mapping[str, float]) -> float:
+    """The challenge's score: mean of the per-class F1 of N, A and O (KeyError naming a missing class)."""
+    return float(np.mean([f1[c] for c in CHALLENGE_CLASSES]))
+
+
 def f1_report(labels: np.ndarray, prob: np.ndarray, classes: Sequence[str]) -> dict[str, object]:
-    """``{"macro_f1": x, "f1": {class: x}}``: the scores written to run.json and history.csv."""
+    """``{"macro_f1": x, "challenge_f1": x, "f1": {class: x}}``: the scores written to run.json and history.csv
+    (``challenge_f1`` only when the classes include N, A and O)."""
     scores = per_class_f1(labels, prob)
     if len(classes) != len(scores):
         raise ValueError(f"{len(classes)} class names for {len(scores)} probability columns")
-    return {"macro_f1": float(scores.mean()), "f1": {name: float(s) for name, s in zip(classes, scores)}}
+    per_class = {name: float(s) for name, s in zip(classes, scores)}
+    report: dict[str, object] = {"macro_f1": float(scores.mean()), "f1": per_class}
+    if set(CHALLENGE_CLASSES) <= set(per_class):
+        report["challenge_f1"] = challenge_f1(per_class)
+    return report

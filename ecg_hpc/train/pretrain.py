@@ -40,7 +40,7 @@ from ecg_hpc.runtime import configure_runtime
 from ecg_hpc.train.environments import PREEMPTED_EXIT_CODE
 
 PRETRAIN_ROOT = Path("runs") / "pretrain"
-LR_SCALINGS = ("linear", "none")
+LR_SCALINGS = ("linear", "sqrt", "none")  # the rules of ecg_hpc.train.distributed.learning_rate
 SAMPLERS = ("pool", "uniform")
 MAX_STEPS_PER_EPOCH = 10 ** 7  # beyond any real run (the paper's epochs have ~10^4 steps): a typo, refused
 MAX_EPOCHS = 10 ** 4
@@ -145,7 +145,9 @@ def add_arguments(parser: argparse.ArgumentParser, store_required: bool = True) 
                         help="steps per epoch (default: 1024 unless --samples-per-patient is given)")
     parser.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate of one worker (default: 1e-3)")
     parser.add_argument("--lr-scaling", choices=LR_SCALINGS, default="linear",
-                        help="scale the learning rate by the number of workers (default: linear)")
+                        help="how the learning rate grows with the number of workers: linear (x workers, the "
+                             "authors'), sqrt (x sqrt(workers), gentler for Adam with many workers) or none "
+                             "(default: linear); run.json records the rule")
     parser.add_argument("--warmup-epochs", type=float, default=1.0,
                         help="epochs of linear warm-up to the scaled learning rate (default: 1)")
     parser.add_argument("--precision", default="float32", choices=PRECISIONS, help="dtype policy (default: float32)")
@@ -198,9 +200,6 @@ def run(config: PretrainConfig) -> int:
     report_native_crashes()
     try:
         config.check_store()
-        if finished(config.job_dir, config.epochs):
-            print(f"{config.job_dir}: run.json says done with {config.epochs} epochs; nothing to do", flush=True)
-            return 0
         from ecg_hpc.train.pretraining import train  # TensorFlow: only once the runtime is set
 
         status = train(config)

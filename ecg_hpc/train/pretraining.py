@@ -22,17 +22,17 @@ from ecg_hpc.data.icentia11k import select_patients
 from ecg_hpc.data.pipeline import make_dataset
 from ecg_hpc.data.pool import stage_patients
 from ecg_hpc.data.store import Store, check_sizes, patients_fingerprint
-from ecg_hpc.errors import ConfigError, DataError, EcgHpcError
+from ecg_hpc.errors import ConfigError, DataError, EcgHpcError, WorkerFailed
 from ecg_hpc.models import configure_precision
 from ecg_hpc.progress import Progress
 from ecg_hpc.provenance import environment_info, utc_now
-from ecg_hpc.records import PretrainRun, RecordError, mark_failed, read_pretrain_run, write_record
+from ecg_hpc.records import PretrainRun, RecordError, read_pretrain_run, record_failure, write_record
 from ecg_hpc.tasks import get_task
 from ecg_hpc.train import checkpoints, distributed
-from ecg_hpc.train.environments import PREEMPTED_EXIT_CODE, time_left_s
+from ecg_hpc.train.environments import PREEMPTED_EXIT_CODE, REQUEUEING_LAUNCHERS, time_left_s
 from ecg_hpc.train.job_lock import JobDirBusy, job_dir_lock
 from ecg_hpc.train.nonfinite import ADVICE, NonFiniteLoss, nonfinite
-from ecg_hpc.train.pretrain import PretrainConfig
+from ecg_hpc.train.pretrain import PretrainConfig, finished
 
 HISTORY = "history.csv"
 DEFAULT_STEPS = 1024
@@ -179,7 +179,7 @@ class _Run:
         return make_dataset(self.store, config.task, self.patients, frame_size=config.frame_size,
                             batch_size=config.batch_size, seed=config.seed, epoch=epoch, rank=self.world.rank,
                             world_size=self.world.size, steps=self.steps, start_step=skip_steps,
-                            pool=config.pool_options())
+                            parallel_batches=self.world.cpu_threads, pool=config.pool_options())
 
     # -- job directory (rank 0) ---------------------------------------------------------------------------------
     def start_record(self) -> None:
@@ -207,7 +207,8 @@ class _Run:
             started_at=previous.started_at if previous is not None else attempt["started_at"],
             task=config.task, arch=config.arch, width=config.width, frame_size=config.frame_size, frac=config.frac,
             n_patients=len(self.patients), epochs=config.epochs, world_size=self.world.size, hosts=tuple(job.hosts),
-            device=self.world.device, store=self.store_record,
+            device=self.world.device,
+            store=dict(self.store_record, per_patient=self.store.manifest().get("per_patient")),
             horovod=distributed.lr_record(self.schedule, self.world.size, config.lr_scaling),
             sampler=pool.record() if pool is not None else {"sampler": "uniform"},
             attempts=(*(previous.attempts if previous is not None else ()), attempt))
@@ -348,11 +349,19 @@ def steps_per_epoch(config: PretrainConfig, n_patients: int, world_size: int) ->
 
 def train(config: PretrainConfig) -> str:
     """Run (or resume) the pretraining job of ``config`` on this worker; return ``"done"``, ``"preempted"`` or
-    ``"interrupted"`` (SIGINT: checkpointed like a preemption, but not requeued)."""
-    world = distributed.start()
+    ``"interrupted"`` (SIGINT: checkpointed like a preemption, but not requeued).
+
+    Rank 0 alone reads and writes the job folder (the others learn from it whether the run is done already); a
+    worker that fails records itself in run.json (``records.record_failure``) before it exits.
+    """
+    world = distributed.start(shared_dir=Path(config.job_dir))
     run = _Run(config, world)
     lock = contextlib.ExitStack()
     try:
+        if distributed.broadcast_object(finished(config.job_dir, config.epochs) if world.is_chief else None):
+            if world.is_chief:
+                print(f"{config.job_dir}: run.json says done with {config.epochs} epochs; nothing to do", flush=True)
+            return "done"
         _hold_lock(lock, world, Path(config.job_dir))
         with StopFlag() as stop:
             run.build()
@@ -362,27 +371,59 @@ def train(config: PretrainConfig) -> str:
             run.check_in_sync()
         if status == "preempted":
             by_user = stop.signal_name == "SIGINT"
+            # Every worker exits with PREEMPTED_EXIT_CODE; the TERM that srun --kill-on-bad-exit sends the others
+            # when the first one exits must not turn theirs into 143 (the sbatch script requeues on 144).
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
             if world.is_chief:
-                run.finish_record("preempted")
-                print(f"interrupted by SIGINT: checkpoint kept in {config.job_dir}; start the same command again to "
-                      f"resume" if by_user else f"preempted by {stop.signal_name}: checkpointed; exit status "
-                      f"{PREEMPTED_EXIT_CODE} leaves the requeue to the launcher", flush=True)
+                _record_preemption(run, stop.signal_name or "a signal", by_user)
+            distributed.barrier()  # no worker exits before rank 0 has recorded the preemption
             return "interrupted" if by_user else status
         if world.is_chief:
             run.finish_record("done")
             print(f"done: {config.job_dir}", flush=True)
         return status
     except BaseException as exc:
-        if world.is_chief and not isinstance(exc, JobDirBusy):  # a busy run belongs to its holder
+        if not isinstance(exc, JobDirBusy):  # a busy run belongs to its holder
             reason = str(exc) if isinstance(exc, EcgHpcError) else f"{type(exc).__name__}: {exc}"
-            if run.record is not None:
-                run.finish_record("failed", reason)
-            else:
-                mark_failed(config.job_dir, reason, utc_now())
+            current = run.record if world.is_chief else None
+            if current is not None:
+                current = dataclasses.replace(current, wall_time_s=round(sum(current.epoch_times_s), 3))
+            record = record_failure(config.job_dir, world.rank, world.job.hostname, reason, current=current,
+                                    bare=_bare_record(config))
+            if (record is not None and record.failed_rank not in (None, world.rank)
+                    and isinstance(exc, Exception)):
+                raise WorkerFailed(f"rank {record.failed_rank} on {record.failed_host} failed first "
+                                   f"({record.error}); rank {world.rank} stopped with it") from exc
         raise
     finally:
         lock.close()
         distributed.stop(world)
+
+
+def _record_preemption(run: _Run, signal_name: str, by_user: bool) -> None:
+    """Rank 0 after a stop signal: Ctrl-C keeps the checkpoint for the user; under a launcher that requeues
+    (SLURM, submitit) the attempt is marked preempted and the exit status asks the launcher to requeue; a run
+    that nobody requeues (a plain process, horovodrun, MPI) says failed with the reason, not running for ever."""
+    job_dir = run.config.job_dir
+    if by_user:
+        run.finish_record("preempted")
+        print(f"interrupted by SIGINT: checkpoint kept in {job_dir}; start the same command again to resume",
+              flush=True)
+    elif run.world.job.launcher in REQUEUEING_LAUNCHERS:
+        run.finish_record("preempted")
+        print(f"preempted by {signal_name}: checkpointed; exit status {PREEMPTED_EXIT_CODE} leaves the requeue to "
+              "the launcher", flush=True)
+    else:
+        why = "not requeued: start the same command again to resume from the last checkpoint"
+        run.finish_record("failed", f"stopped by {signal_name} and {why}")
+        print(f"preempted by {signal_name}: {why}", flush=True)
+
+
+def _bare_record(config: PretrainConfig) -> PretrainRun:
+    """The record of a run that failed before rank 0 recorded its start (what the config alone says)."""
+    return PretrainRun(status="running", seed=config.seed, task=config.task, arch=config.arch,
+                       frame_size=config.frame_size, epochs=config.epochs, width=config.width, frac=config.frac,
+                       config=config.as_record(), environment=environment_info(), started_at=utc_now())
 
 
 def _hold_lock(stack: contextlib.ExitStack, world: Any, job_dir: Path) -> None:

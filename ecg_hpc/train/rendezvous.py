@@ -19,6 +19,7 @@ from ecg_hpc.errors import ConfigError
 from ecg_hpc.train.environments import JobEnv, slot_plan
 
 PORT_ENV = "ECG_HPC_RENDEZVOUS_PORT"  # overrides the port derived from the job id
+ADDR_ENV = "ECG_HPC_RENDEZVOUS_ADDR"  # overrides the rendezvous host (default: the job's first node by name)
 _PORT_BASE, _PORT_SPAN = 20000, 30000
 LOCALHOST = "127.0.0.1"
 
@@ -32,8 +33,12 @@ def rendezvous_port(job: JobEnv, environ: Mapping[str, str] | None = None) -> in
     return _PORT_BASE + zlib.crc32(key) % _PORT_SPAN
 
 
-def rendezvous_address(job: JobEnv) -> str:
-    """Where rank 0 serves the rendezvous: the first host (loopback when all workers share this machine)."""
+def rendezvous_address(job: JobEnv, environ: Mapping[str, str] | None = None) -> str:
+    """Where rank 0 serves the rendezvous: ``ECG_HPC_RENDEZVOUS_ADDR`` if set, else the first host by name
+    (loopback when all workers share this machine)."""
+    env = os.environ if environ is None else environ
+    if env.get(ADDR_ENV):
+        return env[ADDR_ENV]
     return LOCALHOST if len(job.hosts) == 1 else job.hosts[0]
 
 
@@ -99,7 +104,7 @@ def start_horovod_rendezvous(job: JobEnv, environ: MutableMapping[str, str] | No
     if not job.needs_rendezvous:
         return None
     env = os.environ if environ is None else environ
-    address, port = rendezvous_address(job), rendezvous_port(job, env)
+    address, port = rendezvous_address(job, env), rendezvous_port(job, env)
     env.update(horovod_environment(job, address, port))
     if job.rank == 0:
         return RendezvousServer(job, address, port)
