@@ -32,9 +32,11 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from ecg_hpc.data import icentia11k  # noqa: E402
 from ecg_hpc.data.convert import convert  # noqa: E402
+from ecg_hpc.data.labels import beat_label  # noqa: E402
 from ecg_hpc.data.pipeline import make_dataset  # noqa: E402
 from ecg_hpc.data.synth_icentia import synth_icentia_patient  # noqa: E402
 from ecg_hpc.progress import Progress  # noqa: E402
+from ecg_hpc.tasks import get_task  # noqa: E402
 
 
 def write_raw(raw: Path, n_patients: int, n_segments: int, seed: int) -> list[int]:
@@ -62,7 +64,7 @@ def baseline_frames(raw: Path, ids: list[int], frame: int, samples_per_patient: 
                 segment = int(rng.integers(n_segments))
                 start = int(rng.integers(segment_len - frame))
                 x = patient.signal[segment, start:start + frame, None]
-                y = icentia11k.beat_label(*patient.beats[segment], start, start + frame)
+                y = beat_label(*patient.beats[segment], start, start + frame)
                 yield (x - icentia11k.MEAN) / icentia11k.STD, y
 
 
@@ -105,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
         raw, store = workdir / "raw", workdir / "store"
         ids = write_raw(raw, args.patients, args.segments, args.seed)
         convert(raw, store, patients=ids)
-        ds = make_dataset(store, "beat", ids, args.frame, args.batch, seed=args.seed, steps=None,
+        ds = make_dataset(store, get_task("beat"), ids, args.frame, args.batch, seed=args.seed, steps=None,
                           parallel_batches=args.parallel_batches)
         store_rate, store_cpu = rate(ds, args.store_batches, args.batch)
         print(f"store pipeline : {store_rate:10.0f} frames/s, {store_cpu:10.0f} frames/CPU-s "

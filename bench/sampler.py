@@ -48,7 +48,10 @@ from ecg_hpc.data.pipeline import BatchSampler, make_dataset, normalise  # noqa:
 from ecg_hpc.data.pool import DEFAULT_READ_RATIO, PoolOptions, PoolSampler  # noqa: E402
 from ecg_hpc.data.store import Store, patient_dir, write_manifest  # noqa: E402
 from ecg_hpc.atomic import atomic_dir  # noqa: E402
+from ecg_hpc.tasks import get_task  # noqa: E402
 from pipeline import baseline_frames, rate, write_raw  # noqa: E402  (bench/pipeline.py)
+
+BEAT_TASK = get_task("beat")  # the task every measurement here samples
 
 CGROUP_ROOT = Path("/sys/fs/cgroup/memory")
 OP_LATENCY_S = 0.5e-3
@@ -105,9 +108,9 @@ def warm(store: Path) -> None:
 
 def sampler_of(kind: str, store: Path, ids: list[int], args: argparse.Namespace):
     if kind == "pool":
-        return PoolSampler(store, "beat", ids, args.frame, args.batch, seed=args.seed,
+        return PoolSampler(store, BEAT_TASK, ids, args.frame, args.batch, seed=args.seed,
                            options=PoolOptions(pool_mb=args.pool_mb, read_ratio=args.read_ratio))
-    return BatchSampler(store, "beat", ids, args.frame, args.batch, seed=args.seed)
+    return BatchSampler(store, BEAT_TASK, ids, args.frame, args.batch, seed=args.seed)
 
 
 def measure_sampler(kind: str, store: Path, ids: list[int], args: argparse.Namespace, batches: int) -> dict:
@@ -180,7 +183,7 @@ def warm_child(store: Path, raw: Path, ids: list[int], args: argparse.Namespace)
             if r["frames_per_s"] > result.get(kind, {}).get("frames_per_s", 0):
                 result[kind] = r
     for kind in ("pool", "uniform"):
-        ds = make_dataset(Store(store), "beat", ids, args.frame, args.batch, seed=args.seed, steps=None,
+        ds = make_dataset(Store(store), BEAT_TASK, ids, args.frame, args.batch, seed=args.seed, steps=None,
                           pool=PoolOptions(args.pool_mb, read_ratio=args.read_ratio) if kind == "pool" else None)
         result[kind]["tf_frames_per_s"], result[kind]["tf_frames_per_cpu_s"] = rate(ds, args.warm_batches,
                                                                                     args.batch)

@@ -101,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
         store = Store(args.store) if args.store else Store(synthetic_store(Path(tmp), args.patients,
                                                                           args.segment_size, args.seed))
         ids = store.patient_ids
-        pipeline = make_dataset(store, args.task, ids, args.frame_size, args.batch_size, args.seed)
+        pipeline = make_dataset(store, get_task(args.task), ids, args.frame_size, args.batch_size, args.seed)
         held = list(pipeline.take(8).as_numpy_iterator())
         frames = np.concatenate([x for x, _ in held])
         labels = np.concatenate([y for _, y in held])

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from ecg_hpc.data import icentia11k as ic
+from ecg_hpc.data.labels import beat_label, hr_label, rhythm_label
 from ecg_hpc.errors import ConfigError, DataError
 
 
@@ -65,47 +66,47 @@ def arr(*xs):
     return np.asarray(xs, dtype=np.int64)
 
 
-# ---------------------------------------------------------------- label edge cases
+# ------------------------------------------- label edge cases (rules in ecg_hpc.data.labels; hr ignores classes)
 
 def test_beat_at_start_is_not_complete_but_at_end_is():
     pos, cls = arr(100, 150, 200), arr(4, 1, 1)
-    assert ic.beat_label(pos, cls, 100, 200) == 1  # the pvc at start has no previous beat inside
-    assert ic.beat_label(arr(100, 150, 200), arr(1, 1, 4), 100, 200) == 4  # beat at end counts
-    assert ic.beat_label(pos, cls, 99, 200) == 1
-    assert ic.beat_label(arr(99, 150, 200), arr(1, 4, 1), 100, 200) == 1  # 150 is first inside -> incomplete
+    assert beat_label(pos, cls, 100, 200) == 1  # the pvc at start has no previous beat inside
+    assert beat_label(arr(100, 150, 200), arr(1, 1, 4), 100, 200) == 4  # beat at end counts
+    assert beat_label(pos, cls, 99, 200) == 1
+    assert beat_label(arr(99, 150, 200), arr(1, 4, 1), 100, 200) == 1  # 150 is first inside -> incomplete
 
 
 def test_beat_ties_priority_and_empty():
-    assert ic.beat_label(arr(0, 10, 20, 30, 40), arr(1, 4, 2, 1, 1), 0, 50) == 2  # pac=pvc tie -> pac
-    assert ic.beat_label(arr(0, 10, 20), arr(1, 0, 1), 0, 50) == 0  # undefined=normal tie -> undefined
-    assert ic.beat_label(arr(0, 10, 20, 30), arr(1, 1, 3, 1), 0, 50) == 3  # one aberrated beats two normals
-    assert ic.beat_label(arr(), arr(), 0, 50) == 0
-    assert ic.beat_label(arr(25), arr(4), 0, 50) == 0  # a single beat is never complete
+    assert beat_label(arr(0, 10, 20, 30, 40), arr(1, 4, 2, 1, 1), 0, 50) == 2  # pac=pvc tie -> pac
+    assert beat_label(arr(0, 10, 20), arr(1, 0, 1), 0, 50) == 0  # undefined=normal tie -> undefined
+    assert beat_label(arr(0, 10, 20, 30), arr(1, 1, 3, 1), 0, 50) == 3  # one aberrated beats two normals
+    assert beat_label(arr(), arr(), 0, 50) == 0
+    assert beat_label(arr(25), arr(4), 0, 50) == 0  # a single beat is never complete
     with pytest.raises(ValueError):
-        ic.beat_label(arr(1), arr(1), 5, 5)
+        beat_label(arr(1), arr(1), 5, 5)
 
 
 def test_rhythm_edges_ties_and_groups():
     # end exactly at start is excluded; first end at/after `end` is the last one taken, cut at `end`
-    assert ic.rhythm_label(arr(100, 150, 250), arr(4, 3, 2), 100, 200) == 2  # normal 50 = noise 50 -> noise
-    assert ic.rhythm_label(arr(150, 200, 300), arr(3, 4, 2), 100, 200) == 4  # afib ends exactly at end
-    assert ic.rhythm_label(arr(120, 200), arr(0, 4), 100, 200) == 4  # afib 80 > undefined 20
-    assert ic.rhythm_label(arr(150, 200), arr(4, 0), 100, 200) == 0  # undefined 50 = afib 50 -> undefined
-    assert ic.rhythm_label(arr(199, 400), arr(5, 3), 100, 200) == 5  # any aflut beats a long normal
-    assert ic.rhythm_label(arr(110, 130), arr(3, 1), 100, 200) == 1  # last end before `end` stretches to it
-    assert ic.rhythm_label(arr(50, 100), arr(4, 4), 100, 200) == 0  # no end after start -> 0
-    assert ic.rhythm_label(arr(), arr(), 100, 200) == 0
+    assert rhythm_label(arr(100, 150, 250), arr(4, 3, 2), 100, 200) == 2  # normal 50 = noise 50 -> noise
+    assert rhythm_label(arr(150, 200, 300), arr(3, 4, 2), 100, 200) == 4  # afib ends exactly at end
+    assert rhythm_label(arr(120, 200), arr(0, 4), 100, 200) == 4  # afib 80 > undefined 20
+    assert rhythm_label(arr(150, 200), arr(4, 0), 100, 200) == 0  # undefined 50 = afib 50 -> undefined
+    assert rhythm_label(arr(199, 400), arr(5, 3), 100, 200) == 5  # any aflut beats a long normal
+    assert rhythm_label(arr(110, 130), arr(3, 1), 100, 200) == 1  # last end before `end` stretches to it
+    assert rhythm_label(arr(50, 100), arr(4, 4), 100, 200) == 0  # no end after start -> 0
+    assert rhythm_label(arr(), arr(), 100, 200) == 0
 
 
 def test_hr_thresholds_exact():
     def beats(rr, n=6):
         return np.arange(n, dtype=np.int64) * rr + 10
-    assert ic.hr_label(beats(250), 0, 2000) == ic.HR_NORMAL  # exactly 60 bpm
-    assert ic.hr_label(beats(251), 0, 2000) == ic.HR_BRADY
-    assert ic.hr_label(beats(150), 0, 2000) == ic.HR_NORMAL  # exactly 100 bpm
-    assert ic.hr_label(beats(149), 0, 2000) == ic.HR_TACHY
-    assert ic.hr_label(arr(10, 20), 0, 2000) == ic.HR_NOISE  # one complete beat
-    assert ic.hr_label(arr(), 0, 2000) == ic.HR_NOISE
+    assert hr_label(beats(250), None, 0, 2000) == ic.HR_NORMAL  # exactly 60 bpm
+    assert hr_label(beats(251), None, 0, 2000) == ic.HR_BRADY
+    assert hr_label(beats(150), None, 0, 2000) == ic.HR_NORMAL  # exactly 100 bpm
+    assert hr_label(beats(149), None, 0, 2000) == ic.HR_TACHY
+    assert hr_label(arr(10, 20), None, 0, 2000) == ic.HR_NOISE  # one complete beat
+    assert hr_label(arr(), None, 0, 2000) == ic.HR_NOISE
 
 
 @pytest.mark.parametrize("seed", range(3))
@@ -119,9 +120,9 @@ def test_labels_agree_with_slow_references_on_random_cases(seed):
         order = np.lexsort((bcls, pos))
         start = int(rng.integers(0, seg - 2))
         end = int(rng.integers(start + 1, seg))
-        assert ic.beat_label(pos, bcls[order], start, end) == ref_beat(pos, bcls[order], start, end)
-        assert ic.rhythm_label(pos, rcls, start, end) == ref_rhythm(pos, rcls, start, end)
-        assert ic.hr_label(pos, start, end, fs=25) == ref_hr(pos, start, end, fs=25)
+        assert beat_label(pos, bcls[order], start, end) == ref_beat(pos, bcls[order], start, end)
+        assert rhythm_label(pos, rcls, start, end) == ref_rhythm(pos, rcls, start, end)
+        assert hr_label(pos, None, start, end, fs=25) == ref_hr(pos, start, end, fs=25)
 
 
 # ---------------------------------------------------------------- reading and writing

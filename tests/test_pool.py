@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +20,10 @@ from ecg_hpc.data.convert import convert
 from ecg_hpc.data.pipeline import BatchSampler, make_dataset
 from ecg_hpc.data.pool import PoolOptions, PoolSampler, patient_share, stage_patients
 from ecg_hpc.data.store import Store, patient_dir
+from ecg_hpc.data.labels import beat_label, hr_label, rhythm_label
+from ecg_hpc.data.layout import future_prediction
 from ecg_hpc.errors import ConfigError, DataError
+from ecg_hpc.tasks import get_task
 
 SEG, FRAME = 3000, 64
 PIDS = (1, 4, 6, 7)
@@ -49,7 +53,7 @@ def originals_and_store(tmp_path_factory):
 
 
 def pool(store, task="beat", batch=16, options=SMALL, **kw):
-    return PoolSampler(store, task, PIDS, FRAME, batch, seed=kw.pop("seed", 3), options=options, **kw)
+    return PoolSampler(store, get_task(task), PIDS, FRAME, batch, seed=kw.pop("seed", 3), options=options, **kw)
 
 
 def normalised(x):
@@ -60,9 +64,9 @@ def normalised(x):
 def test_frames_and_labels_match_originals_and_reference_rules(originals_and_store, task):
     originals, store = originals_and_store
     sampler = pool(store, task)
-    rule = {"beat": lambda p, c, s: ic.beat_label(p, c, s, s + FRAME),
-            "rhythm": lambda p, c, s: ic.rhythm_label(p, c, s, s + FRAME),
-            "hr": lambda p, c, s: ic.hr_label(p, s, s + FRAME)}[task]
+    rule = {"beat": lambda p, c, s: beat_label(p, c, s, s + FRAME),
+            "rhythm": lambda p, c, s: rhythm_label(p, c, s, s + FRAME),
+            "hr": lambda p, c, s: hr_label(p, c, s, s + FRAME)}[task]
     try:
         for step in (0, 5, 17):
             pids, segments, starts = sampler.locate(step)
@@ -122,7 +126,7 @@ def test_resume_at_a_step_draws_what_an_uninterrupted_run_draws(originals_and_st
         resumed.close()
     for a, b in zip(full[9:], later):
         assert all(np.array_equal(x, y) for x, y in zip(a, b))
-    ds = list(make_dataset(store, "rhythm", PIDS, FRAME, 16, seed=3, steps=20, start_step=9, pool=SMALL)
+    ds = list(make_dataset(store, get_task("rhythm"), PIDS, FRAME, 16, seed=3, steps=20, start_step=9, pool=SMALL)
               .as_numpy_iterator())
     assert len(ds) == 11 and np.array_equal(ds[0][1], full[9][2])
 
@@ -130,8 +134,9 @@ def test_resume_at_a_step_draws_what_an_uninterrupted_run_draws(originals_and_st
 _RUNNER = """
 import hashlib, sys
 from ecg_hpc.data.pool import PoolOptions, PoolSampler
+from ecg_hpc.tasks import get_task
 start = int(sys.argv[2])
-s = PoolSampler(sys.argv[1], "beat", {pids}, {frame}, 16, seed=3, options=PoolOptions(0.1, 700), start_step=start)
+s = PoolSampler(sys.argv[1], get_task("beat"), {pids}, {frame}, 16, seed=3, options=PoolOptions(0.1, 700), start_step=start)
 for step in range(start, 40):
     values, multiplier, labels = s.raw_batch(step)
     print(step, hashlib.sha256(values.tobytes() + labels.tobytes()).hexdigest(), flush=True)
@@ -166,7 +171,7 @@ def _exact_mix(originals, task_labels):
         _, beats, _ = originals[pid]
         for positions, classes in beats:
             for start in range(SEG - FRAME):
-                labels[ic.beat_label(positions, classes, start, start + FRAME)] += 1 / (len(beats) * (SEG - FRAME))
+                labels[beat_label(positions, classes, start, start + FRAME)] += 1 / (len(beats) * (SEG - FRAME))
         patients[i] = 1
     return patients / patients.sum(), labels / labels.sum()
 
@@ -184,7 +189,7 @@ def test_patient_and_label_mix_within_tolerance_of_the_uniform_sampler(originals
     want_patients, want_labels = _exact_mix(originals, "beat")
     steps, batch = 400, 64
     sampler = pool(store, batch=batch)
-    uniform = BatchSampler(store, "beat", PIDS, FRAME, batch, seed=3)
+    uniform = BatchSampler(store, get_task("beat"), PIDS, FRAME, batch, seed=3)
     try:
         got = []
         for s in (sampler, uniform):
@@ -218,7 +223,8 @@ def _owner(originals, frame):
 def test_future_finds_context_and_candidates(originals_and_store):
     originals, store = originals_and_store
     k, c = 3, 4
-    sampler = PoolSampler(store, "future", PIDS, 32, 8, seed=0, num_negatives=k, context_frames=c, options=SMALL)
+    future = replace(get_task("future"), layout=future_prediction(context_frames=c, num_negatives=k))
+    sampler = PoolSampler(store, future, PIDS, 32, 8, seed=0, options=SMALL)
     try:
         for step in (0, 7):
             pids, segments, starts = sampler.locate(step)
@@ -266,7 +272,7 @@ def test_bad_store_fails_in_one_line_naming_the_file(originals_and_store, tmp_pa
         finally:
             s.close()
     with pytest.raises(DataError, match=f"{patient_dir(store.path, 99)}: patient 99 is not in the store"):
-        PoolSampler(store, "beat", [*PIDS, 99], FRAME, 8, seed=0)
+        PoolSampler(store, get_task("beat"), [*PIDS, 99], FRAME, 8, seed=0)
     corrupt = _copy_store(store, tmp_path / "corrupt")
     (corrupt / "manifest.json").write_text("{not json")
     with pytest.raises(DataError, match=f"{corrupt / 'manifest.json'}: not a store manifest") as caught:
@@ -303,7 +309,7 @@ def test_a_store_mixing_int16_and_float32_patients_reads_both(tmp_path):
     convert(tmp_path / "raw", tmp_path / "store", show_progress=False)
     store = Store(tmp_path / "store")
     assert sorted(m["signal_dtype"] for m in store.metas(tuple(signals)).values()) == ["float32", "int16"]
-    sampler = PoolSampler(store, "beat", tuple(signals), FRAME, 8, seed=1, options=SMALL)
+    sampler = PoolSampler(store, get_task("beat"), tuple(signals), FRAME, 8, seed=1, options=SMALL)
     try:
         seen = set()
         for step in range(6):

@@ -11,6 +11,7 @@ import pytest
 import wfdb
 
 from ecg_hpc.data import icentia11k, physionet2017, store
+from ecg_hpc.data.labels import rhythm_label
 from ecg_hpc.data import synth_icentia, synth_physionet
 from ecg_hpc.data import synthetic as S
 from ecg_hpc.data.__main__ import main
@@ -119,7 +120,7 @@ def test_synth_icentia_cli_reads_back_through_load_patient(tmp_path: Path, unzip
             starts = np.concatenate([[-1], rpos[:-1]]) + 1
             for a, b, c in zip(starts, rpos, rcls):
                 if b - a > 2100:
-                    assert icentia11k.rhythm_label(rpos, rcls, a + 10, a + 2058) == c
+                    assert rhythm_label(rpos, rcls, a + 10, a + 2058) == c
 
 
 def test_synth_icentia_refuses_bad_options(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

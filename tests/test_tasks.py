@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from ecg_hpc.data import icentia11k
+from ecg_hpc.data import labels
 from ecg_hpc.errors import ConfigError
 from ecg_hpc.models import find_feature_extractor
 from ecg_hpc.tasks import TASKS, get_task
@@ -18,9 +18,9 @@ def test_get_task_knows_the_four_tasks_and_rejects_others():
     assert TASKS == ("beat", "rhythm", "hr", "future")
     for name, n in NUM_CLASSES.items():
         task = get_task(name)
-        assert task.num_classes == n == len(task.class_names)
-        assert task.label_function is getattr(icentia11k, f"{name}_label")
-    assert get_task("future").label_function is None
+        assert n == len(task.class_names) and task.layout.rule is getattr(labels, name.upper())
+        assert task.layout.rule.scalar is getattr(labels, f"{name}_label")
+    assert get_task("future").layout.rule is None and get_task("future").layout.context_frames == 8
     with pytest.raises(ConfigError, match="beat, rhythm, hr, future"):
         get_task("cpc")
 

@@ -9,8 +9,7 @@ Files per patient (``docs/design-facts.md``, "Icentia11k"): ``{pid:05d}_batched.
 A pickle is code, so every pickle (including the object arrays inside the ``.npz``) goes through
 ``restricted_load``, which admits numpy arrays and dtypes, lists, tuples, dicts, numbers and strings only.
 
-Label functions take a frame as the closed interval ``[start, end]`` of sample indices; the authors (and our
-pipeline) call them with ``end = start + frame_size``, one past the last sample of the input frame.
+The class ids and the priorities of the label rules are here; the rules themselves are in ``ecg_hpc.data.labels``.
 """
 
 from __future__ import annotations
@@ -294,65 +293,6 @@ def _pairs_array(pairs: Sequence[Labels]) -> np.ndarray:
     for s, (positions, classes) in enumerate(pairs):
         out[s, 0], out[s, 1] = positions, classes
     return out
-
-
-def complete_beats(positions: np.ndarray, start: int, end: int) -> slice:
-    """Slice of the beats complete in ``[start, end]``: of those with index in the frame, all but the first."""
-    if start >= end:
-        raise ValueError("`end` must be greater than `start`")
-    lo = int(np.searchsorted(positions, start, side="left")) + 1
-    hi = int(np.searchsorted(positions, end, side="right"))
-    return slice(lo, max(lo, hi))
-
-
-def beat_label(positions: np.ndarray, classes: np.ndarray, start: int, end: int) -> int:
-    """Beat label of frame ``[start, end]``: most frequent pac/aberrated/pvc, else of undefined/normal, else 0."""
-    counts = np.bincount(classes[complete_beats(positions, start, end)], minlength=len(BEAT_CLASSES))
-    return _priority_argmax(counts, BEAT_HIGH, BEAT_LOW)
-
-
-def rhythm_label(positions: np.ndarray, classes: np.ndarray, start: int, end: int) -> int:
-    """Rhythm label of frame ``[start, end]``: longest of undefined/afib/aflut, else of end/noise/normal, else 0.
-
-    Episode ends after ``start`` up to the first at/after ``end``; the first duration runs from ``start``, the last
-    is cut at ``end`` (also when no end reaches ``end``). No end after ``start`` gives 0 (the authors' code fails).
-    """
-    if start >= end:
-        raise ValueError("`end` must be greater than `start`")
-    lo = int(np.searchsorted(positions, start, side="right"))
-    hi = int(np.searchsorted(positions, end, side="left")) + 1
-    ends = positions[lo:hi]
-    if ends.size == 0:
-        return 0
-    durations = np.diff(np.concatenate(([start], ends[:-1], [end])))
-    totals = np.bincount(classes[lo:hi], weights=durations, minlength=len(RHYTHM_CLASSES))
-    return _priority_argmax(totals, RHYTHM_HIGH, RHYTHM_LOW)
-
-
-def _priority_argmax(totals: np.ndarray, high: tuple[int, ...], low: tuple[int, ...]) -> int:
-    for group in (high, low):
-        values = totals[list(group)]
-        best = int(np.argmax(values))  # first maximum: ties go to the lowest class id
-        if values[best] > 0:
-            return group[best]
-    return 0
-
-
-def hr_label(positions: np.ndarray, start: int, end: int, fs: int = FS) -> int:
-    """Heart-rate label of window ``[start, end]``: bpm of its complete beats < 60 brady, <= 100 normal, else tachy.
-
-    Fewer than two complete beats -> noise. bpm = 60 / mean RR = 60 * fs * (n - 1) / (last - first); the
-    thresholds are compared exactly (integer arithmetic for integer ``fs``), not through float rounding.
-    """
-    beats = positions[complete_beats(positions, start, end)]
-    if beats.size < 2:
-        return HR_NOISE
-    span, intervals = int(beats[-1] - beats[0]), beats.size - 1
-    if span > fs * intervals:  # bpm < 60
-        return HR_BRADY
-    if 3 * fs * intervals <= 5 * span:  # bpm <= 100
-        return HR_NORMAL
-    return HR_TACHY
 
 
 def select_patients(ids: Sequence[int] | np.ndarray, frac: float | None = None, count: int | None = None,

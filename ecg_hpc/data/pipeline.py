@@ -3,19 +3,20 @@
 Call::
 
     make_dataset(store, task, patient_ids, frame_size, batch_size, seed, epoch=0, rank=0, world_size=1,
-                 steps=None, num_negatives=DEFAULT_NEGATIVES, context_frames=CONTEXT_FRAMES,
-                 parallel_batches=1, prefetch=2, start_step=0, pool=None) -> tf.data.Dataset
+                 steps=None, parallel_batches=1, prefetch=2, start_step=0, pool=None) -> tf.data.Dataset
 
-``store`` is a ``Store`` or its path; ``task`` one of ``TASKS``. For ``beat``, ``rhythm`` and ``hr`` each element
-is ``(frames float32 (B, frame_size, 1), labels int32 (B,))``; for ``future`` it is
-``({"context": (B, 8, frame_size, 1), "candidates": (B, num_negatives + 1, frame_size, 1)}, labels int32 (B,))``
+``store`` is a ``Store`` or its path; ``task`` a pretraining task (``ecg_hpc.tasks.get_task``; the samplers read
+only its name and batch layout, ``ecg_hpc.data.layout``). For a labelled task (beat, rhythm, hr) each element
+is ``(frames float32 (B, frame_size, 1), labels int32 (B,))``; for future prediction it is
+``({"context": (B, C, frame_size, 1), "candidates": (B, K + 1, frame_size, 1)}, labels int32 (B,))`` (C context
+frames and K negatives, from the layout)
 where the label is the index of the true next frame among the candidates and the other candidates are frames from
 random segments of other patients. Frames are normalised ``(x - MEAN) / STD``. ``steps=None`` gives an endless
 dataset, else exactly ``steps`` batches.
 
 Sampling: each frame draws a patient uniformly among ``patient_ids``, a segment uniformly within it and a start
-uniformly in ``[0, segment_len - span)``; labels follow ``ecg_hpc.data.icentia11k`` (frame ``[start, start +
-frame_size]``; for ``hr`` the window centred on the frame, which is the same interval). Batch ``i`` is a pure
+uniformly in ``[0, segment_len - span)``; labels follow the task's rule (``ecg_hpc.data.labels``, frame ``[start,
+start + frame_size]``; for ``hr`` the window centred on the frame, which is the same interval). Batch ``i`` is a pure
 function of ``(seed, epoch, rank, i)``, so an epoch's order is reproducible and each Horovod rank (``rank`` of
 ``world_size``) draws its own independent stream.
 
@@ -27,65 +28,90 @@ The same batches in numpy: ``BatchSampler(...).batch(step)``; ``BatchSampler(...
 patient, segment and start each frame of batch ``step`` came from.
 
 Speed: a batch is built whole in numpy (``BatchSampler.raw_batch``): per frame one copy of the stored int16
-values from the memory-mapped store and one ``searchsorted`` in the packed label arrays, then the label rules
+values from the memory-mapped store and one ``searchsorted`` in the packed label arrays, then the task's label rule
 vectorised over the batch (counts via ``bincount``). The cast and normalisation run as tf ops in tf.data's threads,
 outside the Python GIL, overlapping the next batch. ``parallel_batches`` generator lanes build batches at once
 (lane r builds steps r, r + lanes, ...; a deterministic round-robin keeps the step order); more than one lane
 only helps when spare cores exist, since the per-frame Python work holds the GIL. Generators rather than
-``numpy_function`` because, with an exit hook that stops the lanes, a process that exits with a live iterator
-does not hang in TensorFlow's teardown.
+``numpy_function`` because, with an exit hook that stops the lanes (one per dataset, ``_Lanes``), a process that
+exits with a live iterator does not hang in TensorFlow's teardown.
 """
 
 from __future__ import annotations
 
 import atexit
+import contextlib
 import os
 import threading
 import time
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING, Iterator, Sequence
 
 import numpy as np
 
 from ecg_hpc.data import icentia11k as ic
-from ecg_hpc.data.store import CLASS_BITS, CLASS_MASK, Store, StorePatient
+from ecg_hpc.data.layout import BatchLayout, SamplingTask
+from ecg_hpc.data.store import CLASS_BITS, Store, StorePatient
 from ecg_hpc.errors import ConfigError, DataError
-from ecg_hpc.names import TASKS
 
 if TYPE_CHECKING:
     from ecg_hpc.data.pool import PoolOptions
 
-CONTEXT_FRAMES = 8
-DEFAULT_NEGATIVES = 15
 _OFFSET = np.float32(ic.MEAN / ic.STD)
-_EXITING = threading.Event()
-_BUSY = [0]  # lane generators currently building a batch
-_BUSY_LOCK = threading.Lock()
-_STOP_REGISTERED = threading.Event()
 
 
-def _stop_lanes(timeout: float = 5.0, grace: float = 0.2) -> None:
-    """At exit: stop the lane generators and let tf.data threads leave Python before the interpreter tears down.
+class _Lanes:
+    """The generator lanes of one dataset: counts those building a batch, and stops them at interpreter exit.
 
     A tf.data iterator still alive at exit is destroyed during finalisation while holding the GIL; a tf.data
-    thread waiting to run a Python generator then deadlocks it (the process hangs instead of exiting)."""
-    _EXITING.set()
-    deadline = time.monotonic() + timeout
-    while _BUSY[0] and time.monotonic() < deadline:
-        time.sleep(0.01)
-    time.sleep(grace)
+    thread waiting to run a Python generator then deadlocks it (the process hangs instead of exiting). ``stop``,
+    registered with ``atexit`` for each dataset, ends the lanes and lets their threads leave Python first.
+    """
+
+    def __init__(self) -> None:
+        self.exiting = threading.Event()
+        self._lock = threading.Lock()
+        self._busy = 0  # lanes building a batch now
+        self._alive = 0  # lanes started and not finished
+
+    @contextlib.contextmanager
+    def alive(self) -> Iterator[None]:
+        """Around a lane generator's life."""
+        with self._lock:
+            self._alive += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._alive -= 1
+
+    @contextlib.contextmanager
+    def busy(self) -> Iterator[None]:
+        """Around the building of one batch."""
+        with self._lock:
+            self._busy += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._busy -= 1
+
+    def stop(self, timeout: float = 5.0, grace: float = 0.2) -> None:
+        """End the lanes: wait for batches being built, then ``grace`` seconds for threads to leave Python."""
+        self.exiting.set()
+        if not self._alive:
+            return
+        deadline = time.monotonic() + timeout
+        while self._busy and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(grace)
 
 
-def check_sampler_arguments(task: str, frame_size: int, batch_size: int, rank: int, world_size: int,
-                            num_negatives: int, context_frames: int, n_patients: int) -> None:
+def check_sampler_arguments(frame_size: int, batch_size: int, rank: int, world_size: int, n_patients: int) -> None:
     """ConfigError naming the first sampler argument out of range (shared by both samplers)."""
-    if task not in TASKS:
-        raise ConfigError(f"--task must be one of {TASKS}, got {task!r}")
     if frame_size < 2 or batch_size < 1:
         raise ConfigError(f"frame size ({frame_size}) must be >= 2 and batch size ({batch_size}) >= 1")
     if not 0 <= rank < world_size:
         raise ConfigError(f"rank {rank} must lie in [0, world_size={world_size})")
-    if task == "future" and (num_negatives < 1 or context_frames < 1):
-        raise ConfigError("future prediction needs num_negatives >= 1 and context_frames >= 1")
     if n_patients == 0:
         raise ConfigError("no patients selected")
 
@@ -93,15 +119,15 @@ def check_sampler_arguments(task: str, frame_size: int, batch_size: int, rank: i
 class BatchSampler:
     """Builds whole batches of one task as numpy arrays; ``batch(step)`` depends only on (seed, epoch, rank, step)."""
 
-    def __init__(self, store: Store | str | os.PathLike[str], task: str, patient_ids: Sequence[int],
-                 frame_size: int, batch_size: int, seed: int, epoch: int = 0, rank: int = 0, world_size: int = 1,
-                 num_negatives: int = DEFAULT_NEGATIVES, context_frames: int = CONTEXT_FRAMES) -> None:
-        check_sampler_arguments(task, frame_size, batch_size, rank, world_size, num_negatives, context_frames,
-                                len(patient_ids))
+    def __init__(self, store: Store | str | os.PathLike[str], task: SamplingTask, patient_ids: Sequence[int],
+                 frame_size: int, batch_size: int, seed: int, epoch: int = 0, rank: int = 0,
+                 world_size: int = 1) -> None:
+        check_sampler_arguments(frame_size, batch_size, rank, world_size, len(patient_ids))
         self.store = store if isinstance(store, Store) else Store(store)
-        self.task, self.frame_size, self.batch_size = task, int(frame_size), int(batch_size)
+        self.task, self.layout = task, task.layout
+        self.frame_size, self.batch_size = int(frame_size), int(batch_size)
         self.seed, self.epoch, self.rank = int(seed), int(epoch), int(rank)
-        self.num_negatives, self.context_frames = int(num_negatives), int(context_frames)
+        self.num_negatives, self.context_frames = self.layout.num_negatives, self.layout.context_frames
         self.patients: list[StorePatient] = [self.store.patient(int(pid)) for pid in patient_ids]
         self.n_segments = np.array([p.signal.shape[0] for p in self.patients], np.int64)
         self.segment_len = np.array([p.signal.shape[1] for p in self.patients], np.int64)
@@ -114,11 +140,11 @@ class BatchSampler:
         self._rhythms = [p.rhythms for p in self.patients]
         self._key_dtype = np.result_type(*(p.beats.dtype for p in self.patients))
         self.value_dtype = np.int16 if all(p.signal.dtype == np.int16 for p in self.patients) else np.float32
-        span = self._span = self.frame_size * (self.context_frames + 1 if task == "future" else 1)
+        span = self._span = self.frame_size * self.layout.span_frames
         short = self.segment_len <= span
         if short.any():
             raise DataError(f"{self.store.path}: patient {self.patients[int(np.argmax(short))].patient_id} has "
-                            f"segments of {self.segment_len[short][0]} samples, too short for {task} frames "
+                            f"segments of {self.segment_len[short][0]} samples, too short for {task.name} frames "
                             f"spanning {span}")
 
     def rng(self, step: int) -> np.random.Generator:
@@ -136,18 +162,18 @@ class BatchSampler:
         (B, K+1), labels)``. Values are the stored int16 (float32 if a patient is stored as float32) and
         ``values * multiplier - MEAN / STD`` are the normalised frames."""
         rng = self.rng(step)
-        if self.task == "future":
+        rule = self.layout.rule
+        if rule is None:
             return self._future_batch(rng)
         patient, segment, start = self._draw(rng, self.batch_size, self._span)
         values = np.empty((self.batch_size, self.frame_size), self.value_dtype)
-        chunks = self._gather(patient, segment, start, values, "rhythms" if self.task == "rhythm" else "beats")
-        labels = frame_labels(self.task, chunks, start, start + self.frame_size)
-        return values, self.multiplier[patient], labels
+        chunks = self._gather(patient, segment, start, values, rule.annotation)
+        return values, self.multiplier[patient], rule.batch(chunks, start, start + self.frame_size)
 
     def batch(self, step: int) -> tuple[np.ndarray, ...]:
         """Batch ``step`` as the dataset yields it, in numpy: ``(frames (B, F, 1), labels)``, or for ``future``
         ``(context (B, C, F, 1), candidates (B, K+1, F, 1), labels)``; frames normalised float32."""
-        return normalised_batch(self.task, self.raw_batch(step), self.context_frames)
+        return normalised_batch(self.layout, self.raw_batch(step))
 
     def _draw(self, rng: np.random.Generator, n: int, span: int,
               exclude: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -201,12 +227,12 @@ class BatchSampler:
 
 
 
-def normalised_batch(task: str, raw: tuple[np.ndarray, ...], context_frames: int) -> tuple[np.ndarray, ...]:
+def normalised_batch(layout: BatchLayout, raw: tuple[np.ndarray, ...]) -> tuple[np.ndarray, ...]:
     """A sampler's raw batch (int16/float32 values and multipliers) as the dataset yields it: frames normalised
-    float32 with a channel axis, ``future`` context split into ``context_frames`` frames."""
-    if task == "future":
+    float32 with a channel axis, a future-prediction context split into its frames."""
+    if layout.future:
         context, candidates, m_context, m_candidates, labels = raw
-        context = normalise(context, m_context).reshape(context.shape[0], context_frames, -1)
+        context = normalise(context, m_context).reshape(context.shape[0], layout.context_frames, -1)
         return context[..., None], normalise(candidates, m_candidates)[..., None], labels
     values, multiplier, labels = raw
     return normalise(values, multiplier)[..., None], labels
@@ -241,61 +267,6 @@ def label_keys(rhythm: bool, start: np.ndarray, frame: int, dtype: np.dtype) -> 
     return keys.astype(dtype), 0 if rhythm else 1
 
 
-def _ragged(chunks: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Concatenated packed labels (int64), their frame ids and per-frame counts."""
-    counts = np.fromiter((c.size for c in chunks), np.int64, len(chunks))
-    flat = np.concatenate(chunks).astype(np.int64) if counts.sum() else np.zeros(0, np.int64)
-    return flat, np.repeat(np.arange(len(chunks)), counts), counts
-
-
-def _beat_labels(flat: np.ndarray, frame_id: np.ndarray, counts: np.ndarray, start: np.ndarray,
-                 end: np.ndarray) -> np.ndarray:
-    totals = np.bincount(frame_id * 8 + (flat & CLASS_MASK), minlength=len(counts) * 8).reshape(-1, 8)
-    return _priority(totals, ic.BEAT_HIGH, ic.BEAT_LOW)
-
-
-def _rhythm_labels(flat: np.ndarray, frame_id: np.ndarray, counts: np.ndarray, start: np.ndarray,
-                   end: np.ndarray) -> np.ndarray:
-    positions = flat >> CLASS_BITS
-    first = np.cumsum(counts) - counts
-    previous = np.empty_like(positions)
-    previous[1:] = positions[:-1]
-    has = counts > 0
-    previous[first[has]] = start[has]
-    last = first[has] + counts[has] - 1
-    positions[last] = end[has]  # the last episode is cut at the frame end
-    durations = positions - previous
-    totals = np.bincount(frame_id * 8 + (flat & CLASS_MASK), weights=durations,
-                         minlength=len(counts) * 8).reshape(-1, 8)
-    return _priority(totals, ic.RHYTHM_HIGH, ic.RHYTHM_LOW)
-
-
-def _hr_labels(flat: np.ndarray, frame_id: np.ndarray, counts: np.ndarray, start: np.ndarray,
-               end: np.ndarray) -> np.ndarray:
-    positions = flat >> CLASS_BITS
-    first = np.cumsum(counts) - counts
-    ok = counts >= 2
-    span = np.zeros(len(counts), np.int64)
-    span[ok] = positions[first[ok] + counts[ok] - 1] - positions[first[ok]]
-    rate = ic.FS * (counts - 1)  # bpm = 60 * rate / span, compared exactly as in ``icentia11k.hr_label``
-    labels = np.where(span > rate, ic.HR_BRADY, np.where(3 * rate <= 5 * span, ic.HR_NORMAL, ic.HR_TACHY))
-    return np.where(ok, labels, ic.HR_NOISE).astype(np.int32)
-
-
-def frame_labels(task: str, chunks: list[np.ndarray], start: np.ndarray, end: np.ndarray) -> np.ndarray:
-    """Labels (int32) of ``beat``/``rhythm``/``hr`` frames ``[start, end]`` from each frame's packed labels that
-    matter (as ``BatchSampler._gather`` selects them), vectorised over the batch."""
-    return ragged_labels(task, *_ragged(chunks), start, end)
-
-
-def ragged_labels(task: str, flat: np.ndarray, frame_id: np.ndarray, counts: np.ndarray, start: np.ndarray,
-                  end: np.ndarray) -> np.ndarray:
-    """``frame_labels`` from the frames' packed labels concatenated (int64 ``flat``), with the frame of each
-    (``frame_id``) and the count per frame."""
-    rule = {"beat": _beat_labels, "rhythm": _rhythm_labels, "hr": _hr_labels}[task]
-    return rule(flat, frame_id, counts, start, end)
-
-
 def normalise(values: np.ndarray, multiplier: np.ndarray) -> np.ndarray:
     """``values * multiplier - MEAN / STD`` in float32 (``multiplier = scale / STD`` per row): normalised frames."""
     out = values.astype(np.float32)
@@ -304,19 +275,10 @@ def normalise(values: np.ndarray, multiplier: np.ndarray) -> np.ndarray:
     return out
 
 
-def _priority(totals: np.ndarray, high: tuple[int, ...], low: tuple[int, ...]) -> np.ndarray:
-    """Vectorised ``icentia11k._priority_argmax`` over rows of per-class totals."""
-    hi, lo = totals[:, list(high)], totals[:, list(low)]
-    hi_best, lo_best = hi.argmax(axis=1), lo.argmax(axis=1)
-    label = np.where(lo.max(axis=1) > 0, np.asarray(low)[lo_best], 0)
-    return np.where(hi.max(axis=1) > 0, np.asarray(high)[hi_best], label).astype(np.int32)
-
-
-def make_dataset(store: Store | str | os.PathLike[str], task: str, patient_ids: Sequence[int], frame_size: int,
-                 batch_size: int, seed: int, epoch: int = 0, rank: int = 0, world_size: int = 1,
-                 steps: int | None = None, num_negatives: int = DEFAULT_NEGATIVES,
-                 context_frames: int = CONTEXT_FRAMES, parallel_batches: int = 1, prefetch: int = 2,
-                 start_step: int = 0, pool: "PoolOptions | None" = None):
+def make_dataset(store: Store | str | os.PathLike[str], task: SamplingTask, patient_ids: Sequence[int],
+                 frame_size: int, batch_size: int, seed: int, epoch: int = 0, rank: int = 0, world_size: int = 1,
+                 steps: int | None = None, parallel_batches: int = 1, prefetch: int = 2, start_step: int = 0,
+                 pool: "PoolOptions | None" = None):
     """A batched, prefetched ``tf.data.Dataset`` for ``task`` (see the module docstring for the element layout).
 
     ``start_step`` > 0 resumes mid-epoch: batches ``start_step .. steps - 1`` without building the earlier ones.
@@ -325,26 +287,24 @@ def make_dataset(store: Store | str | os.PathLike[str], task: str, patient_ids: 
     """
     import tensorflow as tf
 
-    if not _STOP_REGISTERED.is_set():
-        _STOP_REGISTERED.set()
-        atexit.register(_stop_lanes)
+    lanes_of = _Lanes()
+    atexit.register(lanes_of.stop)
     if pool is None:
-        sampler = BatchSampler(store, task, patient_ids, frame_size, batch_size, seed, epoch, rank, world_size,
-                               num_negatives, context_frames)
+        sampler = BatchSampler(store, task, patient_ids, frame_size, batch_size, seed, epoch, rank, world_size)
         lanes = max(1, int(parallel_batches))
     else:
         from ecg_hpc.data.pool import PoolSampler  # the pool module builds on this one
 
         def fresh_pool() -> PoolSampler:
             return PoolSampler(store, task, patient_ids, frame_size, batch_size, seed, epoch, rank, world_size,
-                               num_negatives, context_frames, options=pool, start_step=start_step)
+                               options=pool, start_step=start_step)
 
         sampler = fresh_pool()  # starts filling now; a second pass over the dataset builds another
         unused = [sampler]
         lanes = 1  # the pool moves forward step by step
     b, f = sampler.batch_size, sampler.frame_size
     values = tf.as_dtype(sampler.value_dtype)
-    if task == "future":
+    if task.layout.future:
         signature = (tf.TensorSpec((b, sampler.context_frames * f), values),
                      tf.TensorSpec((b, sampler.num_negatives + 1, f), values), tf.TensorSpec((b,), tf.float32),
                      tf.TensorSpec((b, sampler.num_negatives + 1), tf.float32), tf.TensorSpec((b,), tf.int32))
@@ -362,20 +322,16 @@ def make_dataset(store: Store | str | os.PathLike[str], task: str, patient_ids: 
         """Raw batches ``start_step + index``, ``+ lanes``, ... until ``steps`` or interpreter exit."""
         step = start_step + int(index)
         source = sampler if pool is None else unused.pop() if unused else fresh_pool()
-        try:
-            while (steps is None or step < steps) and not _EXITING.is_set():
-                with _BUSY_LOCK:
-                    _BUSY[0] += 1
-                try:
-                    batch = source.raw_batch(step)
-                finally:
-                    with _BUSY_LOCK:
-                        _BUSY[0] -= 1
-                yield batch
-                step += lanes
-        finally:
-            if pool is not None:
-                source.close()
+        with lanes_of.alive():
+            try:
+                while (steps is None or step < steps) and not lanes_of.exiting.is_set():
+                    with lanes_of.busy():
+                        batch = source.raw_batch(step)
+                    yield batch
+                    step += lanes
+            finally:
+                if pool is not None:
+                    source.close()
 
     def lane_dataset(index):
         return tf.data.Dataset.from_generator(lane, output_signature=signature, args=(index,))

@@ -35,8 +35,8 @@ from typing import Any, Sequence
 import numpy as np
 
 from ecg_hpc.data import icentia11k as ic
-from ecg_hpc.data.pipeline import (CONTEXT_FRAMES, DEFAULT_NEGATIVES, check_sampler_arguments, future_batch,
-                                   label_keys, normalised_batch, ragged_labels)
+from ecg_hpc.data.layout import SamplingTask
+from ecg_hpc.data.pipeline import check_sampler_arguments, future_batch, label_keys, normalised_batch
 from ecg_hpc.data.store import PATIENTS_DIR, SegmentReader, Store, patient_dir
 from ecg_hpc.errors import ConfigError, DataError
 from ecg_hpc.atomic import atomic_dir
@@ -123,28 +123,29 @@ class PoolSampler:
     Batches have the layout of ``pipeline.BatchSampler.raw_batch``; they depend only on (seed, epoch, rank, step)
     and the options. Steps must be asked for in increasing order (the pool only moves forward)."""
 
-    def __init__(self, store: Store | str | Path, task: str, patient_ids: Sequence[int], frame_size: int,
+    def __init__(self, store: Store | str | Path, task: SamplingTask, patient_ids: Sequence[int], frame_size: int,
                  batch_size: int, seed: int, epoch: int = 0, rank: int = 0, world_size: int = 1,
-                 num_negatives: int = DEFAULT_NEGATIVES, context_frames: int = CONTEXT_FRAMES,
                  options: PoolOptions = PoolOptions(), start_step: int = 0) -> None:
-        check_sampler_arguments(task, frame_size, batch_size, rank, world_size, num_negatives, context_frames,
-                                len(patient_ids))
+        check_sampler_arguments(frame_size, batch_size, rank, world_size, len(patient_ids))
         options.check()
         self.store = store if isinstance(store, Store) else Store(store)
-        self.task, self.frame_size, self.batch_size = task, int(frame_size), int(batch_size)
+        self.task, self.layout = task, task.layout
+        self.frame_size, self.batch_size = int(frame_size), int(batch_size)
         self.seed, self.epoch, self.rank = int(seed), int(epoch), int(rank)
-        self.num_negatives, self.context_frames, self.options = int(num_negatives), int(context_frames), options
+        self.num_negatives, self.context_frames = self.layout.num_negatives, self.layout.context_frames
+        self.options = options
         self.share = patient_share(patient_ids, self.seed, self.epoch, self.rank, world_size)
         metas = self.store.metas(self.share)
-        span = self._span = self.frame_size * (self.context_frames + 1 if task == "future" else 1)
+        span = self._span = self.frame_size * self.layout.span_frames
         for pid, meta in metas.items():
             if int(meta["segment_len"]) <= span:
                 raise DataError(f"{self.store.path}: patient {pid} has segments of {meta['segment_len']} samples, "
-                                f"too short for {task} frames spanning {span}")
+                                f"too short for {task.name} frames spanning {span}")
         self.value_dtype = (np.int16 if all(m["signal_dtype"] == "int16" for m in metas.values())
                             else np.float32)
         self.plan = ChunkPlan(metas, span, options.chunk_samples, (self.seed, self.epoch, self.rank, _TAG))
-        self._kind = {"beat": 0, "hr": 0, "rhythm": 1, "future": None}[task]
+        rule = self.layout.rule  # which packed labels a chunk carries: beats (row 0), rhythms (row 1) or none
+        self._kind = None if rule is None else 1 if rule.annotation == "rhythms" else 0
         self._layout_slots(metas, span, options)
         self._step = int(start_step)
         self._installed = self._next = self._loaded_by(self._step) - self.slots  # next to install, to claim
@@ -167,7 +168,7 @@ class PoolSampler:
         self.slot_len = int(starts.max()) + span
         itemsize = np.dtype(self.value_dtype).itemsize
         drawn = self.batch_size * self.frame_size * (
-            self.context_frames + 1 + self.num_negatives if self.task == "future" else 1)
+            self.layout.span_frames + self.num_negatives)
         self.loads_per_step = options.read_ratio * drawn / float(starts.mean())
         budget = int(options.pool_mb * 2 ** 20) // (self.slot_len * itemsize)
         if len(self.plan) <= budget:  # the whole share fits: load it once
@@ -317,7 +318,8 @@ class PoolSampler:
         """Batch ``step`` before normalisation, laid out as ``pipeline.BatchSampler.raw_batch``."""
         self._advance(step)
         rng = self._rng(step)
-        if self.task == "future":
+        rule = self.layout.rule
+        if rule is None:
             return self._future_batch(rng)
         slot, offset = self._draw(rng, self.batch_size)
         start = self._chunk[slot, 2] + offset
@@ -332,12 +334,11 @@ class PoolSampler:
         index = np.arange(ends[-1] if counts.size else 0) + np.repeat(first - (ends - counts), counts)
         flat = flat_keys[index] & _PAD
         frame_id = np.repeat(np.arange(self.batch_size), counts)
-        return values, self._mult[slot], ragged_labels(self.task, flat, frame_id, counts, start,
-                                                       start + self.frame_size)
+        return values, self._mult[slot], rule.vectorised(flat, frame_id, counts, start, start + self.frame_size)
 
     def batch(self, step: int) -> tuple[np.ndarray, ...]:
         """Batch ``step`` normalised, laid out as ``pipeline.BatchSampler.batch``."""
-        return normalised_batch(self.task, self.raw_batch(step), self.context_frames)
+        return normalised_batch(self.layout, self.raw_batch(step))
 
     def _copy(self, slot: np.ndarray, offset: np.ndarray, length: int) -> np.ndarray:
         out = np.empty((slot.size, length), self.value_dtype)

@@ -19,7 +19,6 @@ from ecg_hpc.models.transformer import AttentionPooling
 
 keras = tf.keras
 
-CONTEXT_SIZE = 8
 NUM_LAYERS = 3
 NUM_HEADS = 8
 
@@ -52,9 +51,10 @@ class CandidateScores(keras.layers.Layer):
         return tf.einsum("bd,bkd->bk", context, candidates)
 
 
-def build_future_model(arch: str, frame_size: int, width: float = 1.0, context_size: int = CONTEXT_SIZE,
+def build_future_model(arch: str, frame_size: int, width: float, context_size: int,
                        num_candidates: int | None = None, channels: int = 1) -> keras.Model:
-    """Future-prediction model over frames of ``frame_size`` samples; ``num_candidates`` None = any K."""
+    """Future-prediction model over ``context_size`` frames of ``frame_size`` samples (the task's layout says how
+    many); ``num_candidates`` None = any K."""
     if context_size < 1:
         raise ConfigError(f"--context-size must be positive, got {context_size}")
     feature_extractor = build_feature_extractor(arch, (frame_size, channels), width)

@@ -176,7 +176,7 @@ class _Run:
     def dataset(self, epoch: int, skip_steps: int) -> tf.data.Dataset:
         """This worker's batches of ``epoch`` (a function of seed, epoch and rank) from step ``skip_steps`` on."""
         config = self.config
-        return make_dataset(self.store, config.task, self.patients, frame_size=config.frame_size,
+        return make_dataset(self.store, self.task, self.patients, frame_size=config.frame_size,
                             batch_size=config.batch_size, seed=config.seed, epoch=epoch, rank=self.world.rank,
                             world_size=self.world.size, steps=self.steps, start_step=skip_steps,
                             parallel_batches=self.world.cpu_threads, pool=config.pool_options())
