@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import json
 import re
 import subprocess
 import time
@@ -15,7 +14,9 @@ import submitit
 from ecg_hpc.errors import ConfigError
 from ecg_hpc.hpc import sweep
 from ecg_hpc.hpc.executor import follow
+from ecg_hpc.hpc.manifest import Task, write_manifest
 from ecg_hpc.hpc.pending import stuck_jobs_logging_to, stuck_reason
+from ecg_hpc.train.finetune import FinetuneConfig
 
 pytestmark = pytest.mark.slurm
 
@@ -52,8 +53,9 @@ def test_stuck_job_is_reported_by_follow_and_sweep_status(stuck_job: str, tmp_pa
         follow(job, poll_s=0.2)
     assert time.monotonic() - started < 30
     manifest = tmp_path / "sweep" / "manifest.jsonl"
-    manifest.write_text(json.dumps({"index": 0, "scenario": "random", "seed": 1, "job_dir": "random/seed_1",
-                                    "init": "random", "arch": "resnet18", "width": 1.0, "args": []}) + "\n")
+    config = FinetuneConfig(data=str(tmp_path / "data.npz"), job_dir=str(tmp_path / "sweep" / "random" / "seed_1"),
+                            seed=1, scenario="random")
+    write_manifest(manifest, [Task(0, config)])
     assert sweep.main(["status", "--manifest", str(manifest)]) == 0
     (line,) = capsys.readouterr().err.strip().splitlines()  # the reason may flip between the two on each pass
     assert re.fullmatch(f"warning: SLURM job {stuck_job} is pending for (PartitionNodeLimit|PartitionConfig), which "

@@ -11,12 +11,14 @@ import os
 import shutil
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from ecg_hpc.data.store import MANIFEST, Store, check_sizes, patient_dir, patients_fingerprint, read_meta
 from ecg_hpc.errors import DataError
+from ecg_hpc.records import read_record, write_record
 from tests.test_pretrain import synthetic_store
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -74,7 +76,7 @@ def test_resume_on_a_changed_patient_set_is_refused(store: Path, tmp_path: Path)
     job = tmp_path / "job"
     first = _pretrain(store, job, "--epochs", "1")
     assert first.returncode == 0, first.stderr[-3000:]
-    recorded = json.loads((job / "run.json").read_text())["store"]
+    recorded = read_record(job).store
     assert recorded["n_patients"] == 6 and recorded["patients"] == list(range(6))
     shutil.rmtree(patient_dir(store, 4))  # deleted between a preemption and the requeue
     refused = _pretrain(store, job, "--epochs", "2")
@@ -82,14 +84,14 @@ def test_resume_on_a_changed_patient_set_is_refused(store: Path, tmp_path: Path)
     errors = [line for line in refused.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "the store changed since the run" in errors[0], refused.stderr[-3000:]
     assert "5 patients now, 6 when it started (gone: [4])" in errors[0] and "--allow-store-change" in errors[0]
-    info = json.loads((job / "run.json").read_text())  # the finished 1-epoch run stays as it was
-    assert info["status"] == "done" and info["epochs_done"] == 1 and not (job / "epoch_02").exists()
-    (job / "run.json").write_text(json.dumps(dict(info, status="running")))  # as if preempted in epoch 2
+    info = read_record(job)  # the finished 1-epoch run stays as it was
+    assert info.status == "done" and info.epochs_done == 1 and not (job / "epoch_02").exists()
+    write_record(job, replace(info, status="running"))  # as if preempted in epoch 2
     refused = _pretrain(store, job, "--epochs", "2")
     assert refused.returncode == 2 and "the store changed since the run" in refused.stderr
-    info = json.loads((job / "run.json").read_text())
-    assert info["status"] == "failed" and "store changed" in info["error"]
+    info = read_record(job)
+    assert info.status == "failed" and "store changed" in info.error
     allowed = _pretrain(store, job, "--epochs", "2", "--allow-store-change")
     assert allowed.returncode == 0, allowed.stderr[-3000:]
-    info = json.loads((job / "run.json").read_text())
-    assert info["status"] == "done" and info["store"]["n_patients"] == 5 and info["config"]["allow_store_change"]
+    info = read_record(job)
+    assert info.status == "done" and info.store["n_patients"] == 5 and info.config["allow_store_change"]

@@ -74,26 +74,23 @@ class _Lanes:
         self._alive = 0  # lanes started and not finished
 
     @contextlib.contextmanager
-    def alive(self) -> Iterator[None]:
-        """Around a lane generator's life."""
+    def _counted(self, counter: str) -> Iterator[None]:
+        """Count the block in ``counter`` while it runs."""
         with self._lock:
-            self._alive += 1
+            setattr(self, counter, getattr(self, counter) + 1)
         try:
             yield
         finally:
             with self._lock:
-                self._alive -= 1
+                setattr(self, counter, getattr(self, counter) - 1)
 
-    @contextlib.contextmanager
-    def busy(self) -> Iterator[None]:
+    def alive(self) -> contextlib.AbstractContextManager[None]:
+        """Around a lane generator's life."""
+        return self._counted("_alive")
+
+    def busy(self) -> contextlib.AbstractContextManager[None]:
         """Around the building of one batch."""
-        with self._lock:
-            self._busy += 1
-        try:
-            yield
-        finally:
-            with self._lock:
-                self._busy -= 1
+        return self._counted("_busy")
 
     def stop(self, timeout: float = 5.0, grace: float = 0.2) -> None:
         """End the lanes: wait for batches being built, then ``grace`` seconds for threads to leave Python."""
