@@ -1,18 +1,23 @@
-"""A new user's first contact, from a fresh clone after the tiny demo, against the project's test SLURM: the three
-commands of the design card typed literally, with a plain PATH (no venv activated) and then as the README says
-(venv activated). Each runs, or prints one line naming the fix; ``--nodes 2`` on the 1-node cluster is refused
-before anything is submitted; the sbatch line ``sweep plan`` prints runs as printed."""
+"""A new user's first contact, from a fresh clone, against the project's test SLURM: the tiny demo end to end (its
+runs, report and summary; a second run finds everything done), then the three commands of the design card typed
+literally, with a plain PATH (no venv activated) and then as the README says (venv activated). Each runs, or prints
+one line naming the fix; ``--nodes 2`` on the 1-node cluster is refused before anything is submitted; the sbatch
+line ``sweep plan`` prints runs as printed. The demo runs once, for all of these (it is the suite's longest step)."""
 
 from __future__ import annotations
 
 import os
 import re
+import runpy
 import subprocess
 import time
 from pathlib import Path
 
 import pytest
 
+from ecg_hpc.hpc.manifest import read_manifest
+from ecg_hpc.records import read_record
+from ecg_hpc.train.pretrain import job_dir_name
 from tests.conftest import ROOT
 from tests.test_cluster_slurm import _wait
 
@@ -42,6 +47,36 @@ def clone(slurm_cluster, tmp_path_factory: pytest.TempPathFactory) -> Path:
     assert "jobs run on the SLURM cluster" in demo.stdout
     assert (clone / "ecg-hpc.toml").is_file()
     return clone
+
+
+def test_the_tiny_demo_ran_end_to_end_through_slurm(clone: Path) -> None:
+    work = clone / "demo"
+    tiny = runpy.run_path(str(clone / "launch" / "demo.py"))["SCALES"]["tiny"]
+    # Two pretraining runs with two Horovod workers each, finished, named by the trainer's one rule.
+    for frac in (0.5, 1.0):
+        run_dir = work / "runs" / "pretrain" / job_dir_name("beat", "resnet18", tiny.frame_size, frac, seed=0)
+        info = read_record(run_dir)
+        assert info.status == "done" and info.world_size == 2 and info.frac == frac
+        assert (run_dir / "epoch_01" / "feature_extractor").is_dir()
+    # random + 2 checkpoints, on half of the labelled records, x 2 seeds, all done with their predictions.
+    manifest = read_manifest(work / "runs" / "finetune" / "manifest.jsonl")
+    assert len(manifest) == 6 and len({(t.scenario, t.seed) for t in manifest}) == 6
+    assert {t.label_frac for t in manifest} == {0.5}
+    for task in manifest:
+        assert read_record(task.job_dir).status == "done"
+        assert (Path(task.job_dir) / "test_predictions.csv").is_file()
+    report = (work / "reports" / "report.md").read_text()
+    assert "Table 1" in report and "beat, 50 % of patients, epoch 1" in report
+    summary = (work / "reports" / "summary.md").read_text()
+    assert "random init" in summary and "Pretrained vs random init" in summary and "Generated" not in summary
+    for fig in ("fig_val_f1.png", "fig_fraction.png", "fig_per_class.png", "fig_confusion.pdf"):
+        assert (work / "reports" / fig).stat().st_size > 1000
+    # Running it again finds every stage done and runs no job.
+    again = subprocess.run([str(clone / ".venv" / "bin" / "python"), "launch/demo.py", "--scale", "tiny"],
+                           cwd=clone, capture_output=True, text=True, timeout=600,
+                           env={k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "ECG_HPC"))})
+    assert again.returncode == 0, again.stdout[-4000:] + again.stderr[-4000:]
+    assert "nothing to run: every planned task is done" in again.stdout and "submitted" not in again.stdout
 
 
 def _typed(clone: Path, command: str, tmp_path: Path, activated: bool) -> subprocess.CompletedProcess:

@@ -76,12 +76,12 @@ def _names(path: Path) -> list[str]:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("where", ["local", pytest.param("slurm", marks=pytest.mark.slurm)])
-def test_tiny_label_efficiency_sweep_end_to_end(world, tmp_path, where, request) -> None:
-    """random + a checkpoint x labelled fractions 0.25, 1 x seeds 1, 2 through launch/finetune.py, then the
-    report: the label-efficiency table, the same test records for every fraction, nested training records."""
-    cluster = ["--local"] if where == "local" else \
-        ["--partition", request.getfixturevalue("slurm_cluster").partition, "--cpus-per-task", "1", "--time", "20"]
+@pytest.mark.slurm
+def test_tiny_label_efficiency_sweep_end_to_end(world, tmp_path, slurm_cluster) -> None:
+    """random + a checkpoint x labelled fractions 0.25, 1 x seeds 1, 2 through launch/finetune.py on the test
+    SLURM (the local path runs the same tasks: tests/test_interrupt.py), then the report: the label-efficiency
+    table, the same test records for every fraction, nested training records."""
+    cluster = ["--partition", slurm_cluster.partition, "--cpus-per-task", "1", "--time", "20"]
     sweep_dir = tmp_path / "runs" / "finetune"
     proc = subprocess.run([sys.executable, str(ROOT / "launch" / "finetune.py"), "--data", str(world["data"]),
                            "--sweep-dir", str(sweep_dir), "--pretrain", str(world["pretrain"]), "--seeds", "1,2",
