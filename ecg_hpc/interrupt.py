@@ -12,6 +12,7 @@ import contextlib
 import os
 import signal
 import sys
+import threading
 from typing import Any, Iterator
 
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, what a shell reports for a command stopped by Ctrl-C
@@ -38,6 +39,20 @@ def interrupt_raises() -> None:
 def children_ignore_interrupt() -> Iterator[None]:
     """Processes started inside the block begin with SIGINT ignored (workers that handle it install a handler);
     this process's own handler is restored after the block."""
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+@contextlib.contextmanager
+def interrupts_ignored() -> Iterator[None]:
+    """Ctrl-C is ignored inside the block (main thread only; elsewhere nothing changes): recording how a run ended
+    must not be cut short by the repeated SIGINT that stops a local job's workers."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
     previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
         yield

@@ -12,6 +12,7 @@ import pytest
 
 from analysis.report import main as report_main
 from ecg_hpc.hpc import sweep
+from ecg_hpc.hpc.manifest import read_manifest
 from ecg_hpc.records import read_record
 from tests.test_finetune import TINY, make_checkpoint, make_prepared
 
@@ -42,13 +43,14 @@ def test_report_of_a_real_sweep(tmp_path: Path, capsys: pytest.CaptureFixture) -
                        "--seeds", "1,2", "--sweep-dir", str(runs / "finetune"), *TINY]) == 0
     manifest = runs / "finetune" / "manifest.jsonl"
     # job_dir is stored relative to the manifest's folder (a copied runs tree still matches)
-    tasks = [{**t, "job_dir": str(manifest.parent / t["job_dir"])}
-             for t in map(json.loads, manifest.read_text().splitlines())]
+    lines = [json.loads(line) for line in manifest.read_text().splitlines()]
+    assert [line["job_dir"] for line in lines] == [f"{t.scenario}/seed_{t.seed}" for t in read_manifest(manifest)]
+    tasks = read_manifest(manifest)
     assert len(tasks) == 4
     left_out = tasks[-1]
     ran = [t for t in tasks if t is not left_out]
     assert sweep.main(["run-task", "--manifest", str(runs / "finetune" / "manifest.jsonl"),
-                       *(arg for t in ran for arg in ("--index", str(t["index"])))]) == 0
+                       *(arg for t in ran for arg in ("--index", str(t.index)))]) == 0
 
     out = tmp_path / "reports"
     assert report_main(["--runs", str(runs), "--out", str(out), "--quiet", "--resamples", "500"]) == 0
@@ -57,10 +59,10 @@ def test_report_of_a_real_sweep(tmp_path: Path, capsys: pytest.CaptureFixture) -
         table1 = {row["scenario"]: row for row in csv.DictReader(fh)}
     by_scenario: dict[str, list[Path]] = {}
     for t in ran:
-        info = read_record(t["job_dir"])
+        info = read_record(t.job_dir)
         label = "random -> resnet18 x0.125" if info.init.source == "random" else \
             "beat resnet18 f4096 100% ep1 -> resnet18 x0.125"
-        by_scenario.setdefault(label, []).append(Path(t["job_dir"]))
+        by_scenario.setdefault(label, []).append(Path(t.job_dir))
     assert set(table1) == set(by_scenario)
     for label, dirs in by_scenario.items():
         macro = [read_record(d).test.macro_f1 for d in dirs]
@@ -72,7 +74,7 @@ def test_report_of_a_real_sweep(tmp_path: Path, capsys: pytest.CaptureFixture) -
         assert {float(r["epochs_run_mean"]) for r in csv.DictReader(fh)} == {2.0}
     with (out / "problems.csv").open(newline="", encoding="utf-8") as fh:
         problems = list(csv.DictReader(fh))
-    assert [(p["problem"], p["seed"]) for p in problems] == [("missing", str(left_out["seed"]))]
-    assert left_out["job_dir"].endswith(problems[0]["run_dir"])
+    assert [(p["problem"], p["seed"]) for p in problems] == [("missing", str(left_out.seed))]
+    assert left_out.job_dir.endswith(problems[0]["run_dir"])
     assert "missing" in printed
     assert (out / "fig_val_f1.png").stat().st_size > 10_000

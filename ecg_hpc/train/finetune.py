@@ -30,6 +30,7 @@ from typing import Any, Iterator
 
 from ecg_hpc.atomic import writing
 from ecg_hpc.errors import ConfigError, EcgHpcError, report_native_crashes, user_error
+from ecg_hpc.interrupt import interrupts_ignored
 from ecg_hpc.options import check_number, check_seed, check_text
 from ecg_hpc.provenance import environment_info, utc_now
 from ecg_hpc.records import FinetuneRun, InitSource, Scores, is_done, read_record, write_record
@@ -295,13 +296,16 @@ def _run(config: FinetuneConfig, job_dir: Path) -> FinetuneRun:
                 require_checkpoint(init)
             record = dataclasses.replace(record, **_train(config, init, arch, width, job_dir), status="done")
     except BaseException as exc:
-        error = str(exc) if isinstance(exc, EcgHpcError) else f"{type(exc).__name__}: {exc}"
-        record = dataclasses.replace(record, status="failed", error=error,
-                                     traceback=None if isinstance(exc, EcgHpcError) else traceback.format_exc())
+        with interrupts_ignored():
+            error = str(exc) if isinstance(exc, EcgHpcError) else f"{type(exc).__name__}: {exc}"
+            record = dataclasses.replace(record, status="failed", error=error,
+                                         traceback=None if isinstance(exc, EcgHpcError) else traceback.format_exc())
         raise
     finally:
-        record = dataclasses.replace(record, finished_at=utc_now(), wall_time_s=round(time.monotonic() - start, 3))
-        write_record(job_dir, record)
+        with interrupts_ignored():
+            record = dataclasses.replace(record, finished_at=utc_now(),
+                                         wall_time_s=round(time.monotonic() - start, 3))
+            write_record(job_dir, record)
     assert record.test is not None
     print(f"{job_dir}: done, best epoch {record.best_epoch} of {record.epochs_run}, "
           f"test macro F1 {record.test.macro_f1:.4f}", flush=True)
