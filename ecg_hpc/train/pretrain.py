@@ -35,7 +35,8 @@ from ecg_hpc.errors import ConfigError, DataError, EcgHpcError, report_native_cr
 from ecg_hpc.interrupt import EXIT_INTERRUPTED
 from ecg_hpc.names import ARCHS, PRECISIONS, TASKS
 from ecg_hpc.options import check_number, check_seed
-from ecg_hpc.records import is_done, read_pretrain_run
+from ecg_hpc.provenance import environment_info, utc_now
+from ecg_hpc.records import PretrainRun, is_done, read_pretrain_run
 from ecg_hpc.runtime import configure_runtime
 from ecg_hpc.train.environments import PREEMPTED_EXIT_CODE
 
@@ -190,6 +191,13 @@ def finished(job_dir: str | Path, epochs: int) -> bool:
     """True when ``job_dir`` holds a run that is done with at least ``epochs`` epochs (asking for more resumes it)."""
     record = read_pretrain_run(job_dir) if is_done(job_dir) else None
     return record is not None and record.epochs_done >= epochs
+
+
+def bare_record(config: PretrainConfig) -> PretrainRun:
+    """The record of a run that failed before rank 0 recorded its start (what the config alone says)."""
+    return PretrainRun(status="running", seed=config.seed, task=config.task, arch=config.arch,
+                       frame_size=config.frame_size, epochs=config.epochs, width=config.width, frac=config.frac,
+                       config=config.as_record(), environment=environment_info(), started_at=utc_now())
 
 
 def run(config: PretrainConfig) -> int:
