@@ -144,7 +144,8 @@ class _Run:
 
     def check_store_sizes(self) -> None:
         """Before each epoch: every worker checks its files' sizes; all stop with one DataError if one changed
-        (a file truncated while memory-mapped would otherwise end the process with a bare bus error)."""
+        (between the checks, a file truncated while memory-mapped ends the worker with a bus error, which its crash
+        watcher records: ``ecg_hpc.train.crash_watch``)."""
         try:
             check_sizes(self.store, self.patients)
             problem = None
