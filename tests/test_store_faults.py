@@ -9,8 +9,10 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -19,6 +21,7 @@ import pytest
 from ecg_hpc.data.store import MANIFEST, Store, check_sizes, patient_dir, patients_fingerprint, read_meta
 from ecg_hpc.errors import DataError
 from ecg_hpc.records import read_record, write_record
+from ecg_hpc.train.job_lock import lock_is_held
 from tests.test_pretrain import synthetic_store
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -95,3 +98,39 @@ def test_resume_on_a_changed_patient_set_is_refused(store: Path, tmp_path: Path)
     assert allowed.returncode == 0, allowed.stderr[-3000:]
     info = read_record(job)
     assert info.status == "done" and info.store["n_patients"] == 5 and info.config["allow_store_change"]
+
+
+@pytest.mark.horovod
+def test_a_signal_file_truncated_while_mapped_fails_with_a_line(store: Path, tmp_path: Path) -> None:
+    # The uniform sampler reads every frame through the memory map, so the truncation ends the worker with a
+    # SIGBUS at its next read of the lost pages; its crash watcher names it in the log and in run.json.
+    job, out, err = tmp_path / "job", tmp_path / "out.log", tmp_path / "err.log"
+    argv = [sys.executable, "-m", "ecg_hpc.train.pretrain", "--store", str(store), "--job-dir", str(job), *TINY,
+            "--steps-per-epoch", "200000", "--epochs", "1", "--sampler", "uniform"]  # the last one wins
+    with out.open("w") as stdout, err.open("w") as stderr:
+        proc = subprocess.Popen(argv, stdout=stdout, stderr=stderr, cwd=ROOT, env=ENV)
+    try:
+        deadline = time.monotonic() + 60
+        while "training epochs" not in out.read_text() and proc.poll() is None:
+            assert time.monotonic() < deadline, "training did not start"
+            time.sleep(0.1)
+        assert proc.poll() is None, err.read_text()[-3000:]
+        time.sleep(1.0)  # a few steps into the epoch
+        os.truncate(patient_dir(store, 0) / "signal.npy", 64)
+        assert proc.wait(timeout=60) == -signal.SIGBUS  # faulthandler re-raises the signal
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    deadline = time.monotonic() + 10  # the watcher records the crash an instant after the worker is gone
+    while read_record(job).status == "running" and time.monotonic() < deadline:
+        time.sleep(0.05)
+    log = err.read_text()
+    assert [line for line in log.splitlines() if line.startswith("Fatal Python error:")] == \
+        ["Fatal Python error: Bus error"], log[-3000:]
+    errors = [line for line in log.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "rank 0 on " in errors[0] and "died of a bus error" in errors[0], log[-3000:]
+    assert "--allow-store-change" in errors[0]
+    info = read_record(job)
+    assert info.status == "failed" and "bus error" in info.error and info.failed_rank == 0
+    assert info.error == errors[0].removeprefix("error: ") and info.store["n_patients"] == 6
+    assert not lock_is_held(job)

@@ -17,7 +17,8 @@ epochs; the data of (seed, epoch, rank) is fixed, so a resumed run trains on wha
 On SIGUSR1/SIGUSR2 (SLURM's and submitit's warning before the time limit) or SIGTERM, every worker finishes
 its step, rank 0 writes ``preempted/`` and the workers exit with status ``PREEMPTED_EXIT_CODE``; whoever
 launched them decides whether to requeue (``ecg_hpc.hpc.requeue``, ``slurm/pretrain.sbatch``). A run whose
-run.json says done is left alone.
+run.json says done is left alone. A worker that dies of a native crash (a bus error on a store file truncated
+while memory-mapped, a segfault) is named in the log and run.json by its crash watcher (``crash_watch``).
 """
 
 from __future__ import annotations
@@ -31,12 +32,14 @@ from pathlib import Path
 from typing import Any
 
 from ecg_hpc.data.pool import DEFAULT_POOL_MB, DEFAULT_READ_RATIO, DEFAULT_READERS, PoolOptions
-from ecg_hpc.errors import ConfigError, DataError, EcgHpcError, report_native_crashes, user_error
+from ecg_hpc.errors import ConfigError, DataError, EcgHpcError, user_error
 from ecg_hpc.interrupt import EXIT_INTERRUPTED
 from ecg_hpc.names import ARCHS, PRECISIONS, TASKS
 from ecg_hpc.options import check_number, check_seed
-from ecg_hpc.records import is_done, read_pretrain_run
+from ecg_hpc.provenance import environment_info, utc_now
+from ecg_hpc.records import PretrainRun, is_done, read_pretrain_run
 from ecg_hpc.runtime import configure_runtime
+from ecg_hpc.train import crash_watch
 from ecg_hpc.train.environments import PREEMPTED_EXIT_CODE
 
 PRETRAIN_ROOT = Path("runs") / "pretrain"
@@ -44,6 +47,9 @@ LR_SCALINGS = ("linear", "sqrt", "none")  # the rules of ecg_hpc.train.distribut
 SAMPLERS = ("pool", "uniform")
 MAX_STEPS_PER_EPOCH = 10 ** 7  # beyond any real run (the paper's epochs have ~10^4 steps): a typo, refused
 MAX_EPOCHS = 10 ** 4
+# what a bus error means here: the uniform sampler reads the store through memory maps
+STORE_CHANGED = ("a store file changed or was truncated while memory-mapped; restore the store, or resume with "
+                 "--allow-store-change")
 
 
 def job_dir_name(task: str, arch: str, frame_size: int, frac: float, seed: int) -> str:
@@ -192,12 +198,27 @@ def finished(job_dir: str | Path, epochs: int) -> bool:
     return record is not None and record.epochs_done >= epochs
 
 
+def bare_record(config: PretrainConfig) -> PretrainRun:
+    """The record of a run that failed before rank 0 recorded its start (what the config alone says)."""
+    return PretrainRun(status="running", seed=config.seed, task=config.task, arch=config.arch,
+                       frame_size=config.frame_size, epochs=config.epochs, width=config.width, frac=config.frac,
+                       config=config.as_record(), environment=environment_info(), started_at=utc_now())
+
+
+def watch_crashes(config: PretrainConfig) -> int | None:
+    """Start this worker's crash watcher (``ecg_hpc.train.crash_watch``), so that a bus error or segfault ends
+    with a line in the log and a failed run.json; its pid. Call before TensorFlow is imported and the lock taken."""
+    rank, host = crash_watch.worker_identity()
+    return crash_watch.start(config.job_dir, rank, host, bare=lambda: bare_record(config),
+                             advice={crash_watch.BUS_ERROR: STORE_CHANGED})
+
+
 def run(config: PretrainConfig) -> int:
     """Train (or resume) ``config`` on this worker: 0 when done, ``PREEMPTED_EXIT_CODE`` when preempted, 130 when
     interrupted (Ctrl-C: checkpoint kept, not requeued), 2 on a user error, 1 on any other failure (its traceback
-    printed)."""
+    printed); a native crash is recorded by the crash watcher."""
     configure_runtime()
-    report_native_crashes()
+    watch_crashes(config)
     try:
         config.check_store()
         from ecg_hpc.train.pretraining import train  # TensorFlow: only once the runtime is set

@@ -32,7 +32,7 @@ from ecg_hpc.train import checkpoints, distributed
 from ecg_hpc.train.environments import PREEMPTED_EXIT_CODE, REQUEUEING_LAUNCHERS, time_left_s
 from ecg_hpc.train.job_lock import JobDirBusy, job_dir_lock
 from ecg_hpc.train.nonfinite import ADVICE, NonFiniteLoss, nonfinite
-from ecg_hpc.train.pretrain import PretrainConfig, finished
+from ecg_hpc.train.pretrain import PretrainConfig, bare_record, finished
 
 HISTORY = "history.csv"
 DEFAULT_STEPS = 1024
@@ -144,7 +144,8 @@ class _Run:
 
     def check_store_sizes(self) -> None:
         """Before each epoch: every worker checks its files' sizes; all stop with one DataError if one changed
-        (a file truncated while memory-mapped would otherwise end the process with a bare bus error)."""
+        (between the checks, a file truncated while memory-mapped ends the worker with a bus error, which its crash
+        watcher records: ``ecg_hpc.train.crash_watch``)."""
         try:
             check_sizes(self.store, self.patients)
             problem = None
@@ -389,7 +390,7 @@ def train(config: PretrainConfig) -> str:
             if current is not None:
                 current = dataclasses.replace(current, wall_time_s=round(sum(current.epoch_times_s), 3))
             record = record_failure(config.job_dir, world.rank, world.job.hostname, reason, current=current,
-                                    bare=_bare_record(config))
+                                    bare=bare_record(config))
             if (record is not None and record.failed_rank not in (None, world.rank)
                     and isinstance(exc, Exception)):
                 raise WorkerFailed(f"rank {record.failed_rank} on {record.failed_host} failed first "
@@ -417,13 +418,6 @@ def _record_preemption(run: _Run, signal_name: str, by_user: bool) -> None:
         why = "not requeued: start the same command again to resume from the last checkpoint"
         run.finish_record("failed", f"stopped by {signal_name} and {why}")
         print(f"preempted by {signal_name}: {why}", flush=True)
-
-
-def _bare_record(config: PretrainConfig) -> PretrainRun:
-    """The record of a run that failed before rank 0 recorded its start (what the config alone says)."""
-    return PretrainRun(status="running", seed=config.seed, task=config.task, arch=config.arch,
-                       frame_size=config.frame_size, epochs=config.epochs, width=config.width, frac=config.frac,
-                       config=config.as_record(), environment=environment_info(), started_at=utc_now())
 
 
 def _hold_lock(stack: contextlib.ExitStack, world: Any, job_dir: Path) -> None:
