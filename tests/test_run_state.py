@@ -147,3 +147,28 @@ def test_sigterm_that_nobody_requeues_records_failed(tmp_path: Path) -> None:
     assert info.status == "failed" and "stopped by SIGTERM and not requeued" in info.error
     assert not lock_is_held(job) and derived_status(job, info) == "failed"
     assert (job / "preempted").is_dir() or info.epochs_done >= 1  # its work is kept for a resume
+
+
+@pytest.mark.slurm
+def test_an_eta_beyond_the_job_s_time_limit_is_warned_once(slurm_cluster, tmp_path: Path, capsys) -> None:
+    """The warning reads the real queue's time left (``squeue %L``) of a job with ``--time=2``."""
+    from ecg_hpc.train.environments import JobEnv, time_left_s
+    from ecg_hpc.train.pretraining import warn_if_beyond_time_limit
+
+    proc = subprocess.run(["sbatch", "--parsable", f"--partition={slurm_cluster.partition}", "--time=2",
+                           f"--output={tmp_path / 'sleep-%j.out'}", "--wrap", "sleep 120"],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    job_id = proc.stdout.strip().split(";")[0]
+    job = JobEnv("slurm", 0, 1, 0, 1, 0, 1, "vm", ("vm",), (1,), job_id, 0)
+    try:
+        _wait_for(lambda: (time_left_s(job) or 0) > 0, 60, "the job to start")
+        assert 0 < time_left_s(job) <= 120
+        warn_if_beyond_time_limit(job, seconds_per_step=0.5, steps_left=1000)  # ~8 min of steps, 2 min left
+        warn_if_beyond_time_limit(job, seconds_per_step=0.5, steps_left=10)  # fits
+    finally:
+        subprocess.run(["scancel", job_id], timeout=60)
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("warning:")]
+    assert len(lines) == 1 and "the remaining 1000 steps need about 0.1 h" in lines[0] and "(--time)" in lines[0]
+    assert warn_if_beyond_time_limit(replace(job, launcher="single"), 0.5, 10 ** 9) is None  # no limit: no word
+    assert capsys.readouterr().out == ""

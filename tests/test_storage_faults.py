@@ -166,3 +166,30 @@ def test_convert_icentia_into_a_full_store(tmp_path: Path, small_fs) -> None:
         manifest = json.loads((store / "manifest.json").read_text())
         assert manifest["n_patients"] == len(done_patients(store))
     shutil.rmtree(store)
+
+
+def test_a_folder_the_user_may_not_write_fails_in_one_line(tmp_path: Path) -> None:
+    """EACCES as a user meets it: the fine-tuner runs as ``nobody`` (root writes anywhere) into a folder owned by
+    root that others may read but not write."""
+    if shutil.which("setpriv") is None:
+        pytest.skip("setpriv (util-linux) is needed to run the fine-tuner as another user")
+    shared = Path(os.environ.get("TMPDIR", "/tmp")) / f"ecg-hpc-eacces-{os.getpid()}"
+    shutil.rmtree(shared, ignore_errors=True)
+    shared.mkdir(mode=0o755)
+    try:
+        data = make_prepared(shared)
+        for path in [shared, *shared.rglob("*")]:
+            path.chmod(0o755 if path.is_dir() else 0o644)
+        locked = shared / "group-folder"
+        locked.mkdir(mode=0o755)  # root's: nobody may read it, not write into it
+        job = locked / "job"
+        env = {**ENV, "HOME": str(shared), "PYTHONPATH": str(ROOT)}
+        proc = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable, "-m",
+                               "ecg_hpc.train.finetune", "--data", str(data), "--job-dir", str(job), *TINY],
+                              capture_output=True, text=True, timeout=600, cwd=ROOT, env=env)
+        assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+        errors = _error_lines(proc.stderr)
+        assert len(errors) == 1 and str(locked) in errors[0] and "permission" in errors[0].lower(), errors
+        assert not job.exists() and list(locked.iterdir()) == []  # nothing half-written
+    finally:
+        shutil.rmtree(shared, ignore_errors=True)
