@@ -62,6 +62,8 @@ def test_id_specs_and_blocks():
     parts = launch_convert.blocks(list(range(11)), 3)
     assert [len(b) for b in parts] == [3, 4, 4] and sum(parts, []) == list(range(11))
     assert launch_convert.blocks([4, 9], 100) == [[4], [9]]
+    # a re-run plans the same blocks and keeps those with patients missing: [0-2] is complete, [3-6] and [7-10] not
+    assert launch_convert.missing_blocks(list(range(11)), [4, 5, 9], 3) == [(1, [4, 5]), (2, [9])]
 
 
 @pytest.mark.parametrize("layout", ["pkl", "npy", "wfdb"])
