@@ -1,12 +1,14 @@
 #!/usr/bin/env python
 """Convert Icentia11k into the store as a SLURM job array: ``python launch/convert.py --src SRC --dst STORE``.
 
-Splits the patients not yet in ``--dst`` into ``--array-tasks`` contiguous blocks and submits one array task per
-block (at most ``--max-parallel`` at once, SLURM's ``%N``), each running ``python -m ecg_hpc.data convert-icentia
---patients BLOCK --no-manifest``, then one job after the array (``afterany``) that writes ``manifest.json``.
-Patients appear in the store by an atomic rename, so a killed task leaves no half patient and submitting again
-converts only what is missing. Without SLURM (or with ``--local``) one local job converts everything with
-``--workers`` processes and writes the manifest. ``--dry-run`` prints the plan and the first batch script.
+Splits the patients (all of ``--src``, or ``--patients``) into ``--array-tasks`` contiguous blocks, the same on every
+run, and submits one array task per block that still has patients missing from ``--dst`` (at most
+``--max-parallel`` at once, SLURM's ``%N``), each running ``python -m ecg_hpc.data convert-icentia --patients
+MISSING --no-manifest``, then one job after the array (``afterany``) that writes ``manifest.json``. Patients appear
+in the store by an atomic rename, so a killed task leaves no half patient, and the same command again submits only
+the blocks of the killed tasks, with only their missing patients. Without SLURM (or with ``--local``) one local job
+converts everything with ``--workers`` processes and writes the manifest. ``--dry-run`` prints the plan and the
+first batch script.
 """
 
 from __future__ import annotations
@@ -41,7 +43,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--dst", required=True, type=Path, help="store folder to create or complete")
     parser.add_argument("--format", choices=convert.FORMATS, default="auto", help="source layout (default: detect)")
     parser.add_argument("--patients", default=None, help="ids to convert, e.g. '0-99,105' (default: all)")
-    parser.add_argument("--array-tasks", type=int, default=100, help="array tasks (blocks of patients; default 100)")
+    parser.add_argument("--array-tasks", type=int, default=100,
+                        help="blocks of patients, one array task each (default 100); a re-run submits only the "
+                             "blocks with patients missing from the store")
     parser.add_argument("--max-parallel", type=int, default=None, help="array tasks running at once (SLURM %%N)")
     parser.add_argument("--workers", type=int, default=1,
                         help="processes per array task, and of the local job (default 1)")
@@ -57,8 +61,19 @@ def blocks(ids: list[int], n: int) -> list[list[int]]:
     return [ids[a:b] for a, b in zip(bounds, bounds[1:])]
 
 
-def pending(args: argparse.Namespace) -> list[int]:
-    """Patients of the source (or ``--patients``) that the store does not hold yet."""
+def missing_blocks(wanted: list[int], todo: list[int], n: int) -> list[tuple[int, list[int]]]:
+    """``(index, ids of todo)`` of each of the ``n`` blocks of ``wanted`` that holds patients of ``todo``.
+
+    The blocks depend on ``wanted`` only, so after a killed task the same command plans that task's block again
+    (only its missing patients) and no block whose patients are all converted.
+    """
+    missing = set(todo)
+    return [(i, [pid for pid in block if pid in missing]) for i, block in enumerate(blocks(wanted, n))
+            if missing.intersection(block)]
+
+
+def pending(args: argparse.Namespace) -> tuple[list[int], list[int]]:
+    """Patients of the source (or ``--patients``), and those of them that the store does not hold yet."""
     fmt = convert.detect_format(args.src) if args.format == "auto" else args.format
     available = convert.source_patients(args.src, fmt)
     wanted = sorted(available) if args.patients is None else convert.parse_ids(args.patients)
@@ -66,7 +81,7 @@ def pending(args: argparse.Namespace) -> list[int]:
     if missing:
         raise ConfigError(f"--patients: {args.src} has no {fmt} files for {convert.format_ids(missing)}")
     done = set(store.done_patients(args.dst))
-    return [pid for pid in wanted if pid not in done]
+    return wanted, [pid for pid in wanted if pid not in done]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -77,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
             raise ConfigError("--array-tasks and --workers must be at least 1")
         if args.max_parallel is not None and args.max_parallel < 1:
             raise ConfigError(f"--max-parallel {args.max_parallel}: must be at least 1")
-        todo = pending(args)
+        wanted, todo = pending(args)
         if not todo:
             if (args.dst / store.PATIENTS_DIR).is_dir():
                 store.write_manifest(args.dst)
@@ -93,8 +108,13 @@ def main(argv: list[str] | None = None) -> int:
         if executor.cluster == "local":
             jobs = [ModuleJob(RUNNER, base + ["--patients", convert.format_ids(todo)])]
         else:
+            planned = missing_blocks(wanted, todo, args.array_tasks)
             jobs = [ModuleJob(RUNNER, base + ["--patients", convert.format_ids(b), "--no-manifest"])
-                    for b in blocks(todo, args.array_tasks)]
+                    for _, b in planned]
+            n_blocks = min(args.array_tasks, len(wanted))
+            if len(planned) < n_blocks:
+                which = convert.format_ids([i for i, _ in planned])
+                print(f"block(s) {which} of 0-{n_blocks - 1} have patients missing; the other blocks are complete")
         print(f"{len(todo)} patient(s) to convert into {args.dst} as {len(jobs)} {executor.cluster} task(s)")
         if args.dry_run:
             print(describe_dry_run(executor, jobs[0]))

@@ -62,6 +62,8 @@ def test_id_specs_and_blocks():
     parts = launch_convert.blocks(list(range(11)), 3)
     assert [len(b) for b in parts] == [3, 4, 4] and sum(parts, []) == list(range(11))
     assert launch_convert.blocks([4, 9], 100) == [[4], [9]]
+    # a re-run plans the same blocks and keeps those with patients missing: [0-2] is complete, [3-6] and [7-10] not
+    assert launch_convert.missing_blocks(list(range(11)), [4, 5, 9], 3) == [(1, [4, 5]), (2, [9])]
 
 
 @pytest.mark.parametrize("layout", ["pkl", "npy", "wfdb"])
@@ -111,53 +113,127 @@ def test_killed_conversion_leaves_no_half_patient_and_resumes(tmp_path):
     assert digests(dst) == digests(tmp_path / "single")
 
 
-def _cluster_running() -> bool:
-    return subprocess.run([str(ROOT / "tests" / "cluster" / "slurm.sh"), "status"], capture_output=True).returncode == 0
+TERMINAL = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL"}
 
 
-def _wait_slurm(job_id: str, timeout_s: float = 600) -> None:
-    """Until squeue no longer lists the job (all its array tasks)."""
+def _squeue(job: str) -> str:
+    return subprocess.run(["squeue", "-h", "-j", job], capture_output=True, text=True).stdout.strip()
+
+
+def _wait_slurm(job_id: str, timeout_s: float = 300) -> None:
+    """Until squeue no longer lists the job (all its array tasks, or the one task ``ID_INDEX``)."""
     deadline = time.monotonic() + timeout_s
-    while subprocess.run(["squeue", "-h", "-j", job_id], capture_output=True, text=True).stdout.strip():
+    while _squeue(job_id):
         assert time.monotonic() < deadline, f"SLURM job {job_id} still queued after {timeout_s} s"
-        time.sleep(0.5)
+        time.sleep(0.3)
+
+
+def _sacct(job_id: str) -> dict[str, tuple[str, str]]:
+    """State and ExitCode of the job's tasks and steps, e.g. {'7_1': ('CANCELLED', '0:9'), '7_1.0': ...}."""
+    out = subprocess.run(["sacct", "-P", "-n", "-j", job_id, "-o", "JobID,State,ExitCode"], capture_output=True,
+                         text=True, check=True).stdout
+    return {jid: (state.split()[0], code) for jid, state, code in
+            (line.split("|") for line in out.splitlines() if line.strip())}
+
+
+def _ended(job_id: str, tasks: int = 1, timeout_s: float = 120) -> dict[str, tuple[str, str]]:
+    """``_sacct`` once accounting lists ``tasks`` jobs or array tasks, all ended with their steps (it lags squeue)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        states = _sacct(job_id)
+        if len([jid for jid in states if "." not in jid]) >= tasks and \
+                all(state in TERMINAL for state, _ in states.values()):
+            return states
+        assert time.monotonic() < deadline, f"SLURM job {job_id} not ended after {timeout_s} s: {states}"
+        time.sleep(0.3)
+
+
+def _file_ids(dst: Path, pids: list[int]) -> dict[str, tuple[int, int]]:
+    """(inode, mtime in ns) of every file and folder of these patients: rewriting any of them changes it."""
+    out = {}
+    for pid in pids:
+        folder = dst / store.PATIENTS_DIR / f"{pid:05d}"
+        for path in [folder, *sorted(folder.iterdir())]:
+            st = path.stat()
+            out[str(path.relative_to(dst))] = (st.st_ino, st.st_mtime_ns)
+    return out
 
 
 @pytest.mark.slurm
-@pytest.mark.skipif(not _cluster_running(), reason="no test SLURM running (tests/cluster/slurm.sh status)")
-def test_slurm_array_matches_single_process_and_a_killed_task_resubmits_alone(tmp_path):
-    """An array of 3 tasks on the real test SLURM; task 1 is killed (scancel --signal=KILL) after its first patient; the
-    store then holds only complete patients, and submitting again converts just the rest of task 1's block."""
-    pids = list(range(20, 38))  # 3 blocks of 6 patients of ~1 s each: the kill lands before block 1 is done
-    src = write_source(tmp_path, "pkl", pids=pids, seg=ic.SEGMENT_SIZE, n_segments=3)
+def test_slurm_array_matches_single_process_and_a_killed_task_resubmits_alone(slurm_cluster, tmp_path):
+    """launch/convert.py submits 3 array tasks to the real test SLURM. Task 1 converts its first patient and is then
+    held inside its second (one segment header is a FIFO nobody writes), where `scancel JOB_1` kills it: the task
+    and its job step end CANCELLED. The store then holds only complete patients; the same command again submits
+    one task, for the rest of block 1, and rewrites no other patient; the store equals the single-process conversion
+    file for file (sha256)."""
+    pids = list(range(20, 32))  # 3 blocks of 4 small patients; WFDB, whose reader opens the header FIFO plainly
+    block = launch_convert.blocks(pids, 3)[1]
+    held = block[1]
+    src = write_source(tmp_path, "wfdb", pids=pids)
     convert(src, tmp_path / "single", show_progress=False)
+    header = iw.patient_folder(src, held) / f"p{held:05d}_s01.hea"
+    real_header = header.read_bytes()
+    header.unlink()
+    os.mkfifo(header)  # opening it blocks until a writer opens it: task 1 cannot get past patient `held`
     dst = tmp_path / "array"
     launch = [sys.executable, str(ROOT / "launch" / "convert.py"), "--src", str(src), "--dst", str(dst),
-              "--array-tasks", "3", "--max-parallel", "3", "--time", "10"]
-    first = subprocess.run(launch, env=ENV, text=True, capture_output=True, timeout=300)
-    assert first.returncode == 0, first.stdout + first.stderr
-    assert "18 patient(s) to convert" in first.stdout and "3 slurm task(s)" in first.stdout
-    array_id = next(line.split()[3] for line in first.stdout.splitlines() if line.startswith("submitted slurm job"))
-    manifest_job = next(line.split()[3] for line in first.stdout.splitlines() if line.startswith("submitted manifest"))
-    block = launch_convert.blocks(pids, 3)[1]
-    deadline = time.monotonic() + 300
-    while block[0] not in store.done_patients(dst):
-        assert time.monotonic() < deadline, "task 1 converted nothing in 300 s"
-        time.sleep(0.02)
-    subprocess.run(["scancel", "--signal=KILL", f"{array_id}_1"], check=True)  # as when a node dies
-    _wait_slurm(array_id)
-    _wait_slurm(manifest_job)
-    done = store.done_patients(dst)
-    lost = [pid for pid in block if pid not in done]
-    assert lost, "task 1 finished its block before the cancel arrived"
-    for pid in done:  # only complete patients are visible
-        store.verify_patient(dst, pid)
-    assert [m["patient_id"] for m in json.loads((dst / store.MANIFEST).read_text())["patients"]] == done
-    stamps = {pid: store.read_meta(dst, pid)["converted_at"] for pid in done}
-    second = subprocess.run(launch + ["--follow"], env=ENV, text=True, capture_output=True, timeout=600)
+              "--array-tasks", "3", "--max-parallel", "3", "--cpus-per-task", "1", "--time", "10",
+              "--partition", slurm_cluster.partition]
+    queue_s = 600  # the test cluster may be busy with other jobs: waits for a start are long, the rest is quick
+    jobs: list[str] = []
+    try:
+        first = subprocess.run(launch, env=ENV, text=True, capture_output=True, timeout=120)
+        assert first.returncode == 0, first.stdout + first.stderr
+        assert "12 patient(s) to convert" in first.stdout and "3 slurm task(s)" in first.stdout, first.stdout
+        array_id = next(line.split()[3] for line in first.stdout.splitlines() if line.startswith("submitted slurm"))
+        manifest_job = next(line.split()[3] for line in first.stdout.splitlines()
+                            if line.startswith("submitted manifest"))
+        jobs += [array_id, manifest_job]
+        deadline = time.monotonic() + queue_s
+        while block[0] not in store.done_patients(dst):  # task 1 has started its block, on its way to the hold
+            assert _squeue(f"{array_id}_1") or block[0] in store.done_patients(dst), \
+                f"task 1 ended without converting patient {block[0]}: {_sacct(array_id)}"
+            assert time.monotonic() < deadline, f"task 1 converted nothing in {queue_s} s: {_sacct(array_id)}"
+            time.sleep(0.05)
+        assert _squeue(f"{array_id}_1"), f"task 1 ended although patient {held} cannot be read: {_sacct(array_id)}"
+        # As a user cancels a task. The worker ignores SIGTERM (submitit) and dies by SIGKILL, from srun's forced
+        # step termination or KillWait (5 s) later; without the hold it would often finish its block meanwhile.
+        # (Not `scancel --signal=KILL JOB_1.0`: on Slurm 22.05 that now and then leaves the step's slurmstepd
+        # waiting and drains the node, "Kill task failed", after UnkillableStepTimeout.)
+        cancel = subprocess.run(["scancel", f"{array_id}_1"], capture_output=True, text=True)
+        assert cancel.returncode == 0, cancel.stderr
+        killed = _ended(f"{array_id}_1")
+        assert killed[f"{array_id}_1"][0] == killed[f"{array_id}_1.0"][0] == "CANCELLED", killed  # the worker too
+        _wait_slurm(array_id, queue_s)
+        _wait_slurm(manifest_job, queue_s)
+        states = _ended(array_id, tasks=3)
+        assert states[f"{array_id}_0"][0] == states[f"{array_id}_2"][0] == "COMPLETED", states
+        assert _ended(manifest_job)[manifest_job][0] == "COMPLETED", _sacct(manifest_job)
+
+        done = store.done_patients(dst)
+        lost = block[1:]
+        assert done == [pid for pid in pids if pid not in lost], (done, lost)  # held and after: not converted
+        visible = sorted(p.name for p in (dst / store.PATIENTS_DIR).iterdir() if not p.name.startswith("."))
+        assert visible == [f"{pid:05d}" for pid in done]  # no half patient under its final name
+        for pid in done:  # and every visible patient is complete
+            store.verify_patient(dst, pid)
+        assert [m["patient_id"] for m in json.loads((dst / store.MANIFEST).read_text())["patients"]] == done
+        before = _file_ids(dst, done)
+        stamps = {pid: store.read_meta(dst, pid)["converted_at"] for pid in done}
+    finally:
+        if jobs:  # ended already unless an assertion failed
+            subprocess.run(["scancel", *jobs], capture_output=True)
+        header.unlink()
+        header.write_bytes(real_header)
+
+    second = subprocess.run(launch + ["--follow"], env=ENV, text=True, capture_output=True, timeout=2 * queue_s)
     assert second.returncode == 0, second.stdout + second.stderr
-    assert f"{len(lost)} patient(s) to convert" in second.stdout
-    assert {pid: store.read_meta(dst, pid)["converted_at"] for pid in done} == stamps  # nothing redone
-    assert digests(dst) == digests(tmp_path / "single")
+    assert "block(s) 1 of 0-2 have patients missing" in second.stdout, second.stdout  # only the killed task's block
+    assert f"{len(lost)} patient(s) to convert" in second.stdout and "as 1 slurm task(s)" in second.stdout
+    again = next(line.split()[3] for line in second.stdout.splitlines() if line.startswith("submitted slurm"))
+    assert [s for jid, (s, _) in _ended(again).items() if "." not in jid] == ["COMPLETED"]  # one task, not three
+    assert _file_ids(dst, done) == before  # the other patients were not rewritten
+    assert {pid: store.read_meta(dst, pid)["converted_at"] for pid in done} == stamps
+    assert digests(dst) == digests(tmp_path / "single") and len(digests(dst)) == 4 * len(pids)
     assert [m["patient_id"] for m in json.loads((dst / store.MANIFEST).read_text())["patients"]] == pids
     assert not [p for p in (dst / store.PATIENTS_DIR).iterdir() if p.name.startswith(".")]
