@@ -6,13 +6,15 @@ refused in one line before anything is written or submitted, instead of failing 
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import math
 import unicodedata
-from typing import Any
+from typing import Any, Callable, TypeVar
 
 from ecg_hpc.errors import ConfigError
 
+T = TypeVar("T")
 MAX_SEED = 2 ** 32 - 1  # numpy's (and so Keras's set_random_seed's) seed range is [0, 2**32)
 
 
@@ -55,3 +57,15 @@ def config_argv(config: Any) -> list[str]:
         elif value is not None:
             argv += [flag, str(value)]
     return argv
+
+
+def argparse_type(parse: Callable[[str], T]) -> Callable[[str], T]:
+    """``parse`` as an argparse ``type=``: its ConfigError becomes argparse's one-line usage error (exit 2)."""
+    def convert(text: str) -> T:
+        try:
+            return parse(text)
+        except ConfigError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    convert.__name__ = parse.__name__  # argparse names the type in its messages
+    return convert

@@ -38,6 +38,7 @@ from ecg_hpc.hpc.design import parse_seeds  # noqa: E402
 from ecg_hpc.hpc.executor import slurm_available  # noqa: E402
 from ecg_hpc.hpc.partition import slurm_conf_path  # noqa: E402
 from ecg_hpc.interrupt import interrupted  # noqa: E402
+from ecg_hpc.options import argparse_type  # noqa: E402
 from ecg_hpc.project_config import config_path, update_config  # noqa: E402
 from ecg_hpc.records import is_done  # noqa: E402
 from ecg_hpc.train.pretrain import job_dir_name  # noqa: E402
@@ -101,7 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="fine-tune on real challenge records instead (after the synthetic pretraining)")
     parser.add_argument("--records", type=Path, default=DEFAULT_REAL,
                         help=f"challenge records for --real (default: {DEFAULT_REAL})")
-    parser.add_argument("--seeds", type=_seeds, default=None,
+    parser.add_argument("--seeds", type=argparse_type(parse_seeds), default=None,
                         help="fine-tuning seeds, e.g. 0,1,2 (default: the scale's, 1,2,3 for full)")
     parser.add_argument("--local", action="store_true", help="never use SLURM, even when a cluster answers")
     parser.add_argument("--slurm", action="store_true",
@@ -109,13 +110,6 @@ def build_parser() -> argparse.ArgumentParser:
                              "cluster (tests/cluster/slurm.sh); by default only that one is used")
     parser.add_argument("--fresh", action="store_true", help="delete WORKDIR first")
     return parser
-
-
-def _seeds(text: str) -> tuple[int, ...]:
-    try:
-        return parse_seeds(text)
-    except ConfigError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def is_test_cluster() -> bool:

@@ -19,7 +19,7 @@ from typing import Any, Sequence
 
 from ecg_hpc.errors import ConfigError
 from ecg_hpc.hpc.manifest import MANIFEST, Task, merge_tasks, read_manifest, write_manifest
-from ecg_hpc.options import check_seed
+from ecg_hpc.options import argparse_type, check_seed
 from ecg_hpc.records import FEATURE_EXTRACTOR, RecordError, epoch_dir_name, read_pretrain_run
 from ecg_hpc.train import finetune
 from ecg_hpc.train.init_source import DEFAULT_ARCH, RANDOM, list_checkpoints, scenario_name
@@ -177,20 +177,6 @@ def plan_tasks(scenarios: Sequence[Scenario], seeds: Sequence[int], sweep_dir: s
     return tasks
 
 
-def _seeds_option(text: str) -> tuple[int, ...]:
-    try:
-        return parse_seeds(text)
-    except ConfigError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-
-
-def _label_fracs_option(text: str) -> tuple[float, ...]:
-    try:
-        return parse_label_fracs(text)
-    except ConfigError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-
-
 def add_plan_arguments(parser: argparse.ArgumentParser) -> None:
     """Options that plan a sweep: scenarios, seeds, sweep dir and the trainer's shared options."""
     finetune.add_training_arguments(parser)
@@ -201,9 +187,9 @@ def add_plan_arguments(parser: argparse.ArgumentParser) -> None:
                        help="which epoch_NN of each pretraining run: last, all, or epochs like 1,5,10 "
                             "(default: %(default)s)")
     group.add_argument("--no-random", action="store_true", help="leave out the random-init scenario")
-    group.add_argument("--seeds", type=_seeds_option, default=DEFAULT_SEEDS,
+    group.add_argument("--seeds", type=argparse_type(parse_seeds), default=DEFAULT_SEEDS,
                        help="seeds, a list 10,20,30 or a range 10-100:10 (default: 10,20,...,100)")
-    group.add_argument("--label-fracs", type=_label_fracs_option, default=(1.0,),
+    group.add_argument("--label-fracs", type=argparse_type(parse_label_fracs), default=(1.0,),
                        help="label-efficiency axis: fine-tune on these stratified, nested fractions of the training "
                             "records, e.g. 0.01,0.05,0.1,0.25,0.5,1 (default: 1, all of them)")
     group.add_argument("--sweep-dir", type=Path, default=DEFAULT_SWEEP_DIR,
