@@ -44,7 +44,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from ecg_hpc.data import icentia11k  # noqa: E402
 from ecg_hpc.data.convert import convert  # noqa: E402
-from ecg_hpc.data.pipeline import BatchSampler, make_dataset, normalise  # noqa: E402
+from ecg_hpc.data.batches import normalise  # noqa: E402
+from ecg_hpc.data.pipeline import BatchSampler, make_dataset  # noqa: E402
 from ecg_hpc.data.pool import DEFAULT_READ_RATIO, PoolOptions, PoolSampler  # noqa: E402
 from ecg_hpc.data.store import Store, patient_dir, write_manifest  # noqa: E402
 from ecg_hpc.atomic import atomic_dir  # noqa: E402

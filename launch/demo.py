@@ -41,7 +41,7 @@ from ecg_hpc.interrupt import interrupted  # noqa: E402
 from ecg_hpc.options import argparse_type  # noqa: E402
 from ecg_hpc.project_config import config_path, update_config  # noqa: E402
 from ecg_hpc.records import is_done  # noqa: E402
-from ecg_hpc.train.pretrain import job_dir_name  # noqa: E402
+from ecg_hpc.train.pretrain_config import job_dir_name  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 TEST_CLUSTER_NAME = "ecghpc"  # ClusterName in the slurm.conf of tests/cluster/slurm.sh

@@ -34,7 +34,8 @@ from ecg_hpc.hpc.run_state import died  # noqa: E402
 from ecg_hpc.interrupt import children_ignore_interrupt, interrupt_raises, interrupted  # noqa: E402
 from ecg_hpc.options import check_text  # noqa: E402
 from ecg_hpc.project_config import resolve_store  # noqa: E402
-from ecg_hpc.train import pretrain  # noqa: E402  (the configuration only: no TensorFlow)
+from ecg_hpc.train import pretrain  # noqa: E402  (the options and the config only: no TensorFlow)
+from ecg_hpc.train.pretrain_config import finished  # noqa: E402
 
 TRAINER = "ecg_hpc.train.pretrain"
 
@@ -68,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
         else:  # a dry run shows the job without a store; every other option is still checked
             print(f"note: {source if store is None else f'the store {store} (from {source}) does not exist'}; "
                   "the job below would fail until it does", file=sys.stderr)
-        if pretrain.finished(job_dir, config.epochs):
+        if finished(job_dir, config.epochs):
             print(f"{job_dir}: run.json says done; not submitted (delete the folder to redo the run)")
             return 0
         if died(job_dir):

@@ -17,7 +17,7 @@ import pytest
 
 from ecg_hpc.hpc.manifest import read_manifest
 from ecg_hpc.records import read_record
-from ecg_hpc.train.pretrain import job_dir_name
+from ecg_hpc.train.pretrain_config import job_dir_name
 from tests.conftest import ROOT
 from tests.test_cluster_slurm import _wait
 

@@ -26,6 +26,7 @@ from ecg_hpc.options import config_argv
 from ecg_hpc.records import read_record, write_record
 from ecg_hpc.tasks import get_task
 from ecg_hpc.train import checkpoints, distributed, pretrain, pretraining
+from ecg_hpc.train.pretrain_config import PretrainConfig
 
 ROOT = Path(__file__).resolve().parent.parent
 LAUNCH = ROOT / "launch" / "pretrain.py"
@@ -63,7 +64,7 @@ def test_partial_epoch_metrics_combine_by_steps() -> None:
     assert combined == {"loss": pytest.approx(1.75), "acc": pytest.approx(0.625)}
 
 
-def _config(*argv: str) -> pretrain.PretrainConfig:
+def _config(*argv: str) -> PretrainConfig:
     return pretrain.config_from_args(pretrain.build_parser().parse_args(list(argv)))
 
 

@@ -36,7 +36,7 @@ import numpy as np
 
 from ecg_hpc.data import icentia11k as ic
 from ecg_hpc.data.layout import SamplingTask
-from ecg_hpc.data.pipeline import check_sampler_arguments, future_batch, label_keys, normalised_batch
+from ecg_hpc.data.batches import check_sampler_arguments, future_batch, label_keys, normalised_batch
 from ecg_hpc.data.store import PATIENTS_DIR, SegmentReader, Store, patient_dir
 from ecg_hpc.errors import ConfigError, DataError
 from ecg_hpc.atomic import atomic_dir

@@ -32,7 +32,7 @@ from ecg_hpc.train import checkpoints, distributed
 from ecg_hpc.train.environments import PREEMPTED_EXIT_CODE, REQUEUEING_LAUNCHERS, time_left_s
 from ecg_hpc.train.job_lock import JobDirBusy, job_dir_lock
 from ecg_hpc.train.nonfinite import ADVICE, NonFiniteLoss, nonfinite
-from ecg_hpc.train.pretrain import PretrainConfig, bare_record, finished
+from ecg_hpc.train.pretrain_config import PretrainConfig, bare_record, finished
 
 HISTORY = "history.csv"
 DEFAULT_STEPS = 1024
