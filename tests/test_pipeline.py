@@ -13,7 +13,7 @@ import pytest
 from ecg_hpc.data import icentia11k as ic
 from ecg_hpc.data.convert import convert
 from ecg_hpc.data.pipeline import BatchSampler, make_dataset
-from ecg_hpc.data.store import CLASS_MASK, Store
+from ecg_hpc.data.store import BEATS, CLASS_MASK, Store
 from ecg_hpc.data.labels import LabelRule, beat_label, complete_beats, hr_label, rhythm_label
 from ecg_hpc.data.layout import future_prediction, labelled
 from ecg_hpc.errors import ConfigError, DataError
@@ -87,7 +87,7 @@ def _any_pvc_batch(flat, frame_id, counts, start, end):
 def test_a_new_labelled_task_is_one_object_and_the_samplers_need_no_change(raw_and_store):
     """Adding a task: a rule (both forms) and a task object; both samplers and the dataset take it as it is."""
     originals, store = raw_and_store
-    rule = LabelRule("pvc", "beats", ("no pvc", "pvc"), _any_pvc, _any_pvc_batch)
+    rule = LabelRule("pvc", BEATS, ("no pvc", "pvc"), _any_pvc, _any_pvc_batch)
     task = Task(name="pvc", layout=labelled(rule), description="a complete pvc in the frame")
     sampler = BatchSampler(store, task, PIDS, FRAME, batch_size=256, seed=1)
     frames, labels = sampler.batch(0)

@@ -8,7 +8,7 @@ that matter for each frame concatenated (``flat``), the frame each belongs to (`
 frame. A frame is the closed interval ``[start, end]`` of sample indices; the authors (and the samplers) use
 ``end = start + frame_size``. The rules are in docs/design-facts.md.
 
-A ``LabelRule`` bundles the two forms with the annotation kind it reads and its class names; a pretraining task
+A ``LabelRule`` bundles the two forms with the packed labels it reads (``BEATS`` or ``RHYTHMS``) and its class names; a pretraining task
 (``ecg_hpc.tasks``) names its rule, so a new labelled task is a new rule here and a task module.
 """
 
@@ -21,7 +21,7 @@ import numpy as np
 
 from ecg_hpc.data.icentia11k import (BEAT_CLASSES, BEAT_HIGH, BEAT_LOW, FS, HR_BRADY, HR_CLASSES, HR_NOISE,
                                      HR_NORMAL, HR_TACHY, RHYTHM_CLASSES, RHYTHM_HIGH, RHYTHM_LOW)
-from ecg_hpc.data.store import CLASS_BITS, CLASS_MASK
+from ecg_hpc.data.store import BEATS, CLASS_BITS, CLASS_MASK, RHYTHMS
 
 ScalarRule = Callable[[np.ndarray, np.ndarray, int, int], int]
 VectorisedRule = Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray], np.ndarray]
@@ -144,10 +144,11 @@ def hr_labels(flat: np.ndarray, frame_id: np.ndarray, counts: np.ndarray, start:
 
 @dataclass(frozen=True)
 class LabelRule:
-    """One label rule: the annotation kind it reads (``beats`` or ``rhythms``), its classes, and its two forms."""
+    """One label rule: the packed labels it reads (the store's ``BEATS`` or ``RHYTHMS`` row), its classes, and its
+    two forms."""
 
     name: str
-    annotation: str
+    kind: int
     class_names: tuple[str, ...]
     scalar: ScalarRule
     vectorised: VectorisedRule
@@ -160,6 +161,6 @@ class LabelRule:
         return self.vectorised(flat, np.repeat(np.arange(len(chunks)), counts), counts, start, end)
 
 
-BEAT = LabelRule("beat", "beats", BEAT_CLASSES, beat_label, beat_labels)
-RHYTHM = LabelRule("rhythm", "rhythms", RHYTHM_CLASSES, rhythm_label, rhythm_labels)
-HR = LabelRule("hr", "beats", HR_CLASSES, hr_label, hr_labels)
+BEAT = LabelRule("beat", BEATS, BEAT_CLASSES, beat_label, beat_labels)
+RHYTHM = LabelRule("rhythm", RHYTHMS, RHYTHM_CLASSES, rhythm_label, rhythm_labels)
+HR = LabelRule("hr", BEATS, HR_CLASSES, hr_label, hr_labels)

@@ -51,12 +51,11 @@ import numpy as np
 from ecg_hpc.data import icentia11k as ic
 from ecg_hpc.data.batches import OFFSET, check_sampler_arguments, future_batch, label_keys, normalised_batch
 from ecg_hpc.data.layout import SamplingTask
-from ecg_hpc.data.store import Store, StorePatient
+from ecg_hpc.data.store import RHYTHMS, Store, StorePatient
 from ecg_hpc.errors import DataError
 
 if TYPE_CHECKING:
     from ecg_hpc.data.pool import PoolOptions
-
 
 
 class _Lanes:
@@ -154,7 +153,7 @@ class BatchSampler:
             return self._future_batch(rng)
         patient, segment, start = self._draw(rng, self.batch_size, self._span)
         values = np.empty((self.batch_size, self.frame_size), self.value_dtype)
-        chunks = self._gather(patient, segment, start, values, rule.annotation)
+        chunks = self._gather(patient, segment, start, values, rule.kind)
         return values, self.multiplier[patient], rule.batch(chunks, start, start + self.frame_size)
 
     def batch(self, step: int) -> tuple[np.ndarray, ...]:
@@ -176,22 +175,21 @@ class BatchSampler:
         return patient, segment, start
 
     def _gather(self, patient: np.ndarray, segment: np.ndarray, start: np.ndarray, out: np.ndarray,
-                kind: str | None) -> list[np.ndarray]:
+                kind: int | None) -> list[np.ndarray]:
         """Copy raw frames of ``out.shape[1]`` samples into ``out``; return each frame's packed labels that matter.
 
-        For ``beats`` these are the complete beats of ``[start, start + frame]`` (of the beats inside, all but the
-        first); for ``rhythms`` the episode ends after ``start`` up to the first at or after the frame end.
+        For ``BEATS`` these are the complete beats of ``[start, start + frame]`` (of the beats inside, all but the
+        first); for ``RHYTHMS`` the episode ends after ``start`` up to the first at or after the frame end; for
+        None (future prediction) there are none.
         """
         frame, chunks, signals = out.shape[1], [], self._signals
         if kind is None:
             for i, (p, s, t) in enumerate(zip(patient.tolist(), segment.tolist(), start.tolist())):
                 out[i] = signals[p][s, t:t + frame]
             return chunks
-        rhythm = kind == "rhythms"
-        row = 1 if rhythm else 0
-        keys, skip = label_keys(rhythm, start, frame, self._key_dtype)
-        packed = self._rhythms if rhythm else self._beats
-        firsts, lasts = self._offsets[row, patient, segment], self._offsets[row, patient, segment + 1]
+        keys, skip = label_keys(kind == RHYTHMS, start, frame, self._key_dtype)
+        packed = self._rhythms if kind == RHYTHMS else self._beats
+        firsts, lasts = self._offsets[kind, patient, segment], self._offsets[kind, patient, segment + 1]
         append = chunks.append
         for i, (p, s, t, first, last, key) in enumerate(zip(patient.tolist(), segment.tolist(), start.tolist(),
                                                             firsts.tolist(), lasts.tolist(), keys)):
@@ -210,8 +208,6 @@ class BatchSampler:
         negatives = np.empty((b * k, f), self.value_dtype)
         self._gather(neg_patient, neg_segment, neg_start, negatives, None)
         return future_batch(rng, window, negatives, self.multiplier[patient], self.multiplier[neg_patient], c)
-
-
 
 
 def make_dataset(store: Store | str | os.PathLike[str], task: SamplingTask, patient_ids: Sequence[int],

@@ -37,7 +37,7 @@ import numpy as np
 from ecg_hpc.data import icentia11k as ic
 from ecg_hpc.data.layout import SamplingTask
 from ecg_hpc.data.batches import check_sampler_arguments, future_batch, label_keys, normalised_batch
-from ecg_hpc.data.store import PATIENTS_DIR, SegmentReader, Store, patient_dir
+from ecg_hpc.data.store import PATIENTS_DIR, RHYTHMS, SegmentReader, Store, patient_dir
 from ecg_hpc.errors import ConfigError, DataError
 from ecg_hpc.atomic import atomic_dir
 
@@ -144,8 +144,7 @@ class PoolSampler:
         self.value_dtype = (np.int16 if all(m["signal_dtype"] == "int16" for m in metas.values())
                             else np.float32)
         self.plan = ChunkPlan(metas, span, options.chunk_samples, (self.seed, self.epoch, self.rank, _TAG))
-        rule = self.layout.rule  # which packed labels a chunk carries: beats (row 0), rhythms (row 1) or none
-        self._kind = None if rule is None else 1 if rule.annotation == "rhythms" else 0
+        self._kind = None if self.layout.rule is None else self.layout.rule.kind  # the packed labels a chunk carries
         self._layout_slots(metas, span, options)
         self._step = int(start_step)
         self._installed = self._next = self._loaded_by(self._step) - self.slots  # next to install, to claim
@@ -324,7 +323,7 @@ class PoolSampler:
         slot, offset = self._draw(rng, self.batch_size)
         start = self._chunk[slot, 2] + offset
         values = self._copy(slot, offset, self.frame_size)
-        keys, skip = label_keys(self._kind == 1, start, self.frame_size, np.int64)
+        keys, skip = label_keys(self._kind == RHYTHMS, start, self.frame_size, np.int64)
         flat_keys = self._label_keys.reshape(-1)
         lo, hi = np.searchsorted(flat_keys, slot[:, None] << _SLOT_SHIFT | keys).T
         first = lo + skip  # as ``labels[lo + skip:hi + 1 - skip]`` within the slot's row

@@ -38,6 +38,7 @@ STORE_FORMAT = "ecg-hpc-icentia11k-store"
 STORE_VERSION = 1
 CLASS_BITS = 3
 CLASS_MASK = (1 << CLASS_BITS) - 1
+BEATS, RHYTHMS = 0, 1  # rows of a patient's packed labels: beats.npy, rhythms.npy and their offsets
 MAX_SEGMENT_LEN = (2 ** 31 - 1) >> CLASS_BITS
 PATIENTS_DIR = "patients"
 MANIFEST = "manifest.json"
@@ -472,7 +473,7 @@ class SegmentReader:
         self._pread(lay.folder / "signal.npy", offset, out)
 
     def read_labels(self, patient_id: int, kind: int, segment: int) -> np.ndarray:
-        """Packed labels (int32) of one segment, ``kind`` 0 beats, 1 rhythms: one read."""
+        """Packed labels (int32) of one segment, ``kind`` ``BEATS`` or ``RHYTHMS``: one read."""
         lay = self.layout(patient_id)
         first, last = int(lay.label_offsets[kind, segment]), int(lay.label_offsets[kind, segment + 1])
         name = self.LABEL_FILES[kind]

@@ -9,7 +9,6 @@ from ecg_hpc.names import TASKS
 from ecg_hpc.tasks.base import Task
 
 
-
 def get_task(name: str) -> Task:
     """The task called ``name``; ConfigError listing the known tasks when unknown."""
     if name not in TASKS:
