@@ -36,20 +36,11 @@ def interrupt_raises() -> None:
 
 
 @contextlib.contextmanager
-def children_ignore_interrupt() -> Iterator[None]:
-    """Processes started inside the block begin with SIGINT ignored (workers that handle it install a handler);
-    this process's own handler is restored after the block."""
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
-
-
-@contextlib.contextmanager
 def interrupts_ignored() -> Iterator[None]:
-    """Ctrl-C is ignored inside the block (main thread only; elsewhere nothing changes): recording how a run ended
-    must not be cut short by the repeated SIGINT that stops a local job's workers."""
+    """SIGINT is ignored inside the block, and this process's handler restored after it (main thread only;
+    elsewhere nothing changes). For two things: processes started inside the block begin with SIGINT ignored
+    (workers that handle it install a handler; submitit's local controller must not react), and recording how a
+    run ended is not cut short by the repeated SIGINT that stops a local job's workers."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return

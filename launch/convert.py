@@ -29,7 +29,7 @@ from ecg_hpc.data import convert, store  # noqa: E402
 from ecg_hpc.errors import ConfigError, EcgHpcError, user_error  # noqa: E402
 from ecg_hpc.hpc.executor import (ModuleJob, add_cluster_arguments, describe_dry_run, follow,  # noqa: E402
                                   make_executor, submit_jobs)
-from ecg_hpc.interrupt import children_ignore_interrupt, interrupt_raises, interrupted  # noqa: E402
+from ecg_hpc.interrupt import interrupt_raises, interrupted, interrupts_ignored  # noqa: E402
 
 RUNNER = "ecg_hpc.data.__main__"
 DEFAULT_TIME = "04:00:00"
@@ -119,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.dry_run:
             print(describe_dry_run(executor, jobs[0]))
             return 0
-        with children_ignore_interrupt():  # a local conversion finishes its patient; the launcher line says so
+        with interrupts_ignored():  # a local conversion finishes its patient; the launcher line says so
             submitted = submit_jobs(executor, jobs, array=True)
         array_id = submitted[0].job_id.split("_")[0]
         print(f"submitted {executor.cluster} job {array_id} ({len(submitted)} task(s)), logs in {logs}")

@@ -33,7 +33,7 @@ from ecg_hpc.hpc.executor import (ModuleJob, add_cluster_arguments, check_cluste
 from ecg_hpc.hpc.manifest import Task, read_manifest  # noqa: E402
 from ecg_hpc.hpc.pending import stuck_message, stuck_reason  # noqa: E402
 from ecg_hpc.hpc.sweep_progress import progress_line  # noqa: E402
-from ecg_hpc.interrupt import children_ignore_interrupt, interrupt_raises, interrupted  # noqa: E402
+from ecg_hpc.interrupt import interrupt_raises, interrupted, interrupts_ignored  # noqa: E402
 
 RUNNER = "ecg_hpc.hpc.sweep"
 DEFAULT_TIME = "04:00:00"
@@ -118,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
                       f"{len(jobs)} {executor.cluster} job(s){limit}; the first one:")
                 print(describe_dry_run(executor, jobs[0]))
                 return 0
-            with children_ignore_interrupt():  # local workers handle Ctrl-C; submitit's controller must not
+            with interrupts_ignored():  # local workers handle Ctrl-C; submitit's controller must not
                 submitted = submit_jobs(executor, jobs, array=True)
     except EcgHpcError as exc:
         return user_error(exc)

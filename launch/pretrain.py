@@ -31,7 +31,7 @@ from ecg_hpc.errors import ConfigError, EcgHpcError, user_error  # noqa: E402
 from ecg_hpc.hpc.executor import (ConfigJob, add_cluster_arguments, describe_dry_run, follow,  # noqa: E402
                                   interrupt_local_job, job_log, make_executor, submit_jobs)
 from ecg_hpc.hpc.run_state import died  # noqa: E402
-from ecg_hpc.interrupt import children_ignore_interrupt, interrupt_raises, interrupted  # noqa: E402
+from ecg_hpc.interrupt import interrupt_raises, interrupted, interrupts_ignored  # noqa: E402
 from ecg_hpc.options import check_text  # noqa: E402
 from ecg_hpc.project_config import resolve_store  # noqa: E402
 from ecg_hpc.train import pretrain  # noqa: E402  (the options and the config only: no TensorFlow)
@@ -81,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
             if args.dry_run:
                 print(describe_dry_run(executor, job))
                 return 0
-            with children_ignore_interrupt():  # local workers handle Ctrl-C; submitit's controller must not
+            with interrupts_ignored():  # local workers handle Ctrl-C; submitit's controller must not
                 submitted = submit_jobs(executor, [job])[0]
     except EcgHpcError as exc:
         return user_error(exc)

@@ -8,8 +8,9 @@ that matter for each frame concatenated (``flat``), the frame each belongs to (`
 frame. A frame is the closed interval ``[start, end]`` of sample indices; the authors (and the samplers) use
 ``end = start + frame_size``. The rules are in docs/design-facts.md.
 
-A ``LabelRule`` bundles the two forms with the packed labels it reads (``BEATS`` or ``RHYTHMS``) and its class names; a pretraining task
-(``ecg_hpc.tasks``) names its rule, so a new labelled task is a new rule here and a task module.
+A ``LabelRule`` bundles the two forms with the packed labels it reads (``BEATS`` or ``RHYTHMS``) and its class
+names; a pretraining task (``ecg_hpc.tasks``) names its rule, so a new labelled task is a new rule here and a task
+module.
 """
 
 from __future__ import annotations
